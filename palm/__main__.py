@@ -1,0 +1,3 @@
+from palm.cli import entry
+
+entry()

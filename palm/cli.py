@@ -1,0 +1,81 @@
+"""The ``palm`` command: train, personalise, render, export, evaluate, data and hand tools.
+
+Sub-commands live in their own modules (listed in ``COMMAND_MODULES``); each exposes
+``register(subparsers)``. Errors about inputs are :class:`palm.errors.PalmError` and print as one
+line ``error: <path>: <what is wrong>`` with exit status 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from palm import __version__
+from palm.errors import PalmError
+
+#: Modules that add sub-commands, in the order ``palm --help`` lists them.
+COMMAND_MODULES = (
+    "palm.doctor",
+    "palm.hand.cli",
+    "palm.render.cli",
+    "palm.data.cli",
+    "palm.train.cli",
+    "palm.export_cli",
+    "palm.eval_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="palm",
+        description="PALM-Net hand avatars: train the prior, personalise from a photo, render, export, evaluate.",
+        epilog="Run 'palm COMMAND --help' for a command's options. The GUI is 'palm-studio'.",
+    )
+    parser.add_argument("--version", action="version", version=f"palm-studio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command group that is not part of this build
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        rc = args.func(args)
+        return 0 if rc is None else int(rc)
+    except PalmError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc.filename}: {exc.strerror.lower() if exc.strerror else exc}", file=sys.stderr)
+        return 2
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

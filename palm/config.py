@@ -1,0 +1,402 @@
+"""Typed configuration of PALM-Net: one place defines each hyper-parameter.
+
+Defaults reproduce the paper's configuration (``../shared/spec/palm_net.md``, the "paper" preset);
+``PRESETS["cpu"]`` shrinks sizes and schedules so that the same method runs on a 2-core CPU.
+Every config is a frozen dataclass; ``dataclasses.replace`` makes variants, and
+``to_dict``/``from_dict`` give the JSON that sits beside checkpoints.
+
+This module imports the standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------
+# Canonical space (spec section 2)
+# ---------------------------------------------------------------------------------------------
+
+#: Tight box around the canonical (flat, MANO-template) right hand, metres.
+CANONICAL_BOX_MIN = (-0.0935, -0.0365, -0.0859)
+CANONICAL_BOX_MAX = (0.1366, 0.0417, 0.1158)
+
+
+@dataclass(frozen=True)
+class CanonicalConfig:
+    """The canonical cube: centre ``c`` and half side ``h``; ``p_hat = (p - c) / (2h) + 0.5``."""
+
+    box_min: tuple[float, float, float] = CANONICAL_BOX_MIN
+    box_max: tuple[float, float, float] = CANONICAL_BOX_MAX
+    scale: float = 1.2
+    """Half side = scale * (largest half extent of the box)."""
+
+    @property
+    def centre(self) -> tuple[float, float, float]:
+        return tuple((a + b) / 2 for a, b in zip(self.box_min, self.box_max))  # type: ignore[return-value]
+
+    @property
+    def half_side(self) -> float:
+        return self.scale * max(b - a for a, b in zip(self.box_min, self.box_max)) / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Fields (spec section 5)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HashGridConfig:
+    """Multiresolution hash grid with a progressive (coarse-to-fine) level mask."""
+
+    n_levels: int = 32
+    n_features_per_level: int = 2
+    log2_hashmap_size: int = 19
+    base_resolution: int = 16
+    per_level_scale: float = 1.447269237440378
+    include_xyz: bool = True
+    """Prepend ``2 p_hat - 1`` to the features (output dim 3 + L*F)."""
+    start_level: int = 4
+    """Levels active before ``start_step``."""
+    start_step: int = 3000
+    update_steps: int = 500
+    """One more level every ``update_steps`` after ``start_step``."""
+
+    @property
+    def out_dim(self) -> int:
+        return self.n_levels * self.n_features_per_level + (3 if self.include_xyz else 0)
+
+    def tcnn_dict(self) -> dict[str, Any]:
+        """The tiny-cuda-nn encoding config (the only place an ``otype`` string exists)."""
+        return {
+            "otype": "HashGrid",
+            "n_levels": self.n_levels,
+            "n_features_per_level": self.n_features_per_level,
+            "log2_hashmap_size": self.log2_hashmap_size,
+            "base_resolution": self.base_resolution,
+            "per_level_scale": self.per_level_scale,
+            "interpolation": "Linear",
+        }
+
+
+@dataclass(frozen=True)
+class GeometryConfig:
+    """Conditioned SDF network: hash encoding + [z_p, z_s] -> [sdf, 12 features]."""
+
+    hidden_dim: int = 64
+    n_hidden_layers: int = 1
+    feature_dim: int = 13
+    """Output size; channel 0 is the SDF (metres), the whole vector is the feature ``f``."""
+    softplus_beta: float = 100.0
+    sphere_init_radius: float = 0.5
+    weight_norm: bool = True
+    curvature_eps: float = 1e-5
+    """Tangential offset (metres) of the Laplacian/curvature term."""
+
+
+@dataclass(frozen=True)
+class RadianceConfig:
+    """Radiance MLP: [hash(67), f(13), SH(reflected dir), n(3), z_p, z_a] -> linear RGB."""
+
+    hidden_dim: int = 64
+    n_hidden_layers: int = 2
+    sh_degree: int = 4
+    sh_start_step: int = 3000
+    sh_full_step: int = 18000
+
+
+@dataclass(frozen=True)
+class MaterialConfig:
+    """Lipschitz MLP: [hash(67), f(13), z_p, z_a] -> albedo, roughness, metallic."""
+
+    hidden_dim: int = 64
+    n_hidden_layers: int = 2
+    albedo_scale: float = 0.77
+    albedo_bias: float = 0.03
+    roughness_scale: float = 0.9
+    roughness_bias: float = 0.09
+    metallic_scale: float = 1.0
+    metallic_bias: float = 0.0
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Per-subject codes and the pose code."""
+
+    pose_dim: int = 32
+    shape_dim: int = 32
+    appearance_dim: int = 32
+    n_pca: int = 5
+    init_std: float = 1e-8
+    pca_add_mean: bool = True
+    """Decode ``z = mean + c @ B``. The release omits the mean (``False``); we add it so that zero
+    coefficients give the mean subject, which is what the studio's sliders show."""
+
+
+@dataclass(frozen=True)
+class DensityConfig:
+    """Laplace (VolSDF) density ``sigma = Psi_beta(-s) / beta`` with learnable beta."""
+
+    beta_init: float = 0.003
+    """UNKNOWN in the release; 3 mm suits a metre-scale SDF and a 4 mm marching step (suggestion)."""
+    beta_min: float = 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# Deformer, sampling, light (spec sections 3, 4, 6)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeformerConfig:
+    """SNARF-style canonicalisation with a fixed skinning-weight voxel grid."""
+
+    skin_grid_res: int = 64
+    n_nearest: int = 5
+    n_inits: int = 16
+    """Broyden initialisations: the ``n_inits`` bones with the largest skinning weight (16 = all)."""
+    max_iters: int = 50
+    cvg_thresh: float = 1e-5
+    dvg_thresh: float = 1e-1
+    dedup_tol: float = 1e-3
+    """Candidates closer than ``dedup_tol * 2h`` to an earlier one are dropped."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Occupancy grid (empty-space skipping), primary and secondary ray sampling."""
+
+    aabb_half: float = 0.15
+    occ_grid_res: int = 64
+    occ_dist: float = 0.015
+    """Cells farther than this from the posed hand's vertices are empty (1.5 cm)."""
+    n_steps: int = 128
+    """Primary step = |AABB diagonal| / n_steps."""
+    importance_rounds: int = 2
+    importance_samples: int = 16
+    secondary_far: float = 1.5
+    secondary_samples: int = 64
+    secondary_importance: int = 4
+    chunk: int = 40000
+
+
+@dataclass(frozen=True)
+class LightConfig:
+    """Spherical-Gaussian environment: ``E(w) = sum_k mu_k exp(lambda_k (w . xi_k - 1))``."""
+
+    n_lobes: int = 64
+
+
+@dataclass(frozen=True)
+class PBRConfig:
+    """Monte-Carlo PBR of the primary interaction points (render mode 'uniform_light')."""
+
+    n_resamples: int = 512
+    light_grid: tuple[int, int] = (16, 32)
+    """Stratified uniform-sphere light directions (rows x cols = n_resamples)."""
+    global_illumination: bool = True
+
+
+@dataclass(frozen=True)
+class PalmNetConfig:
+    """Everything that defines the PALM-Net model (not its training)."""
+
+    canonical: CanonicalConfig = field(default_factory=CanonicalConfig)
+    hash_geometry: HashGridConfig = field(default_factory=HashGridConfig)
+    hash_radiance: HashGridConfig = field(default_factory=HashGridConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    radiance: RadianceConfig = field(default_factory=RadianceConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    density: DensityConfig = field(default_factory=DensityConfig)
+    deformer: DeformerConfig = field(default_factory=DeformerConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    light: LightConfig = field(default_factory=LightConfig)
+    pbr: PBRConfig = field(default_factory=PBRConfig)
+    encoding_backend: str = "auto"
+    """'auto' (tiny-cuda-nn when importable and on CUDA), 'torch' or 'tcnn'."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and schedules (spec sections 7, 8, 9)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Supplementary Table 1. ``normal`` decays linearly from ``normal_start`` to ``normal_end``."""
+
+    rf: float = 1.0
+    pbr: float = 0.2
+    segm: float = 0.1
+    normal_start: float = 0.5
+    normal_end: float = 0.1
+    eikonal: float = 1e-5
+    lpips: float = 0.1
+    lap: float = 0.1
+    latent: float = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Prior training (stage 0 geometry pretraining + stage 1 image training)."""
+
+    model: PalmNetConfig = field(default_factory=PalmNetConfig)
+    weights: LossWeights = field(default_factory=LossWeights)
+    # stage 0
+    pretrain_steps: int = 20000
+    """UNKNOWN in the release (suggestion)."""
+    pretrain_points: int = 40960
+    pretrain_noise: float = 0.005
+    pretrain_box: tuple[float, float, float] = (0.18, 0.9, 0.18)
+    pretrain_sdf_clamp: float = 0.02
+    pretrain_weight: float = 1e4
+    # stage 1
+    max_steps: int = 24000
+    geometry_freeze_steps: int = 6001
+    importance_start_step: int = 1000
+    pbr_start_step: int = 12001
+    lpips_start_step: int = 5
+    normal_start_step: int = 6001
+    images_per_step: int = 128
+    pixels_per_image: int = 3
+    patch_size: int = 32
+    patch_choices: tuple[tuple[int, int], ...] = ((64, 2), (128, 4))
+    """(crop size P, stride k) pairs the LPIPS patch is drawn from."""
+    lr: float = 1e-3
+    lr_codes: float = 5e-4
+    lr_geometry: float = 5e-4
+    lr_pose_encoder: float = 5e-4
+    lr_pose_correction: float = 5e-4
+    weight_decay_radiance_grid: float = 1e-4
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    adam_eps: float = 1e-15
+    warmup_steps: int = 1000
+    warmup_start_factor: float = 0.01
+    grad_clip: float = 0.5
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    validate_every: int = 6000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PersonalizeConfig:
+    """Single-image personalisation (spec section 9)."""
+
+    max_steps: int = 5200
+    shape_freeze_step: int = 1500
+    pbr_start_step: int = 2000
+    images_per_step: int = 8
+    pixels_per_image: int = 3
+    patch_size: int = 32
+    patch_choices: tuple[tuple[int, int], ...] = ((32, 1), (64, 2), (128, 4))
+    lr: float = 5e-4
+    lr_light: float = 1e-3
+    lr_pose_correction: float = 1e-5
+    weight_decay_pose_correction: float = 1e-5
+    warmup_steps: int = 1000
+    weights: LossWeights = field(
+        default_factory=lambda: LossWeights(normal_start=0.0, normal_end=0.0, eikonal=0.0)
+    )
+    preview_every: int = 100
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------
+
+
+def _cpu_model() -> PalmNetConfig:
+    grid = HashGridConfig(
+        n_levels=12, log2_hashmap_size=15, base_resolution=16, per_level_scale=1.5, start_step=300, update_steps=50
+    )
+    return PalmNetConfig(
+        hash_geometry=grid,
+        hash_radiance=grid,
+        radiance=RadianceConfig(sh_start_step=300, sh_full_step=1800),
+        deformer=DeformerConfig(skin_grid_res=32, n_inits=4, max_iters=20),
+        sampler=SamplerConfig(
+            occ_grid_res=32, n_steps=64, importance_rounds=1, importance_samples=8, secondary_samples=16,
+            secondary_importance=2,
+        ),
+        light=LightConfig(n_lobes=32),
+        pbr=PBRConfig(n_resamples=32, light_grid=(4, 8)),
+    )
+
+
+def _scaled_train(model: PalmNetConfig, factor: float) -> TrainConfig:
+    """Scale every step milestone of the paper schedule by ``factor`` (spec section 13)."""
+    base = TrainConfig()
+    s = lambda n: max(1, int(round(n * factor)))  # noqa: E731
+    return dataclasses.replace(
+        base,
+        model=model,
+        pretrain_steps=s(base.pretrain_steps),
+        pretrain_points=4096,
+        max_steps=s(base.max_steps),
+        geometry_freeze_steps=s(base.geometry_freeze_steps),
+        importance_start_step=s(base.importance_start_step),
+        pbr_start_step=s(base.pbr_start_step),
+        normal_start_step=s(base.normal_start_step),
+        images_per_step=4,
+        pixels_per_image=64,
+        patch_size=16,
+        patch_choices=((32, 2), (64, 4)),
+        warmup_steps=s(base.warmup_steps),
+        checkpoint_every=200,
+        validate_every=s(base.validate_every),
+    )
+
+
+#: Prior-training presets. ``paper`` is the published configuration.
+PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    "cpu": _scaled_train(_cpu_model(), 0.1),
+}
+
+#: Personalisation presets. ``paper`` is the published schedule; ``fast`` is a few CPU minutes.
+PERSONALIZE_PRESETS: dict[str, PersonalizeConfig] = {
+    "paper": PersonalizeConfig(),
+    "fast": PersonalizeConfig(
+        max_steps=300, shape_freeze_step=90, pbr_start_step=120, images_per_step=2, pixels_per_image=128,
+        patch_size=16, patch_choices=((16, 1), (32, 2)), lr=5e-3, lr_light=1e-2, warmup_steps=20, preview_every=25,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# (De)serialisation
+# ---------------------------------------------------------------------------------------------
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from :func:`to_dict` output; unknown keys are an error."""
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise KeyError(f"unknown config field {cls.__name__}.{key}")
+        default = getattr(cls(), key) if _has_default(hints[key]) else None
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            kwargs[key] = from_dict(type(default), value)
+        elif isinstance(value, list):
+            kwargs[key] = _tupleize(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+
+
+def _tupleize(value: Any) -> Any:
+    return tuple(_tupleize(v) for v in value) if isinstance(value, list) else value
