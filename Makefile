@@ -15,6 +15,7 @@ studio: system-deps venv
 	$(VENV)/bin/palm-studio
 
 test: system-deps venv
+	bash tools/node_deps.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 venv: $(VENV)/.installed

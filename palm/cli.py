@@ -20,8 +20,11 @@ COMMAND_MODULES = (
     "palm.doctor",
     "palm.hand.cli",
     "palm.render.cli",
+    "palm.render.env_cli",
     "palm.data.cli",
+    "palm.data.photo_cli",
     "palm.train.cli",
+    "palm.train.cli_personalize",
     "palm.export_cli",
     "palm.eval_cli",
 )

@@ -394,6 +394,39 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+def apply_overrides(cfg: Any, overrides: list[str], path: str = "--set") -> Any:
+    """Apply ``KEY=VALUE`` overrides to a (nested) config, e.g. ``model.sampler.n_steps=64``.
+
+    Values are parsed as JSON when possible (numbers, lists, booleans), else kept as strings.
+    """
+    import json
+
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"{path} {item}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        cfg = _replace_path(cfg, key.strip().split("."), _tupleize(value), item)
+    return cfg
+
+
+def _replace_path(cfg: Any, keys: list[str], value: Any, item: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if keys[0] not in names:
+        raise ValueError(f"{item}: {type(cfg).__name__} has no field '{keys[0]}'")
+    if len(keys) == 1:
+        current = getattr(cfg, keys[0])
+        if dataclasses.is_dataclass(current):
+            raise ValueError(f"{item}: '{keys[0]}' is a group; set one of its fields")
+        if isinstance(current, (int, float)) and not isinstance(current, bool) and isinstance(value, (int, float)):
+            value = type(current)(value)
+        return dataclasses.replace(cfg, **{keys[0]: value})
+    return dataclasses.replace(cfg, **{keys[0]: _replace_path(getattr(cfg, keys[0]), keys[1:], value, item)})
+
+
 def _has_default(f: dataclasses.Field) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
 

@@ -36,6 +36,7 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{ext}", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0 and not _allow_empty(path):
@@ -47,6 +48,12 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _allow_empty(path: Path) -> bool:
@@ -63,6 +70,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     parent = path.parent if str(path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():

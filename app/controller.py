@@ -1,0 +1,349 @@
+"""User intents and job events -> :class:`app.state.AppState` (no Dear PyGui, no OpenGL).
+
+The frame loop calls intent methods from widget callbacks and :meth:`Controller.handle_events`
+once per frame; the renderer reads the ``*_dirty`` flags and the current avatar/bones/lobes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app import actions
+from app.jobs import Cancelled, Failed, Finished, JobMessage, JobRunner, Started, log_text
+from app.state import AppState
+from palm.errors import PalmError
+from palm.jobs import Progress
+
+PERSONAL_ENV = "personalised"
+
+
+class Controller:
+    """Owns the state, the job runner and the engine objects (rig, prior, avatar)."""
+
+    def __init__(self, prior_path: str | None = None):
+        self.state = AppState()
+        self.runner = JobRunner()
+        self.rng = np.random.default_rng(0)
+        self.errors: list[str] = []
+        self.hand, rig_note = actions.load_rig("open")
+        if rig_note:
+            self.log(rig_note)
+        self.presets = actions.pose_presets()
+        self.env_names = actions.env_presets()
+        self.prior, note = actions.load_prior(prior_path)
+        s = self.state.subject
+        s.prior_note, s.can_rebake = note, self.prior is not None
+        s.prior_path = self.prior.path if self.prior else ""
+        if self.prior is not None:
+            s.shape = np.zeros(self.prior.n_shape, np.float32)
+            s.appearance = np.zeros(self.prior.n_appearance, np.float32)
+        self.avatar = actions.bake_rig(self.hand) if self.prior is None else actions.bake_prior(
+            self.prior, s.shape, s.appearance, 48)
+        self.bones = np.tile(np.eye(4, dtype=np.float32), (16, 1, 1))
+        self.avatar_dirty = self.pose_dirty = self.light_dirty = True
+        self.pose_synced = False  # sliders need a push from state
+        self.neural_image: np.ndarray | None = None
+        self.personal_preview: np.ndarray | None = None
+        self.job_names: dict[int, str] = {}
+        st = self.state
+        st.neural_note = actions.neural_available()
+        st.neural_available = not st.neural_note
+        self.apply_preset(actions.default_preset(self.presets))
+        if not self.env_names:
+            self.state.light.fitted["default"] = actions.fallback_lobes()
+            self.log("no environment presets installed: using a built-in studio light")
+        names = self.environment_names()
+        self.set_environment("studio" if "studio" in names else names[0])
+
+    # -- log and errors -----------------------------------------------------------------------
+
+    def log(self, line: str) -> None:
+        self.state.add_log(line)
+
+    def error(self, message: str) -> None:
+        self.log(f"error: {message}")
+        self.errors.append(message)
+
+    def guarded(self, fn, *args, **kwargs) -> Any:
+        """Run an intent; a PalmError (or any failure) becomes an error message, not a crash."""
+        try:
+            return fn(*args, **kwargs)
+        except PalmError as exc:
+            self.error(str(exc))
+        except Exception as exc:  # noqa: BLE001 - keep the app usable
+            self.error(f"{type(exc).__name__}: {exc}")
+        return None
+
+    # -- posing --------------------------------------------------------------------------------
+
+    def apply_preset(self, name: str) -> None:
+        if not name:
+            return
+        self.state.pose.pose = actions.load_pose(name)
+        self.state.pose.preset = name
+        self.pose_dirty = True
+        self.pose_synced = False
+
+    def set_pose_value(self, joint: int, comp: int, value: float) -> None:
+        self.state.pose.pose[joint, comp] = float(value)
+        self.state.pose.preset = ""
+        self.pose_dirty = True
+
+    def reset_pose(self) -> None:
+        self.state.pose.pose = np.zeros((16, 3), np.float32)
+        self.state.pose.preset = ""
+        self.pose_dirty, self.pose_synced = True, False
+
+    def set_left(self, left: bool) -> None:
+        self.state.pose.left = bool(left)
+        self.pose_dirty = True
+
+    def load_pose_file(self, path: str) -> None:
+        self.state.pose.pose = actions.read_pose_file(path)
+        self.state.pose.preset = Path(path).stem
+        self.pose_dirty, self.pose_synced = True, False
+        self.log(f"pose loaded from {path}")
+
+    def save_pose_file(self, path: str) -> None:
+        actions.save_pose(path, self.state.pose.pose, self.state.pose.left)
+        self.log(f"pose saved to {path}")
+
+    def update_bones(self) -> np.ndarray:
+        betas = self.rig_betas()
+        self.bones = actions.bone_transforms(self.hand, self.state.pose.pose, betas, self.state.pose.left)
+        self.pose_dirty = False
+        return self.bones
+
+    def rig_betas(self) -> np.ndarray | None:
+        """Without a prior the shape sliders drive the rig's first betas."""
+        if self.prior is not None:
+            return None
+        n = int(getattr(self.hand, "n_betas", 10))
+        betas = np.zeros(n, np.float32)
+        k = min(n, len(self.state.subject.shape))
+        betas[:k] = self.current_codes()[0][:k]
+        return betas
+
+    # -- shape / appearance --------------------------------------------------------------------
+
+    def current_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        s = self.state.subject
+        if s.compare and s.personal_shape is not None:
+            return s.personal_shape, s.personal_appearance if s.personal_appearance is not None else s.appearance
+        return s.shape, s.appearance
+
+    def set_code(self, which: str, index: int, value: float) -> None:
+        getattr(self.state.subject, which)[index] = float(value)
+        self.request_bake()
+
+    def reset_codes(self) -> None:
+        s = self.state.subject
+        s.shape[:] = 0.0
+        s.appearance[:] = 0.0
+        self.request_bake()
+
+    def random_codes(self) -> None:
+        s = self.state.subject
+        if self.prior is not None:
+            s.shape = actions.random_coefficients(self.prior.shape_std, self.rng)
+            s.appearance = actions.random_coefficients(self.prior.appearance_std, self.rng)
+        else:
+            s.shape = actions.random_coefficients(np.ones(len(s.shape), np.float32), self.rng)
+        self.request_bake()
+
+    def set_compare(self, on: bool) -> None:
+        self.state.subject.compare = bool(on)
+        self.request_bake()
+
+    def request_bake(self) -> None:
+        """Re-bake for the current codes: coarse first, then refine (a job that replaces the last)."""
+        shape, appearance = self.current_codes()
+        if self.prior is None:
+            # rig fallback: the sliders are betas; the bake is the rig's rest mesh (fast, synchronous)
+            from palm.bake import bake_from_hand
+
+            self.avatar = bake_from_hand(self.hand, self.rig_betas())
+            self.avatar_dirty = self.pose_dirty = True
+            return
+        self.start_job("bake", actions.job_bake, self.prior, shape.copy(), appearance.copy())
+
+    # -- lighting ------------------------------------------------------------------------------
+
+    def set_environment(self, name: str) -> None:
+        light = self.state.light
+        if name in light.fitted:
+            light.lobes = light.fitted[name]
+        else:
+            light.lobes, _ = actions.load_environment(name)
+        light.name = name
+        self.light_dirty = True
+
+    def load_environment_file(self, path: str) -> None:
+        self.start_job("fit environment", actions.job_fit_environment, path)
+
+    def set_rotation(self, degrees: float) -> None:
+        self.state.light.rotation = math.radians(float(degrees))
+        self.light_dirty = True
+
+    def set_exposure(self, stops: float) -> None:
+        self.state.light.exposure = float(stops)
+        self.light_dirty = True
+
+    def set_show_background(self, on: bool) -> None:
+        self.state.light.show_background = bool(on)
+        self.light_dirty = True
+
+    def export_environment(self, path: str) -> None:
+        light = self.state.light
+        actions.export_environment(path, light.lobes, light.name)
+        self.log(f"environment {light.name} exported to {path}")
+
+    def environment_names(self) -> list[str]:
+        return list(self.env_names) + [n for n in self.state.light.fitted if n not in self.env_names]
+
+    # -- photo and personalisation -------------------------------------------------------------
+
+    def open_photo(self, path: str) -> None:
+        """Queue a photo: preprocess it in a job; the overlay waits for the user to accept."""
+        photo = self.state.photo
+        photo.path, photo.result, photo.accepted = str(path), None, False
+        photo.losses, photo.steps = {}, []
+        self.log(f"photo: {path}")
+        self.start_job("preprocess", actions.job_preprocess, str(path))
+
+    def accept_photo(self) -> None:
+        photo = self.state.photo
+        if photo.result is None:
+            self.error("no preprocessed photo to accept")
+            return
+        photo.accepted = True
+        why = actions.personalize_available(self.prior)
+        if why:
+            self.error(why)
+            return
+        out = str(Path(photo.path).with_suffix("")) + "_avatar"
+        self.start_job("personalize", actions.job_personalize, photo.result, self.prior, out)
+
+    def reject_photo(self) -> None:
+        self.state.photo.result = None
+        self.state.photo.accepted = False
+
+    # -- training ------------------------------------------------------------------------------
+
+    def start_training(self, dataset: str, preset: str, out_dir: str) -> None:
+        why = actions.training_available()
+        if why:
+            self.error(why)
+            return
+        t = self.state.train
+        t.dataset, t.preset, t.out_dir, t.losses, t.steps = dataset, preset, out_dir, {}, []
+        self.start_job("train", actions.job_train, dataset, preset, out_dir)
+
+    def use_prior(self, path: str) -> None:
+        prior, note = actions.load_prior(path)
+        if prior is None:
+            self.error(note)
+            return
+        self.prior = prior
+        s = self.state.subject
+        s.prior_path, s.prior_note, s.can_rebake = prior.path, "", True
+        s.shape = np.zeros(prior.n_shape, np.float32)
+        s.appearance = np.zeros(prior.n_appearance, np.float32)
+        self.request_bake()
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def start_job(self, name: str, fn, *args, kind: str | None = None) -> int:
+        job_id = self.runner.start(name, fn, *args, kind=kind)
+        self.job_names[job_id] = name
+        self.state.events_seen.append(name)
+        return job_id
+
+    def cancel_jobs(self) -> None:
+        self.runner.cancel()
+
+    def handle_events(self) -> None:
+        """Apply every queued job event and the newest snapshots/previews. Main thread, per frame."""
+        for ev in self.runner.drain():
+            line = log_text(ev)
+            if line:
+                self.log(line)
+            if isinstance(ev, Failed):
+                self.errors.append(ev.message)
+            if isinstance(ev, Finished):
+                self._finished(ev)
+            if isinstance(ev, JobMessage) and isinstance(ev.event, Progress):
+                self._progress(ev.name, ev.event)
+            if isinstance(ev, (Started, Cancelled)):
+                pass
+        for kind, slot in self.runner.snapshots.items():
+            full, snap = slot.take()
+            if full:
+                self._snapshot(kind, snap.data)
+        for kind, slot in self.runner.previews.items():
+            full, prev = slot.take()
+            if full and kind == "neural":
+                self.neural_image = np.asarray(prev.image)
+            elif full and kind == "personalize":
+                self.personal_preview = np.asarray(prev.image, np.float32)
+
+    def _progress(self, name: str, p: Progress) -> None:
+        target = self.state.photo if name == "personalize" else self.state.train if name == "train" else None
+        if target is None or not p.losses:
+            return
+        target.steps.append(p.step)
+        for key, value in p.losses.items():
+            target.losses.setdefault(key, []).append(float(value))
+
+    def _snapshot(self, kind: str, data: dict) -> None:
+        if "avatar" in data and data["avatar"] is not None:
+            self.avatar = data["avatar"]
+            self.state.subject.bake_resolution = int(data.get("resolution", 0))
+            self.avatar_dirty = True
+        s = self.state.subject
+        if kind == "personalize":
+            shape = data.get("shape_coeffs", data.get("shape"))
+            appearance = data.get("appearance_coeffs", data.get("appearance"))
+            if shape is not None:
+                s.personal_shape = np.asarray(shape, np.float32).reshape(-1)
+            if appearance is not None:
+                s.personal_appearance = np.asarray(appearance, np.float32).reshape(-1)
+            lobes = data.get("light", data.get("lobes"))
+            if lobes is not None:
+                self.state.light.fitted[PERSONAL_ENV] = np.asarray(lobes, np.float32).reshape(-1, 7)
+                if self.state.light.name == PERSONAL_ENV:
+                    self.set_environment(PERSONAL_ENV)
+            if shape is not None and "avatar" not in data and self.prior is not None:
+                s.compare = True
+                self.start_job("bake", actions.job_bake, self.prior, s.personal_shape,
+                               s.personal_appearance if s.personal_appearance is not None else s.appearance, (32,))
+
+    def _finished(self, ev: Finished) -> None:
+        if ev.name == "preprocess":
+            self.state.photo.result = ev.result
+            self.log("photo preprocessed: accept the overlay to personalise")
+        elif ev.name == "fit environment" and ev.result is not None:
+            lobes, info = ev.result
+            name = str(info.get("name", "fitted"))
+            self.state.light.fitted[name] = lobes
+            self.set_environment(name)
+        elif ev.name == "personalize":
+            self.log(f"personalisation finished: {ev.result}")
+            self.state.subject.avatar_path = str(ev.result or "")
+        elif ev.name == "train" and ev.result is not None:
+            self.log(f"training finished: {ev.result}")
+            path = getattr(ev.result, "path", ev.result)
+            if isinstance(path, (str, Path)) and Path(path).is_dir():
+                self.guarded(self.use_prior, str(path))
+
+    def shutdown(self) -> None:
+        self.runner.shutdown()
+
+
+def now() -> float:
+    return time.monotonic()

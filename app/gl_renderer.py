@@ -1,0 +1,216 @@
+"""The viewport renderer: a skinned, SG-lit avatar mesh drawn with moderngl into an offscreen FBO.
+
+The renderer never creates windows. It takes a moderngl context: inside the studio the context of
+Dear PyGui's own window (``moderngl.create_context()`` after the viewport is shown, see
+``DESIGN.md``); headless (bench, tests) a standalone EGL context from :func:`standalone_context`.
+Posing changes only the 16 bone matrices (uniforms); lighting only the SG uniforms and the
+background texture. :meth:`AvatarRenderer.render` returns the image top row first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.camera import OrbitCamera, gl_projection
+from app.programs import load_program
+
+MAX_LOBES = 64
+ENV_TEX_HEIGHT = 128
+
+
+def standalone_context():
+    """A headless moderngl context: EGL (no display needed), else the platform default."""
+    import moderngl
+
+    try:
+        return moderngl.create_standalone_context(backend="egl")
+    except Exception:  # noqa: BLE001 - fall back to GLX/WGL where EGL is missing
+        return moderngl.create_standalone_context()
+
+
+@dataclass(frozen=True)
+class SGUniforms:
+    """SG lobes normalised for the shader: unit axes (K,3), sharpness (K,), amplitude (K,3)."""
+
+    axis: np.ndarray
+    sharpness: np.ndarray
+    amplitude: np.ndarray
+
+
+def sg_uniforms(lobes: np.ndarray) -> SGUniforms:
+    """Raw lobes ``P`` (K, 7) -> shader values: ``axis = P[:3]/|P[:3]|``, ``lambda = |P3|``, ``mu = |P4:7|``."""
+    p = np.asarray(lobes, np.float64).reshape(-1, 7)
+    axis = p[:, :3] / np.maximum(np.linalg.norm(p[:, :3], axis=1, keepdims=True), 1e-12)
+    return SGUniforms(axis.astype(np.float32), np.abs(p[:, 3]).astype(np.float32), np.abs(p[:, 4:7]).astype(np.float32))
+
+
+def sg_eval_np(lobes: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """Radiance ``E(w) = sum_k mu_k exp(lambda_k (w . xi_k - 1))`` of unit ``dirs`` (..., 3) -> (..., 3)."""
+    u = sg_uniforms(lobes)
+    d = np.asarray(dirs, np.float32)
+    cos = d.reshape(-1, 3) @ u.axis.T  # (N, K)
+    w = np.exp(u.sharpness[None] * (cos - 1.0))
+    return (w @ u.amplitude).reshape(*d.shape[:-1], 3)
+
+
+def rotate_lobes_y(lobes: np.ndarray, angle: float) -> np.ndarray:
+    """Turn the environment about world +y by ``angle`` radians (lobe axes only)."""
+    c, s = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], np.float32)
+    out = np.array(lobes, np.float32, copy=True).reshape(-1, 7)
+    out[:, :3] = out[:, :3] @ rot.T
+    return out
+
+
+def equirect_from_sg(lobes: np.ndarray, height: int = ENV_TEX_HEIGHT) -> np.ndarray:
+    """The environment as an equirect image (H, 2H, 3) float32, row 0 = sky (envmap convention)."""
+    width = 2 * height
+    u = (np.arange(width) + 0.5) / width
+    v = 1.0 - (np.arange(height) + 0.5) / height
+    lon = (u[None, :] - 0.5) * 2 * np.pi
+    lat = (v[:, None] - 0.5) * np.pi
+    dirs = np.stack(np.broadcast_arrays(np.cos(lat) * np.sin(lon), np.sin(lat), np.cos(lat) * np.cos(lon)), -1)
+    return sg_eval_np(lobes, dirs).astype(np.float32)
+
+
+def vertex_data(avatar) -> np.ndarray:
+    """Interleaved per-vertex data of a :class:`palm.bake.BakedAvatar`: (V, 27) float32.
+
+    Layout: position 3, normal 3, albedo 3, (roughness, metallic) 2, skin weights 16.
+    """
+    n = len(avatar.vertices)
+    return np.concatenate(
+        [
+            np.asarray(avatar.vertices, np.float32).reshape(n, 3),
+            np.asarray(avatar.normals, np.float32).reshape(n, 3),
+            np.asarray(avatar.albedo, np.float32).reshape(n, 3),
+            np.asarray(avatar.roughness, np.float32).reshape(n, 1),
+            np.asarray(avatar.metallic, np.float32).reshape(n, 1),
+            np.asarray(avatar.skin_weights, np.float32).reshape(n, 16),
+        ],
+        axis=1,
+    )
+
+
+class AvatarRenderer:
+    """Draws one avatar with one environment into an offscreen RGBA8 framebuffer.
+
+    Args:
+        ctx: a moderngl context (current on the calling thread).
+        width, height: image size in pixels.
+    """
+
+    def __init__(self, ctx, width: int, height: int):
+        self.ctx = ctx
+        self.mesh_prog = load_program(ctx, "mesh_sg.glsl", {"MAX_LOBES": MAX_LOBES})
+        self.bg_prog = load_program(ctx, "background.glsl")
+        self.fbo = None
+        self.resize(width, height)
+        tri = np.array([-1, -1, 3, -1, -1, 3], np.float32)
+        self._bg_vbo = ctx.buffer(tri.tobytes())
+        self._bg_vao = ctx.vertex_array(self.bg_prog, [(self._bg_vbo, "2f", "in_ndc")])
+        self._mesh_vao = None
+        self._mesh_buffers: list = []
+        self.env_texture = None
+        self.n_lobes = 0
+        self.bones = np.tile(np.eye(4, dtype=np.float32), (16, 1, 1))
+        self.exposure = 0.0
+        self.show_environment = True
+        self.flat_color = (0.18, 0.18, 0.2)
+        self.has_avatar = False
+        self.draw_avatar = True
+
+    def resize(self, width: int, height: int) -> None:
+        if self.fbo is not None and self.size == (width, height):
+            return
+        if self.fbo is not None:
+            self.fbo.release()
+            self._color.release()
+            self._depth.release()
+        self.size = (int(width), int(height))
+        self._color = self.ctx.renderbuffer(self.size, components=4)
+        self._depth = self.ctx.depth_renderbuffer(self.size)
+        self.fbo = self.ctx.framebuffer(color_attachments=[self._color], depth_attachment=self._depth)
+
+    def set_avatar(self, avatar) -> None:
+        """Upload a :class:`palm.bake.BakedAvatar` (replaces the previous one)."""
+        for buf in self._mesh_buffers:
+            buf.release()
+        if self._mesh_vao is not None:
+            self._mesh_vao.release()
+        vbo = self.ctx.buffer(vertex_data(avatar).tobytes())
+        ibo = self.ctx.buffer(np.asarray(avatar.faces, np.int32).tobytes())
+        fmt = "3f 3f 3f 2f 4f 4f 4f 4f"
+        names = ["in_position", "in_normal", "in_albedo", "in_material", "in_w0", "in_w1", "in_w2", "in_w3"]
+        self._mesh_vao = self.ctx.vertex_array(self.mesh_prog, [(vbo, fmt, *names)], index_buffer=ibo)
+        self._mesh_buffers = [vbo, ibo]
+        self.has_avatar = True
+
+    def set_bones(self, bone_transforms: np.ndarray) -> None:
+        """Bone matrices (16, 4, 4): rest -> posed world."""
+        self.bones = np.asarray(bone_transforms, np.float32).reshape(16, 4, 4)
+
+    def set_environment(self, lobes: np.ndarray, rotation: float = 0.0, exposure: float = 0.0) -> None:
+        """SG lobes (K, 7) turned by ``rotation`` radians about +y; ``exposure`` in stops."""
+        lobes = rotate_lobes_y(np.asarray(lobes, np.float32).reshape(-1, 7)[:MAX_LOBES], rotation)
+        u = sg_uniforms(lobes)
+        k = len(lobes)
+        axis_sharp = np.zeros((MAX_LOBES, 4), np.float32)
+        amp = np.zeros((MAX_LOBES, 3), np.float32)
+        axis_sharp[:k, :3], axis_sharp[:k, 3], amp[:k] = u.axis, u.sharpness, u.amplitude
+        self.mesh_prog["u_sg_lobe"].write(axis_sharp.tobytes())
+        self.mesh_prog["u_sg_mu"].write(amp.tobytes())
+        self.mesh_prog["u_n_lobes"].value = k
+        self.n_lobes = k
+        image = equirect_from_sg(lobes)
+        if self.env_texture is None or self.env_texture.size != (image.shape[1], image.shape[0]):
+            if self.env_texture is not None:
+                self.env_texture.release()
+            self.env_texture = self.ctx.texture((image.shape[1], image.shape[0]), 3, dtype="f4")
+            self.env_texture.repeat_y = False
+        self.env_texture.write(np.ascontiguousarray(image).tobytes())
+        self.exposure = float(exposure)
+
+    def render(self, camera: OrbitCamera) -> np.ndarray:
+        """Draw and read back the image: (H, W, 4) uint8 sRGB, row 0 = top."""
+        width, height = self.size
+        view = camera.world_to_camera()
+        proj = gl_projection(camera.intrinsics(width, height), width, height, 0.01, 50.0)
+        eye = camera.eye().astype(np.float32)
+        scale = float(2.0**self.exposure)
+        ctx = self.ctx
+        self.fbo.use()
+        ctx.viewport = (0, 0, width, height)
+        ctx.disable(ctx.CULL_FACE | ctx.BLEND)
+        ctx.enable(ctx.DEPTH_TEST)
+        self.fbo.clear(0.0, 0.0, 0.0, 1.0, depth=1.0)
+        if self.env_texture is not None:
+            bg = self.bg_prog
+            bg["u_inv_view_proj"].write(np.linalg.inv(proj @ view).astype(np.float32).T.tobytes())
+            bg["u_eye"].value = tuple(eye)
+            bg["u_exposure_scale"].value = scale
+            bg["u_show_env"].value = 1.0 if self.show_environment else 0.0
+            bg["u_flat_color"].value = self.flat_color
+            self.env_texture.use(0)
+            bg["u_env"].value = 0
+            self._bg_vao.render()
+        if self._mesh_vao is not None and self.draw_avatar:
+            p = self.mesh_prog
+            p["u_bones"].write(np.ascontiguousarray(self.bones.transpose(0, 2, 1)).tobytes())
+            p["u_view"].write(view.astype(np.float32).T.tobytes())
+            p["u_proj"].write(proj.astype(np.float32).T.tobytes())
+            p["u_eye"].value = tuple(eye)
+            p["u_exposure_scale"].value = scale
+            self._mesh_vao.render()
+        ctx.disable(ctx.DEPTH_TEST)
+        data = self.fbo.read(components=4, alignment=1)
+        return np.frombuffer(data, np.uint8).reshape(height, width, 4)
+
+    def release(self) -> None:
+        for obj in [self._bg_vao, self._bg_vbo, self._mesh_vao, *self._mesh_buffers, self.env_texture, self.fbo,
+                    self._color, self._depth]:
+            if obj is not None:
+                obj.release()

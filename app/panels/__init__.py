@@ -1,0 +1,1 @@
+"""Studio panels: each module has ``build(studio)`` (widgets + callbacks) and ``refresh(studio)``."""

@@ -1,0 +1,29 @@
+"""Export: the current render, the posed mesh, a turntable and the environment."""
+
+from __future__ import annotations
+
+import dearpygui.dearpygui as dpg
+
+from app import actions, tags
+
+
+def build(studio) -> None:
+    c = studio.controller
+    why = actions.export_available()
+    dpg.add_button(label="Save render (PNG/EXR)...", width=260, callback=lambda: studio.file_dialog(
+        "Save render", [".png", ".exr"], lambda p: studio.intent(studio.export_render, p), save=True,
+        default="render.png"))
+    dpg.add_button(label="Export mesh (OBJ/PLY/glTF)...", width=260, callback=lambda: studio.file_dialog(
+        "Export mesh", [".glb", ".gltf", ".obj", ".ply"], lambda p: studio.intent(studio.export_mesh, p),
+        save=True, default="hand.glb"))
+    dpg.add_button(label="Export turntable...", width=260, callback=lambda: studio.file_dialog(
+        "Turntable", [".mp4", ".gif"], lambda p: studio.intent(studio.export_turntable, p), save=True,
+        default="turntable.mp4"))
+    dpg.add_button(label="Export environment...", width=260, callback=lambda: studio.file_dialog(
+        "Export environment", [".json", ".exr", ".png"], lambda p: studio.intent(c.export_environment, p),
+        save=True, default="environment.json"))
+    dpg.add_text(why, tag=tags.EXPORT_NOTE, wrap=400, color=(230, 190, 90))
+
+
+def refresh(studio) -> None:
+    pass

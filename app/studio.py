@@ -1,0 +1,542 @@
+"""palm-studio: the Dear PyGui application (one frame loop on the main thread) and its entry point.
+
+``Studio`` owns the Dear PyGui context, the moderngl renderer (on Dear PyGui's own GL context,
+created after the viewport is shown) and the frame loop. Each frame: run widget callbacks, take
+dropped files, apply job events, follow the mouse, re-render the viewport when something changed,
+refresh panels and the status bar, draw. Jobs run on worker threads (:mod:`app.jobs`) and never
+touch Dear PyGui. Tests drive it in-process with :meth:`Studio.step_frames`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import queue
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from app import actions, tags
+from app.camera import OrbitCamera
+from app.controller import Controller
+from palm.errors import PalmError
+
+TITLE = "palm-studio"
+LEFT_WIDTH = 450
+STATUS_HEIGHT = 34
+TOOLBAR_HEIGHT = 30
+REST_BEFORE_NEURAL_S = 0.6
+DEFAULT_AZIMUTH, DEFAULT_ELEVATION = 0.5, 0.9
+
+
+class Studio:
+    """The application. Create, then ``run()`` (interactive) or ``step_frames(n)`` (tests, screenshots).
+
+    Args:
+        size: window size (width, height) in pixels.
+        prior: prior folder (default ``assets/priors/default``).
+        env: environment preset name or file.
+        pose: pose preset name or pose JSON.
+        avatar: personalised avatar folder.
+        photo: a photo queued for personalisation.
+        dnd: listen for XDND file drops (X11).
+    """
+
+    def __init__(self, size=(1600, 1000), prior=None, env=None, pose=None, avatar=None, photo=None, dnd=True):
+        import dearpygui.dearpygui as dpg
+
+        self.dpg = dpg
+        self.size = (int(size[0]), int(size[1]))
+        self.controller = c = Controller(prior)
+        if env:
+            if Path(env).suffix.lower() in (".exr", ".hdr"):
+                lobes, info = actions.load_environment(env)  # fitted now: the screenshot shows it
+                c.state.light.fitted[str(info.get("name", Path(env).stem))] = lobes
+                c.set_environment(str(info.get("name", Path(env).stem)))
+            else:
+                c.set_environment(env)
+        if pose:
+            if Path(pose).suffix == ".json" and Path(pose).exists():
+                c.load_pose_file(pose)
+            else:
+                c.apply_preset(pose)
+        if avatar:
+            self._load_avatar(avatar)
+        self.camera = OrbitCamera(azimuth=DEFAULT_AZIMUTH, elevation=DEFAULT_ELEVATION)
+        self.sync_codes = True
+        self.shown_photo = None
+        self.shown_log = -1
+        self.drops: queue.Queue[str] = queue.Queue()
+        self.last_image: np.ndarray | None = None
+        self.render_dirty = True
+        self._mouse_prev: tuple[float, float] | None = None
+        self._wheel = 0.0
+        self._last_motion = time.monotonic()
+        self._neural_job: int | None = None
+        self._shown_errors = 0
+        self._closed = False
+        self.vp_size = (max(self.size[0] - LEFT_WIDTH - 24, 64), max(self.size[1] - STATUS_HEIGHT - TOOLBAR_HEIGHT - 40, 64))
+
+        dpg.create_context()
+        dpg.configure_app(manual_callback_management=True)
+        dpg.create_viewport(title=TITLE, width=self.size[0], height=self.size[1])
+        self._build()
+        dpg.setup_dearpygui()
+        dpg.show_viewport()
+        dpg.render_dearpygui_frame()
+        import moderngl
+
+        from app.gl_renderer import AvatarRenderer
+
+        self.ctx = moderngl.create_context()  # Dear PyGui's GL context, current on this thread
+        self.renderer = AvatarRenderer(self.ctx, *self.vp_size)
+        self.ctx.screen.use()
+        self._frame_camera()
+        self.dnd = None
+        if dnd and sys.platform.startswith("linux") and os.environ.get("DISPLAY"):
+            from app.dnd_x11 import XdndListener
+
+            try:
+                self.dnd = XdndListener(TITLE, self.drops.put)
+                self.dnd.start()
+            except Exception as exc:  # noqa: BLE001 - drag-and-drop is a convenience
+                c.log(f"drag-and-drop unavailable: {exc}")
+                self.dnd = None
+        if photo:
+            c.open_photo(str(photo))
+
+    # -- construction --------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        dpg = self.dpg
+        from app.panels import diagnostics, export, lighting, personalize, pose, subject, training
+
+        self.panels = [pose, subject, lighting, personalize, training, export, diagnostics]
+        vw, vh = self.vp_size
+        with dpg.texture_registry(tag=tags.TEXTURES):
+            dpg.add_raw_texture(vw, vh, np.zeros(vw * vh * 4, np.float32), format=dpg.mvFormat_Float_rgba,
+                                tag=tags.VIEWPORT_TEXTURE)
+            w, h = personalize.OVERLAY
+            dpg.add_dynamic_texture(w, h, np.zeros(w * h * 4, np.float32), tag=tags.PHOTO_TEXTURE)
+        with dpg.handler_registry(tag=tags.WHEEL_HANDLER):
+            dpg.add_mouse_wheel_handler(callback=self._on_wheel)
+        with dpg.window(tag=tags.PRIMARY, no_scrollbar=True):
+            with dpg.group(horizontal=True):
+                with dpg.child_window(width=LEFT_WIDTH, height=-STATUS_HEIGHT):
+                    with dpg.tab_bar(tag=tags.TABS):
+                        for label, panel in (("Pose", pose), ("Shape", subject), ("Lighting", lighting),
+                                             ("Personalise", personalize), ("Training", training),
+                                             ("Export", export), ("Diagnostics", diagnostics)):
+                            with dpg.tab(label=label, tag=tags.TAB.format(label=label)):
+                                panel.build(self)
+                with dpg.child_window(height=-STATUS_HEIGHT, no_scrollbar=True):
+                    with dpg.group(horizontal=True):
+                        dpg.add_checkbox(label="environment background", tag=tags.SHOW_ENV, default_value=True,
+                                         callback=lambda s, a: self.controller.set_show_background(a))
+                        c = self.controller
+                        dpg.add_checkbox(label="neural", tag=tags.NEURAL, enabled=c.state.neural_available,
+                                         callback=lambda s, a: self._set_neural(a))
+                        if not c.state.neural_available:
+                            with dpg.tooltip(tags.NEURAL, tag=tags.NEURAL_TIP):
+                                dpg.add_text(c.state.neural_note)
+                        dpg.add_button(label="Reset camera", callback=lambda: self._frame_camera())
+                        dpg.add_text("", tag=tags.VIEWPORT_INFO)
+                    dpg.add_image(tags.VIEWPORT_TEXTURE, tag=tags.VIEWPORT_IMAGE)
+            with dpg.group(horizontal=True):
+                dpg.add_text("idle", tag=tags.STATUS_JOB)
+                dpg.add_progress_bar(tag=tags.STATUS_PROGRESS, width=300, default_value=0.0)
+                dpg.add_text("", tag=tags.STATUS_ETA)
+                dpg.add_button(label="Cancel", tag=tags.STATUS_CANCEL, callback=lambda: self.controller.cancel_jobs())
+                dpg.add_button(label="Pause", tag=tags.STATUS_PAUSE, callback=lambda: self._toggle_pause())
+                dpg.add_text("", tag=tags.STATUS_FPS)
+        with dpg.window(label="Error", modal=True, show=False, tag=tags.ERROR_POPUP, width=520, no_close=False):
+            dpg.add_text("", tag=tags.ERROR_TEXT, wrap=500)
+            dpg.add_button(label="OK", callback=lambda: dpg.configure_item(tags.ERROR_POPUP, show=False))
+        dpg.set_primary_window(tags.PRIMARY, True)
+
+    def _load_avatar(self, folder: str) -> None:
+        """Show a personalised avatar: its codes (compare on), its fitted environment and its pose."""
+        c = self.controller
+        data = actions.load_avatar_file(folder)
+        s = c.state.subject
+        s.personal_shape, s.personal_appearance = data["shape"], data["appearance"]
+        s.avatar_path, s.compare = str(folder), True
+        c.state.light.fitted["personalised"] = data["lobes"]
+        c.set_environment("personalised")
+        c.state.pose.pose, c.state.pose.left = data["pose"], data["left"]
+        c.pose_dirty, c.pose_synced = True, False
+        c.request_bake()
+        c.log(f"avatar loaded from {folder}")
+
+    # -- intents used by panels ------------------------------------------------------------------
+
+    def intent(self, fn, *args, sync: bool = False):
+        """Run a user intent; errors go to the log and an error dialog, never out of the frame loop."""
+        out = self.controller.guarded(fn, *args)
+        if sync:
+            self.sync_codes = True
+        return out
+
+    def file_dialog(self, title, extensions, on_path, save=False, default="", directory=False) -> None:
+        dpg = self.dpg
+
+        def chosen(sender, app_data):
+            dpg.delete_item(sender)
+            path = (app_data or {}).get("file_path_name", "")
+            if path:
+                on_path(path)
+
+        with dpg.file_dialog(label=title, directory_selector=directory, show=True, modal=True, width=720, height=460,
+                             default_filename=Path(default).stem if default else "", callback=chosen,
+                             cancel_callback=lambda s, a: dpg.delete_item(s)):
+            for ext in extensions or []:
+                dpg.add_file_extension(ext)
+
+    def update_plot(self, y_axis: str, x_axis: str, steps: list[int], losses: dict[str, list[float]]) -> None:
+        dpg = self.dpg
+        key = (y_axis, len(steps))
+        if getattr(self, "_plot_keys", {}).get(y_axis) == key:
+            return
+        self.__dict__.setdefault("_plot_keys", {})[y_axis] = key
+        dpg.delete_item(y_axis, children_only=True)
+        for name, values in list(losses.items())[:6]:
+            n = min(len(values), len(steps))
+            dpg.add_line_series(list(map(float, steps[-n:])), values[-n:], label=name, parent=y_axis)
+        if steps:
+            dpg.fit_axis_data(x_axis)
+            dpg.fit_axis_data(y_axis)
+
+    def pause_kind(self, kind: str, pause: bool) -> None:
+        for job in self.controller.runner.active():
+            if job.kind == kind:
+                (self.controller.runner.pause if pause else self.controller.runner.resume)(job.job_id)
+
+    def cancel_kind(self, kind: str) -> None:
+        for job in self.controller.runner.active():
+            if job.kind == kind:
+                self.controller.runner.cancel(job.job_id)
+
+    def _toggle_pause(self) -> None:
+        active = self.controller.runner.active()
+        if active:
+            job = active[-1]
+            (self.controller.runner.resume if job.paused else self.controller.runner.pause)(job.job_id)
+
+    def export_render(self, path: str) -> None:
+        if self.last_image is None:
+            raise PalmError(path, "nothing rendered yet")
+        actions.export_image(path, self.last_image)
+        self.controller.log(f"render saved to {path}")
+
+    def export_mesh(self, path: str) -> None:
+        c = self.controller
+        actions.export_mesh(path, c.avatar, c.hand, c.state.pose.pose, c.rig_betas())
+        c.log(f"mesh exported to {path}")
+
+    def export_turntable(self, path: str) -> None:
+        from palm.render.color import srgb_to_linear
+
+        c = self.controller
+        camera = OrbitCamera(**{k: getattr(self.camera, k) for k in ("target", "distance", "elevation", "fov_y")})
+
+        def render_at(azimuth_deg: float) -> np.ndarray:
+            camera.azimuth = self.camera.azimuth + math.radians(azimuth_deg)
+            image = self.renderer.render(camera)
+            self.ctx.screen.use()
+            rgba = np.ones(image.shape, np.float32)
+            rgba[..., :3] = srgb_to_linear(image[..., :3].astype(np.float32) / 255.0)
+            return rgba
+
+        actions.export_turntable(path, render_at)
+        c.log(f"turntable exported to {path}")
+
+    # -- viewport --------------------------------------------------------------------------------
+
+    def _frame_camera(self) -> None:
+        c = self.controller
+        bones = c.update_bones()
+        v = np.asarray(c.avatar.vertices, np.float64)
+        w = np.asarray(c.avatar.skin_weights, np.float64)
+        posed = np.einsum("vj,jab,vb->va", w, bones.astype(np.float64), np.c_[v, np.ones(len(v))])[:, :3]
+        self.camera.frame(posed)
+        self.camera.azimuth, self.camera.elevation = DEFAULT_AZIMUTH, DEFAULT_ELEVATION
+        self._moved()
+
+    def _moved(self) -> None:
+        self.render_dirty = True
+        self._last_motion = time.monotonic()
+        self.controller.neural_image = None
+        if self._neural_job is not None:
+            self.controller.runner.cancel(self._neural_job)
+            self._neural_job = None
+
+    def _on_wheel(self, sender, app_data) -> None:
+        self._wheel += float(app_data)
+
+    def _set_neural(self, on: bool) -> None:
+        self.controller.state.neural_mode = bool(on)
+        self._moved()
+
+    def _mouse(self) -> None:
+        dpg = self.dpg
+        hovered = dpg.is_item_hovered(tags.VIEWPORT_IMAGE)
+        pos = dpg.get_mouse_pos(local=False)
+        left, right = dpg.is_mouse_button_down(dpg.mvMouseButton_Left), dpg.is_mouse_button_down(dpg.mvMouseButton_Right)
+        middle = dpg.is_mouse_button_down(dpg.mvMouseButton_Middle)
+        if (left or right or middle) and (hovered or self._mouse_prev is not None):
+            if self._mouse_prev is not None:
+                dx, dy = pos[0] - self._mouse_prev[0], pos[1] - self._mouse_prev[1]
+                if dx or dy:
+                    if left:
+                        self.camera.orbit(dx, dy)
+                    else:
+                        self.camera.pan(dx, dy, self.vp_size[1])
+                    self._moved()
+            self._mouse_prev = (pos[0], pos[1])
+        else:
+            self._mouse_prev = None
+        if self._wheel:
+            if hovered:
+                self.camera.zoom(self._wheel)
+                self._moved()
+            self._wheel = 0.0
+
+    def _update_renderer(self) -> None:
+        c, r = self.controller, self.renderer
+        if c.avatar_dirty:
+            r.set_avatar(c.avatar)
+            c.avatar_dirty, self.render_dirty = False, True
+        if c.pose_dirty:
+            r.set_bones(c.update_bones())
+            self.render_dirty = True
+        if c.light_dirty and c.state.light.lobes is not None:
+            light = c.state.light
+            r.set_environment(light.lobes, light.rotation, light.exposure)
+            r.show_environment = light.show_background
+            c.light_dirty, self.render_dirty = False, True
+            self._moved()
+
+    def _maybe_neural(self) -> None:
+        c = self.controller
+        if not (c.state.neural_mode and c.state.neural_available) or self._neural_job is not None:
+            return
+        if c.neural_image is None and time.monotonic() - self._last_motion > REST_BEFORE_NEURAL_S:
+            shape, appearance = c.current_codes()
+            w, h = self.vp_size
+            self._neural_job = c.start_job("neural render", actions.job_neural_render, c.prior, shape, appearance,
+                                           c.state.pose.pose.copy(), c.state.light.lobes,
+                                           self.camera.intrinsics(w, h), self.camera.world_to_camera(), w, h,
+                                           kind="neural")
+
+    def _draw_viewport(self) -> None:
+        c = self.controller
+        if c.neural_image is not None:
+            img = _fit(np.asarray(c.neural_image, np.float32), self.vp_size)
+            self.dpg.set_value(tags.VIEWPORT_TEXTURE, img.reshape(-1))
+            self.last_image = (img * 255).astype(np.uint8)
+            c.neural_image = None
+            return
+        if not self.render_dirty:
+            return
+        t0 = time.perf_counter()
+        image = self.renderer.render(self.camera)
+        self.ctx.screen.use()
+        c.state.render_ms = 1000 * (time.perf_counter() - t0)
+        self.last_image = image
+        self.dpg.set_value(tags.VIEWPORT_TEXTURE, (image.astype(np.float32) * (1.0 / 255.0)).reshape(-1))
+        self.render_dirty = False
+
+    def _status(self) -> None:
+        dpg, c = self.dpg, self.controller
+        active = [j for j in c.runner.active() if j.kind != "neural" or len(c.runner.active()) == 1]
+        if active:
+            job = active[-1]
+            msg = job.progress.message if job.progress else ""
+            more = f" (+{len(active) - 1})" if len(active) > 1 else ""
+            dpg.set_value(tags.STATUS_JOB, f"{job.name}{more}{' [paused]' if job.paused else ''} {msg}")
+            dpg.set_value(tags.STATUS_PROGRESS, job.fraction())
+            eta = job.eta_s()
+            dpg.set_value(tags.STATUS_ETA, "" if eta is None else f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+            dpg.configure_item(tags.STATUS_PAUSE, label="Resume" if job.paused else "Pause")
+        else:
+            dpg.set_value(tags.STATUS_JOB, "idle")
+            dpg.set_value(tags.STATUS_PROGRESS, 0.0)
+            dpg.set_value(tags.STATUS_ETA, "")
+        dpg.configure_item(tags.STATUS_CANCEL, enabled=bool(active))
+        dpg.configure_item(tags.STATUS_PAUSE, enabled=bool(active))
+        st = c.state
+        dpg.set_value(tags.STATUS_FPS, f"frame {st.frame_ms:5.1f} ms")
+        dpg.set_value(tags.VIEWPORT_INFO, f"viewport {st.render_ms:5.1f} ms  {self.vp_size[0]}x{self.vp_size[1]}  "
+                      f"{self.renderer.n_lobes} SG lobes  env: {st.light.name}")
+        if len(c.errors) > self._shown_errors:
+            self._shown_errors = len(c.errors)
+            dpg.set_value(tags.ERROR_TEXT, c.errors[-1][:2000])
+            dpg.configure_item(tags.ERROR_POPUP, show=True)
+
+    # -- frame loop ------------------------------------------------------------------------------
+
+    def frame(self) -> None:
+        """One frame: callbacks, drops, job events, input, render, panels, draw."""
+        dpg, c = self.dpg, self.controller
+        t0 = time.perf_counter()
+        dpg.run_callbacks(dpg.get_callback_queue())
+        while True:
+            try:
+                path = self.drops.get_nowait()
+            except queue.Empty:
+                break
+            c.state.dropped.append(path)
+            c.log(f"dropped: {path}")
+            self.intent(c.open_photo, path)
+        c.handle_events()
+        self._mouse()
+        self._update_renderer()
+        self._maybe_neural()
+        self._draw_viewport()
+        for panel in self.panels:
+            panel.refresh(self)
+        self._status()
+        dpg.render_dearpygui_frame()
+        c.state.frames += 1
+        c.state.frame_ms = 1000 * (time.perf_counter() - t0)
+
+    def step_frames(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.frame()
+
+    def run(self) -> None:
+        while self.dpg.is_dearpygui_running():
+            self.frame()
+        self.close()
+
+    def viewport_image(self) -> np.ndarray:
+        """The last viewport image (H, W, 4) uint8 sRGB, row 0 = top (renders first if needed)."""
+        if self.last_image is None or self.render_dirty:
+            self._update_renderer()
+            self._draw_viewport()
+        return self.last_image
+
+    def screenshot(self, path: str | os.PathLike, warmup_frames: int = 6, timeout_s: float = 20.0) -> None:
+        """Save the whole window as PNG (atomically) after ``warmup_frames`` frames."""
+        import imageio.v3 as iio
+
+        from palm.io import atomic_write, check_output_path
+
+        check_output_path(path, (".png",))
+        self.step_frames(warmup_frames)
+        box: dict = {}
+
+        def grabbed(sender, buffer):
+            box["image"] = np.array(buffer, dtype=np.float32, copy=True)
+            box["shape"] = (int(buffer.get_height()), int(buffer.get_width()))
+
+        self.dpg.output_frame_buffer(callback=grabbed)
+        deadline = time.monotonic() + timeout_s
+        while "image" not in box and time.monotonic() < deadline:
+            self.frame()
+        if "image" not in box:
+            raise PalmError(path, "the window could not be captured")
+        h, w = box["shape"]
+        rgba = box["image"].reshape(h, w, 4)
+        with atomic_write(path) as tmp:
+            iio.imwrite(tmp, (np.clip(rgba[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8), extension=".png")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(path, 0o666 & ~umask)  # a document, not a secret (the temporary file was 0600)
+
+    def close(self) -> None:
+        """Explicit shutdown: cancel and join jobs, stop drag-and-drop, release GL, destroy the context."""
+        if self._closed:
+            return
+        self._closed = True
+        self.controller.shutdown()
+        if self.dnd is not None:
+            self.dnd.stop()
+        self.renderer.release()
+        from app.programs import forget
+
+        forget(self.ctx)
+        self.dpg.destroy_context()
+
+
+def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an (h, w, 3|4) float image to (H, W, 4)."""
+    w, h = size
+    ys = np.minimum((np.arange(h) * image.shape[0] / h).astype(int), image.shape[0] - 1)
+    xs = np.minimum((np.arange(w) * image.shape[1] / w).astype(int), image.shape[1] - 1)
+    out = np.ones((h, w, 4), np.float32)
+    out[..., :3] = image[ys][:, xs][..., :3]
+    return out
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise PalmError("--size", f"expected WIDTHxHEIGHT, got '{text}'") from None
+    if w < 640 or h < 480 or w > 8192 or h > 8192:
+        raise PalmError("--size", f"window size {w}x{h} out of range (640x480 to 8192x8192)")
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="palm-studio", description="PALM-Net hand avatar studio (GUI).")
+    p.add_argument("photo_arg", nargs="?", metavar="PHOTO", help="a hand photo to personalise")
+    p.add_argument("--photo", help="a hand photo to personalise (same as PHOTO)")
+    p.add_argument("--screenshot", metavar="OUT.png", help="render the window after start-up, save it and exit")
+    p.add_argument("--pose", help="pose preset name or pose JSON")
+    p.add_argument("--env", help="environment preset name, SG .json, or .exr/.hdr map")
+    p.add_argument("--avatar", metavar="DIR", help="personalised avatar folder")
+    p.add_argument("--prior", metavar="DIR", help="prior folder (default assets/priors/default)")
+    p.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT (default 1600x1000)")
+    p.add_argument("--frames", type=int, default=8, help="frames rendered before --screenshot (default 8)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    xvfb = None
+    studio = None
+    try:
+        size = parse_size(args.size)
+        if args.screenshot:
+            from palm.io import check_output_path
+
+            check_output_path(args.screenshot, (".png",))
+        photo = args.photo or args.photo_arg
+        if photo and not Path(photo).is_file():
+            raise PalmError(photo, "photo not found")
+        from app.xvfb import ensure_display
+
+        xvfb = ensure_display(max(size[0], 1600), max(size[1], 1000))
+        studio = Studio(size=size, prior=args.prior, env=args.env, pose=args.pose, avatar=args.avatar, photo=photo)
+        if args.screenshot:
+            studio.screenshot(args.screenshot, warmup_frames=max(args.frames, 3))
+            print(args.screenshot)
+        else:
+            studio.run()
+        return 0
+    except PalmError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if studio is not None:
+            studio.close()
+        if xvfb is not None:
+            xvfb.stop()
+
+
+def entry() -> None:
+    """Console-script entry point ``palm-studio``."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

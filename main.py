@@ -1,0 +1,6 @@
+"""``python main.py`` == ``palm-studio``."""
+
+from app.studio import entry
+
+if __name__ == "__main__":
+    entry()

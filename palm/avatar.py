@@ -1,0 +1,121 @@
+"""A personalised avatar on disk: a small folder that belongs to one prior.
+
+```
+<avatar>/avatar.safetensors  shape/appearance PCA coefficients and decoded codes, SG light (K, 7)
+<avatar>/avatar.json         {"format": "palm-avatar-v1", "prior_hash", "pose" (16x3), "betas",
+                              "transl", "camera": {"K", "Rt", "height", "width"}, "left", "photo"}
+<avatar>/report.json         what personalisation measured (PSNR/SSIM/LPIPS, steps, seconds, preset)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from palm.errors import PalmError
+from palm.io import atomic_dir, read_json
+
+FORMAT = "palm-avatar-v1"
+
+
+@dataclass
+class Avatar:
+    """Everything that makes a personalised hand, relative to its prior."""
+
+    shape_coeffs: torch.Tensor  # (K,)
+    appearance_coeffs: torch.Tensor  # (K,)
+    shape_code: torch.Tensor  # (32,)
+    appearance_code: torch.Tensor  # (32,)
+    light: torch.Tensor  # (L, 7) fitted SG environment
+    pose: np.ndarray  # (16, 3) axis-angle (corrected)
+    betas: np.ndarray  # (n_betas,)
+    transl: np.ndarray  # (3,)
+    camera: dict[str, Any]  # {"K": 3x3, "Rt": 4x4, "height", "width"}
+    prior_hash: str
+    left: bool = False
+    photo: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def camera_obj(self):
+        from palm.render.rays import Camera
+
+        return Camera.from_dict(self.camera)
+
+
+def save_avatar(path: str | os.PathLike, avatar: Avatar, report: dict[str, Any] | None = None) -> None:
+    """Write the avatar folder atomically (replacing an existing one only when complete)."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        "shape_coeffs": avatar.shape_coeffs,
+        "appearance_coeffs": avatar.appearance_coeffs,
+        "shape_code": avatar.shape_code,
+        "appearance_code": avatar.appearance_code,
+        "light": avatar.light,
+    }
+    tensors = {k: v.detach().cpu().float().contiguous() for k, v in tensors.items()}
+    meta = {
+        "format": FORMAT,
+        "prior_hash": avatar.prior_hash,
+        "pose": np.asarray(avatar.pose, dtype=float).tolist(),
+        "betas": np.asarray(avatar.betas, dtype=float).tolist(),
+        "transl": np.asarray(avatar.transl, dtype=float).tolist(),
+        "camera": {k: (np.asarray(v).tolist() if not isinstance(v, (int, float)) else v) for k, v in avatar.camera.items()},
+        "left": bool(avatar.left),
+        "photo": avatar.photo,
+        **avatar.extra,
+    }
+    with atomic_dir(path) as tmp:
+        save_file(tensors, str(tmp / "avatar.safetensors"))
+        (tmp / "avatar.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if report is not None:
+            (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def load_avatar(path: str | os.PathLike, prior_hash: str | None = None) -> Avatar:
+    """Read an avatar folder; with ``prior_hash``, refuse an avatar made for another prior."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise PalmError(folder, "avatar folder not found" if not folder.exists() else "not an avatar folder")
+    meta = read_json(folder / "avatar.json")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise PalmError(folder / "avatar.json", f"not a palm-studio avatar (expected format '{FORMAT}')")
+    for key in ("prior_hash", "pose", "betas", "transl", "camera"):
+        if key not in meta:
+            raise PalmError(folder / "avatar.json", f"missing key '{key}'")
+    weights = folder / "avatar.safetensors"
+    if not weights.is_file():
+        raise PalmError(weights, "file not found")
+    try:
+        t = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PalmError(weights, f"not a readable safetensors file ({exc})") from None
+    for key in ("shape_coeffs", "appearance_coeffs", "shape_code", "appearance_code", "light"):
+        if key not in t:
+            raise PalmError(weights, f"missing tensor '{key}'")
+    pose = np.asarray(meta["pose"], dtype=np.float32)
+    if pose.shape != (16, 3):
+        raise PalmError(folder / "avatar.json", f"pose must be 16x3, found {pose.shape}")
+    if t["light"].dim() != 2 or t["light"].shape[1] != 7:
+        raise PalmError(weights, f"light must be (K, 7), found {tuple(t['light'].shape)}")
+    if prior_hash is not None and meta["prior_hash"] != prior_hash:
+        raise PalmError(folder, f"made for prior {meta['prior_hash']}, not for the loaded prior {prior_hash}")
+    extra = {k: v for k, v in meta.items() if k not in {"format", "prior_hash", "pose", "betas", "transl", "camera",
+                                                           "left", "photo"}}
+    return Avatar(
+        shape_coeffs=t["shape_coeffs"], appearance_coeffs=t["appearance_coeffs"], shape_code=t["shape_code"],
+        appearance_code=t["appearance_code"], light=t["light"], pose=pose,
+        betas=np.asarray(meta["betas"], dtype=np.float32), transl=np.asarray(meta["transl"], dtype=np.float32),
+        camera=meta["camera"], prior_hash=meta["prior_hash"], left=bool(meta.get("left", False)),
+        photo=meta.get("photo", ""), extra=extra,
+    )

@@ -1,0 +1,254 @@
+"""``palm export``: meshes (GLB/OBJ/PLY), stills (PNG/EXR), turntables (MP4/GIF) and environments.
+
+```
+palm export mesh      [--avatar DIR | --prior DIR] [--pose PRESET] [--res N] [--hand open|mano] --out FILE.glb|.obj|.ply
+palm export render    [--avatar DIR] [--pose P] [--env E] --res N --out FILE.png|.exr [--renderer raster|neural]
+palm export turntable [--avatar DIR] --frames N --out FILE.mp4|.gif
+palm export env       [--avatar DIR | --env NAME] --out FILE.exr|.json
+```
+
+Every command validates its output path (extension and folder) before doing any work. Without
+``--avatar``/``--prior`` the hand rig's own mesh is exported (:func:`palm.bake.bake_from_hand`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from palm.cliutil import common
+from palm.errors import PalmError
+
+MESH_EXTENSIONS = (".glb", ".obj", ".ply")
+IMAGE_EXTENSIONS = (".png", ".exr")
+VIDEO_EXTENSIONS = (".mp4", ".gif")
+ENV_EXTENSIONS = (".exr", ".json")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``palm export {mesh,render,turntable,env}``."""
+    parser = sub.add_parser(
+        "export",
+        help="export meshes, renders, turntables and environments",
+        description="Export the avatar as a mesh (skinned PBR glTF, OBJ, PLY), a still, a turntable or its light.",
+    )
+    cmds = parser.add_subparsers(dest="export_command", metavar="WHAT")
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+    mesh = cmds.add_parser("mesh", parents=[common()], help="GLB (skinned, PBR textures), OBJ (+MTL) or PLY")
+    source = mesh.add_mutually_exclusive_group()
+    source.add_argument("--avatar", metavar="DIR", help="a personalised avatar folder")
+    source.add_argument("--prior", metavar="DIR", help="a prior folder (its mean subject)")
+    _pose_hand_args(mesh)
+    mesh.add_argument(
+        "--res", type=int, default=256, metavar="N", help="surface extraction grid of the neural avatar (default 256)"
+    )
+    mesh.add_argument("--texture-res", type=int, default=1024, metavar="N", help="texture side (default 1024)")
+    mesh.add_argument("--vertex-colors", action="store_true", help="add vertex colours (OBJ/PLY/GLB)")
+    mesh.add_argument("--out", required=True, metavar="FILE", help="FILE.glb | FILE.obj | FILE.ply")
+    mesh.set_defaults(func=run_mesh)
+
+    render = cmds.add_parser("render", parents=[common()], help="a still as PNG (sRGB + alpha) or EXR (linear)")
+    render.add_argument("--avatar", metavar="DIR", help="a personalised avatar folder")
+    _pose_hand_args(render)
+    render.add_argument("--env", metavar="E", help="environment: preset name, SG .json or .exr/.hdr")
+    render.add_argument("--res", type=int, required=True, metavar="N", help="image side in pixels")
+    render.add_argument(
+        "--renderer",
+        choices=("raster", "neural"),
+        default="raster",
+        help="raster (baked mesh, CPU; default) or neural (needs a prior)",
+    )
+    render.add_argument("--azimuth", type=float, default=0.0, metavar="DEG", help="camera azimuth (default 0)")
+    render.add_argument("--exposure", type=float, default=1.0, help="linear exposure multiplier (default 1)")
+    render.add_argument("--out", required=True, metavar="FILE", help="FILE.png | FILE.exr")
+    render.set_defaults(func=run_render)
+
+    turn = cmds.add_parser("turntable", parents=[common()], help="a turntable video (MP4 or GIF)")
+    turn.add_argument("--avatar", metavar="DIR", help="a personalised avatar folder")
+    _pose_hand_args(turn)
+    turn.add_argument("--env", metavar="E", help="environment: preset name, SG .json or .exr/.hdr")
+    turn.add_argument("--frames", type=int, required=True, metavar="N", help="number of frames (one turn)")
+    turn.add_argument("--res", type=int, default=512, metavar="N", help="frame side in pixels (default 512)")
+    turn.add_argument("--fps", type=int, default=24, help="frames per second (default 24)")
+    turn.add_argument("--out", required=True, metavar="FILE", help="FILE.mp4 | FILE.gif")
+    turn.set_defaults(func=run_turntable)
+
+    env = cmds.add_parser("env", parents=[common()], help="the SG environment as equirect EXR or JSON")
+    env_source = env.add_mutually_exclusive_group()
+    env_source.add_argument("--avatar", metavar="DIR", help="the avatar's fitted environment")
+    env_source.add_argument("--env", metavar="NAME", help="preset name, SG .json or .exr/.hdr (fitted)")
+    env.add_argument("--height", type=int, default=256, metavar="H", help="EXR rows (width 2H; default 256)")
+    env.add_argument("--out", required=True, metavar="FILE", help="FILE.exr | FILE.json")
+    env.set_defaults(func=run_env)
+
+
+def _pose_hand_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pose", metavar="PRESET", help="pose preset name or pose JSON (default: flat hand)")
+    parser.add_argument(
+        "--hand",
+        choices=("open", "mano"),
+        default=None,
+        help="hand rig: open (embedded, default) or mano (needs --mano or $PALM_MANO_PATH)",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs (the hooks for avatars, priors and the neural renderer live here)
+# ---------------------------------------------------------------------------------------------
+
+
+def _positive(value: int, name: str) -> None:
+    if value is None or value < 1:
+        raise PalmError(name, f"must be a positive integer, got {value}")
+
+
+def _load_hand(args: argparse.Namespace) -> Any:
+    try:
+        from palm.hand import load_hand
+    except ImportError:
+        raise PalmError("--hand", "hand models are not available in this build") from None
+
+    kind = args.hand or ("mano" if args.mano else "open")
+    return load_hand("mano", args.mano) if kind == "mano" else load_hand("open")
+
+
+def _load_pose(args: argparse.Namespace) -> Any:
+    if not args.pose:
+        return None
+    try:
+        from palm.hand import load_pose
+    except ImportError:
+        raise PalmError("--pose", "pose presets are not available in this build") from None
+    return load_pose(args.pose)
+
+
+def _require_dir(path: str, what: str) -> None:
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise PalmError(p, f"{what} folder not found")
+    if not p.is_dir():
+        raise PalmError(p, f"expected a {what} folder, found a file")
+
+
+def load_source(args: argparse.Namespace, hand: Any, res: int = 256) -> tuple[Any, Any]:
+    """The baked avatar and its shape coefficients for ``--avatar``/``--prior`` (else the rig mesh).
+
+    Hook: avatars and priors are baked by ``palm.bake.bake_from_prior`` (another part of the
+    project). Until it exists, ``--avatar``/``--prior`` raise a :class:`PalmError` naming it.
+
+    Returns:
+        ``(BakedAvatar, betas or None)``.
+    """
+    from palm.bake import bake_from_hand
+
+    avatar_dir, prior_dir = getattr(args, "avatar", None), getattr(args, "prior", None)
+    if avatar_dir is None and prior_dir is None:
+        return bake_from_hand(hand), None
+    flag, folder = ("--avatar", avatar_dir) if avatar_dir else ("--prior", prior_dir)
+    _require_dir(folder, flag[2:])
+    try:
+        from palm.bake import bake_from_prior  # noqa: F401
+    except ImportError:
+        raise PalmError(flag, "baking a neural avatar into a mesh is not available in this build yet") from None
+    raise PalmError(flag, "loading avatars/priors for export is not wired up yet (palm.export_cli.load_source)")
+
+
+def load_lobes(args: argparse.Namespace) -> Any:
+    """SG lobes (K, 7) of ``--env`` (preset, JSON or HDR), else the default preset or light."""
+    from palm.assets import DEFAULT_ENV, ENVMAPS
+    from palm.export import default_lobes
+    from palm.render.envmap import load_environment
+
+    if getattr(args, "avatar", None) and not getattr(args, "env", None):
+        _require_dir(args.avatar, "avatar")
+        raise PalmError("--avatar", "reading an avatar's environment is not wired up yet (palm.export_cli.load_lobes)")
+    if getattr(args, "env", None):
+        return load_environment(args.env)[0]
+    if (ENVMAPS / f"{DEFAULT_ENV}.json").is_file():
+        return load_environment(DEFAULT_ENV)[0]
+    return default_lobes()
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def run_mesh(args: argparse.Namespace) -> int:
+    from palm.io import check_output_path
+
+    out = check_output_path(args.out, MESH_EXTENSIONS)
+    _positive(args.res, "--res")
+    _positive(args.texture_res, "--texture-res")
+    from palm.export import export_mesh
+
+    hand = _load_hand(args)
+    pose = _load_pose(args)
+    avatar, betas = load_source(args, hand, args.res)
+    summary = export_mesh(
+        out, avatar, pose, hand, betas, texture_res=args.texture_res, vertex_colors=args.vertex_colors
+    )
+    print(f"wrote {out} ({summary['vertices']} vertices, {summary['faces']} faces)")
+    return 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from palm.io import check_output_path
+
+    out = check_output_path(args.out, IMAGE_EXTENSIONS)
+    _positive(args.res, "--res")
+    if args.renderer == "neural":
+        raise PalmError("--renderer neural", "needs a prior (the neural renderer is not wired up in this build yet)")
+    from palm.export import framing_camera, posed_avatar, raster_render, write_image
+
+    hand = _load_hand(args)
+    pose = _load_pose(args)
+    avatar, betas = load_source(args, hand)
+    lobes = load_lobes(args)
+    shown = posed_avatar(avatar, pose, hand, betas)
+    camera = framing_camera(shown.vertices, args.res, azimuth_deg=args.azimuth, joints=shown.joints)
+    image = raster_render(avatar, pose, hand, camera, lobes, betas=betas)
+    write_image(out, image, exposure=args.exposure)
+    print(f"wrote {out} ({args.res}x{args.res})")
+    return 0
+
+
+def run_turntable(args: argparse.Namespace) -> int:
+    from palm.io import check_output_path
+
+    out = check_output_path(args.out, VIDEO_EXTENSIONS)
+    _positive(args.frames, "--frames")
+    _positive(args.res, "--res")
+    _positive(args.fps, "--fps")
+    from palm.export import export_turntable, framing_camera, posed_avatar, raster_render
+    from palm.jobs import ConsoleProgress
+
+    hand = _load_hand(args)
+    pose = _load_pose(args)
+    avatar, betas = load_source(args, hand)
+    lobes = load_lobes(args)
+    shown = posed_avatar(avatar, pose, hand, betas)
+
+    def render(azimuth: float):
+        camera = framing_camera(shown.vertices, args.res, azimuth_deg=azimuth, joints=shown.joints)
+        return raster_render(avatar, pose, hand, camera, lobes, betas=betas)
+
+    export_turntable(out, render, args.frames, fps=args.fps, emit=ConsoleProgress("turntable"))
+    print(f"wrote {out} ({args.frames} frames)")
+    return 0
+
+
+def run_env(args: argparse.Namespace) -> int:
+    from palm.io import check_output_path
+
+    out = check_output_path(args.out, ENV_EXTENSIONS)
+    _positive(args.height, "--height")
+    from palm.export import export_env
+
+    lobes = load_lobes(args)
+    export_env(out, lobes, height=args.height, source=args.env or "default")
+    print(f"wrote {out}")
+    return 0

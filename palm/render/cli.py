@@ -1,0 +1,52 @@
+"""``palm render``: an image of a prior's hand or of a personalised avatar."""
+
+from __future__ import annotations
+
+from palm.cliutil import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "render",
+        parents=[common()],
+        help="render a hand (prior or avatar) to an RGBA PNG or a linear EXR",
+        description=(
+            "Render the hand with PALM-Net's volume renderer. With --avatar and no --pose/--res/--cam-azimuth, "
+            "renders the avatar in its own photo's view, pose and resolution, lit by its fitted environment "
+            "(or --env to relight). Otherwise the hand is shown upright, palm to the camera, orbited by --cam-azimuth."
+        ),
+    )
+    p.add_argument("--pose", default=None, help="pose preset name (palm hand presets) or pose file (default: relaxed)")
+    p.add_argument("--res", type=int, default=None, help="image size in pixels (default 256)")
+    p.add_argument("--out", required=True, help="output .png (RGBA, alpha = opacity) or .exr (linear)")
+    p.add_argument("--prior", default=None, help="prior folder (default: the shipped assets/priors/default)")
+    p.add_argument("--avatar", default=None, help="avatar folder from 'palm personalize'")
+    p.add_argument("--env", default=None, help="environment preset name, SG .json, or HDR/EXR file")
+    p.add_argument("--cam-azimuth", type=float, default=None, help="camera azimuth in degrees (default 0)")
+    p.add_argument("--cam-elevation", type=float, default=10.0, help="camera elevation in degrees")
+    p.add_argument("--image", choices=("pbr", "rf"), default="pbr", help="PBR image (default) or radiance-field image")
+    p.set_defaults(func=run_render)
+
+
+def run_render(args) -> int:
+
+    from palm.cliutil import resolve_device
+    from palm.errors import PalmError
+    from palm.io import check_output_path
+    from palm.jobs import ConsoleProgress
+
+    out_path = check_output_path(args.out, (".png", ".exr"))
+    if args.res is not None and not 8 <= args.res <= 8192:
+        raise PalmError("--res", f"must be between 8 and 8192, got {args.res}")
+    device = resolve_device(args.device)
+    from palm.render.scene import load_scene, render_scene
+
+    scene = load_scene(prior=args.prior, avatar=args.avatar, pose=args.pose, env=args.env, res=args.res,
+                       azimuth=args.cam_azimuth, elevation=args.cam_elevation, device=device)
+    bar = ConsoleProgress("render")
+    image = render_scene(scene, image=args.image, emit=bar)
+    from palm.export import write_image
+
+    write_image(out_path, image.cpu().numpy())
+    print(f"wrote {out_path}")
+    return 0

@@ -1,0 +1,129 @@
+"""``palm env``: fit HDR environment maps to spherical Gaussians, list presets, preview SG sets.
+
+    palm env fit FILE --lobes N --out OUT.json [--json] [--preview OUT.png]
+    palm env list [--json]
+    palm env preview NAME_OR_FILE --out X.png|X.exr [--height H]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from palm.cliutil import common, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``env`` command group to the ``palm`` parser."""
+    env = sub.add_parser(
+        "env",
+        help="environment maps: fit HDR/EXR to spherical Gaussians, list presets, preview",
+        description="Environment light as a mixture of spherical Gaussians (SG).",
+    )
+    env_sub = env.add_subparsers(dest="env_command", metavar="ACTION")
+    env.set_defaults(func=lambda args: _help(env))
+
+    fit = env_sub.add_parser(
+        "fit", parents=[common()], help="fit an equirect .exr/.hdr map with SG lobes and save them as JSON"
+    )
+    fit.add_argument("file", metavar="FILE", help="equirectangular .exr or .hdr map (+y up)")
+    fit.add_argument("--lobes", type=int, default=64, help="number of SG lobes (default 64)")
+    fit.add_argument("--out", required=True, metavar="OUT.json", help="SG file to write")
+    fit.add_argument("--steps", type=int, default=600, help="optimiser steps (default 600)")
+    fit.add_argument("--fit-height", type=int, default=64, help="rows of the map the fit sees (default 64)")
+    fit.add_argument("--preview", metavar="OUT.png", default=None, help="also write the fitted SG set as an image")
+    fit.add_argument("--json", action="store_true", help="print one JSON object with the fit report")
+    fit.set_defaults(func=run_fit)
+
+    lst = env_sub.add_parser("list", parents=[common()], help="list the shipped environment presets")
+    lst.add_argument("--json", action="store_true", help="print one JSON object")
+    lst.set_defaults(func=run_list)
+
+    prev = env_sub.add_parser(
+        "preview", parents=[common()], help="render a preset, SG .json or HDR map (fitted) to an equirect image"
+    )
+    prev.add_argument("source", metavar="NAME_OR_FILE", help="preset name, SG .json, .exr or .hdr")
+    prev.add_argument("--out", required=True, metavar="X.png|X.exr", help="image to write (PNG tone-mapped, EXR linear)")
+    prev.add_argument("--height", type=int, default=256, help="image height; width = 2 x height (default 256)")
+    prev.add_argument("--lobes", type=int, default=64, help="lobes when fitting an HDR map (default 64)")
+    prev.set_defaults(func=run_preview)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _positive(value: int, name: str) -> None:
+    from palm.errors import PalmError
+
+    if value < 1:
+        raise PalmError(name, f"must be a positive integer, got {value}")
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from palm.io import check_output_path
+    from palm.render.envmap import load_hdr, save_preview
+    from palm.render.sg import fit_sg, save_sg, sg_to_equirect
+
+    _positive(args.lobes, "--lobes")
+    _positive(args.steps, "--steps")
+    _positive(args.fit_height, "--fit-height")
+    out = check_output_path(args.out, (".json",))
+    if args.preview:
+        check_output_path(args.preview, (".png", ".exr"))
+    image = load_hdr(args.file)
+    lobes, report = fit_sg(image, n_lobes=args.lobes, steps=args.steps, fit_height=args.fit_height)
+    meta = {"source": Path(args.file).name, **report}
+    save_sg(out, lobes, meta)
+    if args.preview:
+        save_preview(args.preview, sg_to_equirect(lobes, 256))
+    result = {"out": str(out), "source": str(args.file), **report}
+    if args.json:
+        print_json(result)
+    else:
+        print(
+            f"{out}: {report['lobes']} lobes, radiance rel. error {report['rel_error']:.3f}, "
+            f"irradiance rel. error {report['irradiance_rel_error']:.4f} ({report['seconds']:.1f} s)"
+        )
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from palm.assets import DEFAULT_ENV, ENVMAPS
+    from palm.render.envmap import list_presets
+    from palm.render.sg import load_sg
+
+    rows = []
+    for name in list_presets():
+        lobes, meta = load_sg(ENVMAPS / f"{name}.json")
+        rows.append(
+            {
+                "name": name,
+                "lobes": int(lobes.shape[0]),
+                "source": meta.get("source"),
+                "irradiance_rel_error": meta.get("irradiance_rel_error"),
+                "default": name == DEFAULT_ENV,
+            }
+        )
+    if args.json:
+        print_json({"presets": rows, "default": DEFAULT_ENV})
+    else:
+        for row in rows:
+            mark = " (default)" if row["default"] else ""
+            print(f"{row['name']:<12} {row['lobes']:>3} lobes  {row['source'] or ''}{mark}")
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from palm.io import check_output_path
+    from palm.render.envmap import load_environment, save_preview
+    from palm.render.sg import sg_to_equirect
+
+    _positive(args.height, "--height")
+    out = check_output_path(args.out, (".png", ".exr"))
+    lobes, _ = load_environment(args.source, n_lobes=args.lobes)
+    save_preview(out, sg_to_equirect(lobes, args.height))
+    print(out)
+    return 0

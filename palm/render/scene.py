@@ -1,0 +1,85 @@
+"""A renderable scene (prior or avatar + pose + camera + environment), shared by ``palm render``,
+``palm export render --renderer neural`` and the studio's neural view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from palm.jobs import Emit, Progress, null_emit
+
+
+@dataclass
+class Scene:
+    model: object  # PalmNet
+    frame: object  # palm.model.Frame
+    camera: object  # palm.render.rays.Camera
+    light: torch.Tensor  # (K, 7)
+    background: torch.Tensor  # (3,) linear
+    prior_hash: str = ""
+
+
+def load_scene(
+    prior=None, avatar=None, pose=None, env=None, res=None, azimuth=None, elevation=10.0, device="cpu",
+    left: bool = False,
+) -> Scene:
+    """Build a scene from command-line style arguments (see ``palm render --help``)."""
+    from palm.assets import DEFAULT_ENV
+    from palm.avatar import load_avatar
+    from palm.hand import load_pose
+    from palm.model import Frame
+    from palm.prior import load_prior
+    from palm.render.envmap import load_environment
+    from palm.render.views import framing_radius, orbit_camera, present_upright
+
+    p = load_prior(prior, device=device)
+    model = p.model
+    own_view = avatar is not None and pose is None and res is None and azimuth is None
+    if avatar is not None:
+        av = load_avatar(avatar, prior_hash=p.content_hash)
+        z_s, z_a = av.shape_code.to(device), av.appearance_code.to(device)
+        betas = torch.as_tensor(av.betas, device=device)
+        light = av.light.to(device)
+    else:
+        av = None
+        z_s, z_a = p.codes_from_coeffs()
+        betas = torch.zeros(model.hand.n_betas, device=device)
+        light = None
+    if env is not None or light is None:
+        light, _ = load_environment(env or DEFAULT_ENV)
+        light = light.to(device)
+    if own_view:
+        camera = av.camera_obj().to(device)
+        pose_t = torch.as_tensor(av.pose, device=device)
+        transl = torch.as_tensor(av.transl, device=device)
+    else:
+        pose_np = present_upright(load_pose(pose or "relaxed"))
+        pose_t = torch.as_tensor(pose_np, device=device)
+        transl = torch.zeros(3, device=device)
+        with torch.no_grad():
+            verts = model.hand(pose_t[None], betas[None], transl[None]).vertices[0]
+        centre = verts.mean(0)
+        camera = orbit_camera(centre, framing_radius(verts), res or 256, azimuth or 0.0, elevation).to(device)
+    frame = Frame(shape_code=z_s, appearance_code=z_a, pose=pose_t, betas=betas, transl=transl)
+    return Scene(model=model, frame=frame, camera=camera, light=light,
+                 background=torch.ones(3, device=device), prior_hash=p.content_hash)
+
+
+def render_scene(scene: Scene, image: str = "pbr", emit: Emit = null_emit, cancel=None) -> torch.Tensor:
+    """(H, W, 4) linear RGB with straight (not premultiplied) alpha = rendered opacity.
+
+    The hand is rendered over a black background, so the composited colour is premultiplied by
+    the opacity; dividing by it gives the straight colour that PNG/EXR alpha expects.
+    """
+    from palm.render.color import srgb_to_linear
+
+    out = scene.model.render_image(
+        scene.camera, scene.frame, light=scene.light, background=torch.zeros_like(scene.background),
+        pbr=(image == "pbr"), progress=lambda i, n: emit(Progress(i, n, "rendering")), cancel=cancel,
+    )
+    premult = srgb_to_linear((out["rgb_pbr"] if image == "pbr" else out["rgb_rf"]).clamp(0, 1))
+    alpha = out["opacity"].clamp(0, 1)
+    rgb = torch.where(alpha > 1e-4, premult / alpha.clamp(min=1e-4), torch.zeros_like(premult))
+    return torch.cat([rgb, alpha], dim=-1)

@@ -1,0 +1,122 @@
+"""``palm train`` (prior training, multi-GPU through torchrun) and ``palm pca`` (code PCA spaces)."""
+
+from __future__ import annotations
+
+from palm.cliutil import common
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        parents=[common()],
+        help="train the PALM-Net prior (stage 0 geometry pretraining, stage 1 image training)",
+        description=(
+            "Train the multi-subject prior on a PALM-layout dataset (palm data synth makes one). "
+            "Checkpoints go to RUN/checkpoints/step_NNNNNNN.safetensors (+ .json sidecar); Ctrl-C stops "
+            "cleanly with a checkpoint; --resume continues. At the end of the schedule the PCA spaces are "
+            "fitted and RUN/prior is written (usable as --prior). Multi-GPU / multi-process: "
+            "torchrun --nproc_per_node N -m palm train ..."
+        ),
+    )
+    p.add_argument("--data", required=True, help="dataset folder in the PALM layout")
+    p.add_argument("--preset", default="cpu", choices=("cpu", "paper"), help="cpu (2-core machine) or paper")
+    p.add_argument("--out", required=True, help="run folder (created)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps of the run (both stages counted from its start)")
+    p.add_argument("--pretrain-steps", type=int, default=None, help="override the preset's geometry pretraining steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a preset field, e.g. --set images_per_step=8 --set model.sampler.n_steps=96")
+    p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
+    p.set_defaults(func=run_train)
+
+    q = sub.add_parser("pca", parents=[common()], help="PCA spaces of a run's learned shape and appearance codes")
+    q.add_argument("run", help="run folder of palm train")
+    q.add_argument("--components", type=int, default=5, help="principal components per space (default 5)")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=run_pca)
+
+
+def run_train(args) -> int:
+    from pathlib import Path
+
+    from palm.cliutil import resolve_device
+    from palm.errors import PalmError
+    from palm.jobs import ConsoleProgress
+    from palm.train.trainer import Trainer, TrainOptions, export_prior, init_distributed
+
+    if args.max_steps is not None and args.max_steps < 1:
+        raise PalmError("--max-steps", f"must be at least 1, got {args.max_steps}")
+    run = Path(args.out)
+    if run.exists() and not args.resume and any((run / "checkpoints").glob("step_*.json")):
+        raise PalmError(run, "run folder already has checkpoints: pass --resume to continue it, or choose another --out")
+    device = str(resolve_device(args.device))
+    init_distributed(device)
+    run.mkdir(parents=True, exist_ok=True)
+    opts = TrainOptions(data=args.data, out=str(run), preset=args.preset, max_steps=args.max_steps, resume=args.resume,
+                        pretrain_steps=args.pretrain_steps, seed=args.seed, device=device,
+                        tensorboard=not args.no_tensorboard, overrides=tuple(args.set))
+    bar = ConsoleProgress("train")
+    trainer = Trainer(opts, emit=bar)
+    path = trainer.fit(args.max_steps)
+    if trainer.rank == 0:
+        print(f"checkpoint {path}")
+        if trainer.step >= trainer.total_steps:
+            fit_run_pca(run)
+            info = export_prior(run, run / "prior")
+            print(f"prior {info['prior']} ({info['content_hash']})")
+    return 0
+
+
+def fit_run_pca(run, components: int = 5) -> dict:
+    """Fit and save the PCA spaces of a run's latest checkpoint; returns the explained variance ratios."""
+    from pathlib import Path
+
+    from palm.errors import PalmError
+    from palm.fields.latent import fit_pca, save_pca
+    from palm.train.checkpoint import latest_checkpoint, load_checkpoint
+
+    path = latest_checkpoint(run)
+    if path is None:
+        raise PalmError(run, "no checkpoint in this run (expected checkpoints/step_*.safetensors)")
+    tensors, _, _ = load_checkpoint(path)
+    spaces = {}
+    for name in ("shape", "appearance"):
+        codes = tensors[f"codes.{name}.weight"].float()
+        k = min(components, codes.shape[0], codes.shape[1])
+        if k < 1:
+            raise PalmError(path, "no subject codes to decompose")
+        spaces[name] = fit_pca(codes, k)
+    save_pca(Path(run) / "pca.safetensors", spaces)
+    return {
+        "checkpoint": str(path),
+        "components": {n: s.n_components for n, s in spaces.items()},
+        "shape_explained_variance": spaces["shape"].explained_variance_ratio.tolist(),
+        "appearance_explained_variance": spaces["appearance"].explained_variance_ratio.tolist(),
+        "pca": str(Path(run) / "pca.safetensors"),
+    }
+
+
+def run_pca(args) -> int:
+    from pathlib import Path
+
+    from palm.cliutil import print_json
+    from palm.errors import PalmError
+
+    if args.components < 1:
+        raise PalmError("--components", f"must be at least 1, got {args.components}")
+    info = fit_run_pca(args.run, args.components)
+    prior = Path(args.run) / "prior"
+    if (prior / "prior.json").is_file():
+        from palm.train.trainer import export_prior
+
+        export_prior(args.run, prior)
+    if args.json:
+        print_json(info)
+    else:
+        for name in ("shape", "appearance"):
+            ratios = ", ".join(f"{r:.3f}" for r in info[f"{name}_explained_variance"])
+            print(f"{name}: {ratios}")
+        print(f"wrote {info['pca']}")
+    return 0

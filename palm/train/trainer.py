@@ -1,0 +1,523 @@
+"""Prior training: stage 0 (geometry pretraining on the rig's SDF) then stage 1 (image training).
+
+The run's step counter covers both stages: steps ``[0, pretrain_steps)`` pretrain the geometry,
+steps ``[pretrain_steps, pretrain_steps + max_steps)`` train on images with the schedule of the
+spec (section 8), counted from the start of stage 1 (``t``). ``--max-steps N`` stops the run after
+its N-th step with a checkpoint; ``--resume`` continues the same run.
+
+Data parallelism: under ``torchrun`` every rank renders its share of the step's images
+(``images[rank::world]``) and gradients are averaged across ranks with one all-reduce (gloo on
+CPUs, NCCL on GPUs) before the shared clip-and-step, which is what DDP computes. Randomness is
+drawn from generators seeded by ``(seed, step, image)``, so a run is reproducible whatever the
+number of ranks and however often it is resumed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from palm import config as C
+from palm.errors import JobCancelled, PalmError
+from palm.jobs import ETA, Emit, Log, Preview, Progress, check_cancel, null_emit
+from palm.losses import LossSchedule, total_loss
+from palm import losses as L
+
+#: NaN/Inf recovery: how many times a step is retried with a smaller learning rate.
+MAX_NAN_RETRIES = 3
+
+
+@dataclass
+class TrainOptions:
+    """What a run is: data, output, preset and the bounds of this invocation."""
+
+    data: str
+    out: str
+    preset: str = "cpu"
+    max_steps: int | None = None
+    """Stop after this many steps of the run (both stages counted); None = the full schedule."""
+    resume: bool = False
+    pretrain_steps: int | None = None
+    """Override the preset's stage-0 length."""
+    seed: int = 0
+    device: str = "cpu"
+    tensorboard: bool = True
+    image_cache: int = 256
+    """Decoded images kept in memory."""
+    overrides: tuple[str, ...] = ()
+    """``KEY=VALUE`` changes to the preset (``palm train --set``), e.g. ``images_per_step=2``."""
+
+
+def step_generator(seed: int, step: int, index: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator seeded by (seed, step, index): the same draws on any rank, after any resume."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step * 10_007 + index * 101 + 17) % (2**63 - 1))
+    return g
+
+
+def param_groups(model, cfg: C.TrainConfig) -> list[dict[str, Any]]:
+    """Per-group learning rates of the release (spec section 8)."""
+    groups = [
+        ("geometry", list(model.geometry.parameters()), cfg.lr_geometry, 0.0),
+        ("pose_encoder", list(model.pose_encoder.parameters()), cfg.lr_pose_encoder, 0.0),
+        ("shape_codes", list(model.codes.shape.parameters()), cfg.lr_codes, 0.0),
+        ("appearance_codes", list(model.codes.appearance.parameters()), cfg.lr_codes, 0.0),
+        ("radiance_grid", list(model.radiance.encoding.parameters()), cfg.lr, cfg.weight_decay_radiance_grid),
+        ("radiance", [p for n, p in model.radiance.named_parameters() if not n.startswith("encoding.")], cfg.lr, 0.0),
+        ("material", list(model.material.parameters()), cfg.lr, 0.0),
+        ("density", [model.beta_param], cfg.lr, 0.0),
+        ("emitter", [model.light], cfg.lr, 0.0),
+    ]
+    return [{"name": n, "params": p, "lr": lr, "base_lr": lr, "weight_decay": wd} for n, p, lr, wd in groups if p]
+
+
+#: Groups frozen during the first ``geometry_freeze_steps`` of stage 1.
+GEOMETRY_GROUPS = ("geometry", "pose_encoder", "shape_codes")
+
+
+class Trainer:
+    """One training run (one rank)."""
+
+    def __init__(self, opts: TrainOptions, emit: Emit = null_emit, cancel=None):
+        from palm.data.palm_dataset import PalmDataset
+        from palm.hand import load_hand
+        from palm.model import PalmNet
+
+        if opts.preset not in C.PRESETS:
+            raise PalmError("--preset", f"unknown preset '{opts.preset}' (use {', '.join(C.PRESETS)})")
+        self.opts, self.emit, self.cancel = opts, emit, cancel
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.device = torch.device(opts.device)
+        cfg = C.PRESETS[opts.preset]
+        if opts.pretrain_steps is not None:
+            cfg = dataclasses.replace(cfg, pretrain_steps=opts.pretrain_steps)
+        try:
+            cfg = C.apply_overrides(cfg, list(opts.overrides))
+        except ValueError as exc:
+            raise PalmError("--set", str(exc)) from None
+        self.run = Path(opts.out)
+        self._resume_from = None
+        if opts.resume:
+            from palm.io import read_json
+            from palm.train.checkpoint import latest_checkpoint
+
+            self._resume_from = latest_checkpoint(self.run)
+            if self._resume_from is None:
+                raise PalmError(self.run, "nothing to resume: no checkpoint in checkpoints/")
+            saved = read_json(self._resume_from.with_suffix(".json"))
+            try:
+                cfg = C.from_dict(C.TrainConfig, saved["config"])  # a resumed run keeps its configuration
+            except (KeyError, TypeError) as exc:
+                raise PalmError(self._resume_from.with_suffix(".json"), f"config from another version: {exc}") from None
+        self.cfg = cfg
+        self.dataset = PalmDataset(opts.data)
+        if len(self.dataset) == 0:
+            raise PalmError(opts.data, "dataset has no images")
+        self.subject_index = {sid: i for i, sid in enumerate(self.dataset.subjects)}
+        self.hand = load_hand("open").to(self.device)
+        torch.manual_seed(opts.seed)  # initial weights: the same on every rank and every run
+        self.model = PalmNet(cfg.model, self.hand, len(self.dataset.subjects)).to(self.device)
+        self.optimizer = torch.optim.Adam(param_groups(self.model, cfg), betas=cfg.adam_betas, eps=cfg.adam_eps)
+        self.pre_optimizer = torch.optim.Adam(
+            [p for g in param_groups(self.model, cfg) if g["name"] in GEOMETRY_GROUPS for p in g["params"]],
+            lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
+        )
+        self.step = 0
+        self.total_steps = cfg.pretrain_steps + cfg.max_steps
+        self.lr_scale = 1.0
+        self._images: dict[int, Any] = {}
+        self._mesh_sdf: dict[str, Any] = {}
+        self._writer = None
+        self._lpips = None
+        self.schedule = LossSchedule(
+            cfg.weights, mode="prior", total_steps=cfg.max_steps, pbr_start=cfg.pbr_start_step,
+            normal_start=cfg.normal_start_step, lpips_start=cfg.lpips_start_step,
+        )
+        if opts.resume:
+            self._resume()
+
+    # -----------------------------------------------------------------------------------------
+    # Checkpoints
+    # -----------------------------------------------------------------------------------------
+
+    def sidecar(self) -> dict[str, Any]:
+        return {
+            "config": C.to_dict(self.cfg),
+            "preset": self.opts.preset,
+            "seed": self.opts.seed,
+            "lr_scale": self.lr_scale,
+            "stage": 0 if self.step < self.cfg.pretrain_steps else 1,
+            "dataset": {"path": str(Path(self.opts.data).resolve()), "subjects": self.dataset.subjects,
+                        "images": len(self.dataset)},
+            "world_size": self.world,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    def save(self) -> Path | None:
+        from palm.train.checkpoint import save_checkpoint
+
+        if self.rank != 0:
+            return None
+        opt = self.pre_optimizer if self.step <= self.cfg.pretrain_steps else self.optimizer
+        sidecar = self.sidecar()
+        sidecar["optimizer_kind"] = "pretrain" if opt is self.pre_optimizer else "main"
+        path = save_checkpoint(self.run, self.step, self.model, opt, sidecar, keep_last=self.cfg.keep_last)
+        self.emit(Log(f"checkpoint {path}"))
+        return path
+
+    def _resume(self) -> None:
+        from palm.train.checkpoint import load_checkpoint, restore_optimizer
+
+        path = self._resume_from
+        model, optim, meta = load_checkpoint(path)
+        if meta.get("dataset", {}).get("subjects") not in (None, self.dataset.subjects):
+            raise PalmError(path, "checkpoint was trained on other subjects than --data holds")
+        try:
+            self.model.load_state_dict(model)
+        except RuntimeError as exc:
+            raise PalmError(path, f"weights do not match the model: {str(exc).splitlines()[0]}") from None
+        opt = self.pre_optimizer if meta.get("optimizer_kind") == "pretrain" else self.optimizer
+        restore_optimizer(opt, optim, meta)
+        self.step = int(meta["step"])
+        self.lr_scale = float(meta.get("lr_scale", 1.0))
+        self.emit(Log(f"resumed from {path} at step {self.step}"))
+
+    # -----------------------------------------------------------------------------------------
+    # Stage 0
+    # -----------------------------------------------------------------------------------------
+
+    def _subject_betas(self, sid: str) -> Tensor:
+        betas = self.dataset.poses(sid).betas
+        b = torch.as_tensor(np.asarray(betas, dtype=np.float32).reshape(-1)[: self.hand.n_betas], device=self.device)
+        return torch.nn.functional.pad(b, (0, self.hand.n_betas - b.numel()))
+
+    def _mesh_sdf_for(self, sid: str):
+        from palm.train.geometry import MeshSDF
+
+        if sid not in self._mesh_sdf:
+            verts, _ = self.hand.rest(self._subject_betas(sid)[None])
+            v, f = self.hand.sealed_mesh(verts[0])
+            self._mesh_sdf[sid] = MeshSDF(v, f, n_samples=100_000, seed=self.subject_index[sid])
+        return self._mesh_sdf[sid]
+
+    def pretrain_step(self) -> dict[str, float]:
+        from palm.train.geometry import sdf_training_points
+
+        cfg, s = self.cfg, self.step
+        g = step_generator(self.opts.seed, s)
+        subjects = self.dataset.subjects[:7]  # the release pretrains on 7 subjects
+        sid = subjects[int(torch.randint(len(subjects), (1,), generator=g))]
+        table = self.dataset.poses(sid)
+        pose = torch.as_tensor(table.pose[int(torch.randint(table.n_frames, (1,), generator=g))],
+                               dtype=torch.float32, device=self.device)
+        centre = torch.tensor(cfg.model.canonical.centre)
+        pts, sdf_gt = sdf_training_points(self._mesh_sdf_for(sid), cfg.pretrain_points, cfg.pretrain_noise,
+                                          cfg.pretrain_box, centre, g)
+        pts, sdf_gt = pts.to(self.device), sdf_gt.to(self.device)
+        self.model.geometry.set_step(s)
+        z_p = self.model.pose_encoder(pose[None])[0]
+        z_s = self.model.codes.shape(torch.tensor([self.subject_index[sid]], device=self.device))[0]
+        cond = torch.cat([z_p, z_s]).expand(pts.shape[0], -1)
+        sdf, _, grad = self.model.geometry.gradient(pts, cond, create_graph=True)
+        terms = {"sdf": L.sdf_pretrain(sdf, sdf_gt, cfg.pretrain_sdf_clamp, cfg.pretrain_weight),
+                 "eikonal": L.eikonal(grad)}
+        loss, log = total_loss(terms, {"sdf": 1.0, "eikonal": cfg.weights.eikonal})
+        self.pre_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._allreduce(self.pre_optimizer)
+        for group in self.pre_optimizer.param_groups:
+            group["lr"] = cfg.lr * self.lr_scale
+        self.pre_optimizer.step()
+        return log
+
+    # -----------------------------------------------------------------------------------------
+    # Stage 1
+    # -----------------------------------------------------------------------------------------
+
+    def _sample(self, idx: int):
+        if idx not in self._images:
+            if len(self._images) >= self.opts.image_cache:
+                self._images.pop(next(iter(self._images)))
+            self._images[idx] = self.dataset[idx]
+        return self._images[idx]
+
+    def _lpips_fn(self):
+        if self._lpips is None:
+            from palm.lpips import lpips_loss
+
+            self._lpips = lpips_loss
+        return self._lpips
+
+    def image_terms(self, sample, t: int, gen: torch.Generator, cpu_gen: torch.Generator, bg: Tensor) -> dict[str, Tensor]:
+        """Render one image's sampled rays and return its loss terms."""
+        from palm.model import Frame, RenderOptions
+        from palm.render.color import linear_to_srgb
+        from palm.render.rays import pixel_rays
+        from palm.train.sampling import sample_pixels
+
+        cfg, model, dev = self.cfg, self.model, self.device
+        mask = np.asarray(sample.mask if sample.mask is not None else np.ones(sample.image.shape[:2], bool))
+        pixels, _ = sample_pixels(torch.as_tensor(mask), cfg.pixels_per_image, cfg.patch_size, cfg.patch_choices, cpu_gen)
+        pixels = torch.as_tensor(pixels, dtype=torch.float32)
+        uv = pixels.floor().long()
+        u = uv[:, 0].clamp(0, sample.width - 1)
+        v = uv[:, 1].clamp(0, sample.height - 1)
+        img = torch.as_tensor(sample.image, dtype=torch.float32)[v, u].to(dev)
+        m = torch.as_tensor(mask)[v, u].to(dev).float()
+        target = img * m[:, None] + linear_to_srgb(bg)[None] * (1 - m[:, None])
+        cam = sample.camera.to_camera().to(dev)
+        origins, dirs = pixel_rays(cam, pixels.to(dev))
+        subj = torch.tensor([self.subject_index[sample.subject]], device=dev)
+        z_s, z_a = model.codes(subj)
+        hp = sample.hand
+        betas = torch.as_tensor(np.asarray(hp.betas, np.float32)[: self.hand.n_betas], device=dev)
+        frame = Frame(shape_code=z_s[0], appearance_code=z_a[0], pose=torch.as_tensor(hp.pose, device=dev).float(),
+                      betas=betas, transl=torch.as_tensor(hp.transl, device=dev).float())
+        weights = self.schedule.weights(t)
+        use_pbr = weights["pbr"] > 0
+        light = (torch.as_tensor(sample.env_lobes, device=dev).float()
+                 if sample.env_lobes is not None else model.light)
+        prep = model.prepare(frame, generator=cpu_gen)
+        out = model.render_rays(origins, dirs, prep, light, bg, RenderOptions(
+            training=True, importance=t > cfg.importance_start_step, pbr=use_pbr,
+            curvature=weights["lap"] > 0, generator=gen))
+        terms: dict[str, Tensor] = {
+            "rf": L.rgb_l1(out.rgb_rf, target, out.opacity),
+            "segm": L.segmentation_bce(out.opacity, m),
+            "eikonal": L.eikonal(out.gradients),
+            "latent_shape": (z_s**2).sum(-1).mean(),
+            "latent_appearance": (z_a**2).sum(-1).mean(),
+        }
+        if use_pbr:
+            terms["pbr"] = L.rgb_l1(out.rgb_pbr, target, out.opacity)
+        if out.curvature is not None:
+            terms["lap"] = L.laplacian(out.curvature)
+        if weights["normal"] > 0 and sample.normal is not None:
+            n_gt = torch.as_tensor(sample.normal, dtype=torch.float32)[v, u].to(dev)
+            n01 = torch.where(n_gt.abs().sum(-1, keepdim=True) > 0, (n_gt + 1) / 2, torch.zeros_like(n_gt))
+            n_cam = out.normal @ cam.Rt[:3, :3].T
+            terms["normal"] = L.normal_l1(n_cam, n01, m)
+        if weights["lpips"] > 0:
+            p = cfg.patch_size
+            terms["lpips"] = L.patch_lpips(
+                out.rgb_rf[-p * p:].reshape(p, p, 3), target[-p * p:].reshape(p, p, 3), self._lpips_fn())
+        return terms
+
+    def image_step(self) -> dict[str, float]:
+        cfg, s = self.cfg, self.step
+        t = s - cfg.pretrain_steps
+        self.model.set_step(t, geometry_step=None)
+        g = step_generator(self.opts.seed, s)
+        bg = torch.rand(3, generator=g).to(self.device)
+        n = cfg.images_per_step
+        ids = torch.randint(len(self.dataset), (n,), generator=g).tolist()
+        weights = self.schedule.weights(t)
+        self.optimizer.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        for j in range(self.rank, n, self.world):
+            gen = step_generator(self.opts.seed, s, j + 1, self.device)
+            cpu_gen = step_generator(self.opts.seed, s, j + 1)
+            terms = self.image_terms(self._sample(ids[j]), t, gen, cpu_gen, bg)
+            loss, log = total_loss(terms, weights)
+            (loss / n).backward()
+            for k, val in log.items():
+                logs[k] = logs.get(k, 0.0) + val / n
+        frozen = t < cfg.geometry_freeze_steps
+        for group in self.optimizer.param_groups:
+            if frozen and group["name"] in GEOMETRY_GROUPS:
+                for p in group["params"]:
+                    p.grad = None
+        self._allreduce(self.optimizer, skip=GEOMETRY_GROUPS if frozen else ())
+        warm = min(1.0, cfg.warmup_start_factor + (1 - cfg.warmup_start_factor) * t / max(cfg.warmup_steps, 1))
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * warm * self.lr_scale
+        params = [p for grp in self.optimizer.param_groups for p in grp["params"] if p.grad is not None]
+        if not all(torch.isfinite(p.grad).all() for p in params):
+            raise FloatingPointError("non-finite gradient")
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        self.optimizer.step()
+        return logs
+
+    def _allreduce(self, optimizer: torch.optim.Optimizer, skip: tuple[str, ...] = ()) -> None:
+        """Average gradients over ranks (sum of per-rank shares of the global mean)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        params = [p for grp in optimizer.param_groups if grp.get("name") not in skip for p in grp["params"]]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        if optimizer is self.pre_optimizer:
+            flat /= self.world
+        offset = 0
+        for p in params:
+            k = p.numel()
+            p.grad.copy_(flat[offset:offset + k].view_as(p))
+            offset += k
+
+    # -----------------------------------------------------------------------------------------
+    # The loop
+    # -----------------------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "pre_optimizer": copy.deepcopy(self.pre_optimizer.state_dict()),
+        }
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.pre_optimizer.load_state_dict(snap["pre_optimizer"])
+
+    def log_scalars(self, logs: dict[str, float]) -> None:
+        if self.rank != 0 or not self.opts.tensorboard:
+            return
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed
+                self.opts.tensorboard = False
+                return
+            self._writer = SummaryWriter(str(self.run / "tensorboard"))
+        for k, v in logs.items():
+            self._writer.add_scalar(f"loss/{k}", v, self.step)
+
+    def preview(self) -> np.ndarray | None:
+        """A small RF render of the first training image (for TensorBoard and the studio)."""
+        from palm.model import Frame
+
+        sample = self._sample(0)
+        cam = sample.camera.to_camera().scaled(min(1.0, 64 / max(sample.height, sample.width))).to(self.device)
+        subj = torch.tensor([self.subject_index[sample.subject]], device=self.device)
+        z_s, z_a = self.model.codes(subj)
+        hp = sample.hand
+        frame = Frame(z_s[0].detach(), z_a[0].detach(), torch.as_tensor(hp.pose, device=self.device).float(),
+                      torch.as_tensor(np.asarray(hp.betas, np.float32)[: self.hand.n_betas], device=self.device),
+                      torch.as_tensor(hp.transl, device=self.device).float())
+        out = self.model.render_image(cam, frame, pbr=False)
+        return out["rgb_rf"].cpu().numpy()
+
+    def fit(self, max_steps: int | None = None) -> Path | None:
+        """Train until ``max_steps`` (run steps) or the end of the schedule; checkpoint at the end."""
+        end = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
+        if self.step >= end:
+            self.emit(Log(f"nothing to do: the run is at step {self.step}"))
+            return self.save()
+        eta = ETA(end, self.step)
+        good = self._snapshot()
+        retries = 0
+        interrupted = False
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum, frame):  # finish the step, checkpoint, stop
+            nonlocal interrupted
+            interrupted = True
+
+        if self.rank == 0 and _is_main_thread():
+            signal.signal(signal.SIGINT, on_sigint)
+        try:
+            while self.step < end:
+                try:
+                    check_cancel(self.cancel)
+                except JobCancelled:
+                    self.save()
+                    raise
+                if interrupted:
+                    self.emit(Log(f"interrupted at step {self.step}: saving a checkpoint"))
+                    break
+                try:
+                    logs = self.pretrain_step() if self.step < self.cfg.pretrain_steps else self.image_step()
+                    if not all(math.isfinite(v) for v in logs.values()):
+                        raise FloatingPointError("non-finite loss")
+                except FloatingPointError as exc:
+                    retries += 1
+                    if retries > MAX_NAN_RETRIES:
+                        raise PalmError(self.run, f"training diverged at step {self.step} ({exc}) after "
+                                                  f"{MAX_NAN_RETRIES} retries with smaller learning rates") from None
+                    self._restore(good)
+                    self.lr_scale *= 0.5
+                    self.emit(Log(f"step {self.step}: {exc}; rolled back, learning rate x{self.lr_scale:g}",
+                                  level="warning"))
+                    continue
+                retries = 0
+                self.step += 1
+                stage = "geometry" if self.step <= self.cfg.pretrain_steps else "images"
+                self.emit(Progress(self.step, end, stage, logs, eta(self.step)))
+                if self.step % 50 == 0:
+                    self.log_scalars(logs)
+                    good = self._snapshot()
+                if self.step % self.cfg.checkpoint_every == 0 and self.step < end:
+                    self.save()
+                    if self.step > self.cfg.pretrain_steps:
+                        img = self.preview()
+                        if img is not None:
+                            self.emit(Preview(self.step, img))
+                            if self._writer is not None:
+                                self._writer.add_image("preview", img, self.step, dataformats="HWC")
+        finally:
+            if self.rank == 0 and _is_main_thread():
+                signal.signal(signal.SIGINT, previous)
+        path = self.save()
+        if self._writer is not None:
+            self._writer.flush()
+        if interrupted:
+            raise KeyboardInterrupt
+        return path
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def init_distributed(device: str) -> None:
+    """Join the process group when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        backend = "nccl" if str(device).startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+
+
+def export_prior(run: str | os.PathLike, out: str | os.PathLike, n_components: int = 5) -> dict[str, Any]:
+    """Make a prior folder (weights + PCA) from the latest checkpoint of a run."""
+    from palm.hand import load_hand
+    from palm.model import PalmNet
+    from palm.prior import save_prior
+    from palm.train.checkpoint import latest_checkpoint, load_checkpoint
+
+    path = latest_checkpoint(run)
+    if path is None:
+        raise PalmError(run, "no checkpoint in this run")
+    tensors, _, meta = load_checkpoint(path)
+    cfg = C.from_dict(C.TrainConfig, meta["config"])
+    n_subjects = tensors["codes.shape.weight"].shape[0]
+    model = PalmNet(cfg.model, load_hand("open"), n_subjects)
+    model.load_state_dict(tensors)
+    model.step = int(meta["step"])
+    pca_file = Path(run) / "pca.safetensors"
+    if pca_file.is_file():
+        from palm.fields.latent import load_pca
+
+        model.pca = load_pca(pca_file)
+    digest = save_prior(out, model, {"training": {"run": str(run), "checkpoint": path.name,
+                                                   "preset": meta.get("preset"), "dataset": meta.get("dataset")}})
+    return {"prior": str(out), "content_hash": digest, "step": model.step}

@@ -1,0 +1,195 @@
+"""Synthetic generator -> PALM reader round trip, mask/keypoint consistency, ``palm data check``, rasteriser."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from palm.cli import main
+from palm.data.palm_dataset import POSE_ABSOLUTE, PalmDataset
+from palm.data.synth import sample_subject, skin_albedo
+from palm.render.raster import (
+    cluster_mesh,
+    interpolate,
+    project_screen,
+    rasterize,
+    rasterize_pinhole,
+    shadow_visibility,
+    vertex_normals,
+)
+
+N_SUBJECTS, N_POSES, N_VIEWS, RES = 2, 2, 2, 64
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "tiny"
+    rc = main(["data", "synth", "--out", str(out), "--subjects", str(N_SUBJECTS), "--poses", str(N_POSES),
+               "--views", str(N_VIEWS), "--res", str(RES), "--seed", "3", "--quiet"])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def hand():
+    from palm.hand import load_hand
+
+    return load_hand("open")
+
+
+def _repose(hand, sample):
+    h = sample.hand
+    with torch.no_grad():
+        return hand(pose=torch.from_numpy(h.pose)[None], betas=torch.from_numpy(h.betas)[None],
+                    transl=torch.from_numpy(h.transl)[None])
+
+
+def _silhouette(hand, vertices: torch.Tensor, cam) -> np.ndarray:
+    sv, sf = hand.sealed_mesh(vertices)
+    frags = rasterize_pinhole(sv, sf, torch.as_tensor(cam.K, dtype=torch.float32),
+                              torch.as_tensor(cam.Rt, dtype=torch.float32), cam.height, cam.width)
+    return frags.mask[0].numpy()
+
+
+def test_round_trip(tiny: Path):
+    meta = json.loads((tiny / "meta.json").read_text())
+    assert meta["hand_pose_convention"] == POSE_ABSOLUTE
+    assert meta["subjects"] == ["0000", "0001"] and meta["resolution"] == RES and meta["seed"] == 3
+    assert set(meta["environments"]["0000"]) == {"000001", "000002"}
+    ds = PalmDataset(tiny)
+    assert len(ds) == N_SUBJECTS * N_POSES * N_VIEWS
+    assert ds.views("0001") == ["MCU_01", "MCU_02"]
+    for s in ds:
+        assert s.image.shape == (RES, RES, 3) and s.image.dtype == np.float32
+        assert s.mask.dtype == bool and 0.03 < s.mask.mean() < 0.9
+        fg = s.image[s.mask]
+        assert fg.std() > 0.01 and 0.02 < fg.mean() < 0.98  # shaded, neither black nor blown out
+        n = s.normal[s.mask]
+        np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=0.02)
+        assert not s.normal[~s.mask].any()
+        # OpenGL camera axes: visible surfaces mostly face the viewer (+z).
+        assert (n[:, 2] > 0).mean() > 0.9
+        d = s.depth[s.mask]
+        assert d.min() > 0.2 and d.max() < 0.8 and not s.depth[~s.mask].any()
+        assert np.array_equal(s.mano_mask, s.mask)
+        a = s.albedo[s.mask]
+        assert a.min() >= 0.02 and a.max() <= 0.81
+        assert s.env_name == meta["environments"][s.subject][f"{s.frame + 1:06d}"]["env"]
+        assert s.env_lobes.ndim == 2 and s.env_lobes.shape[1] == 7
+        assert s.hand.pose.shape == (16, 3) and s.keypoints_2d.shape == (21, 2) and s.keypoints_3d.shape == (21, 3)
+    # Subjects differ in shape and skin.
+    a, b = ds.load("0000", 0, "MCU_01"), ds.load("0001", 0, "MCU_01")
+    assert np.abs(a.hand.betas - b.hand.betas).max() > 0.05
+    assert (tiny / "0000" / "albedo_map.png").is_file() and (tiny / "0000" / "roughness_map.png").is_file()
+
+
+def test_depth_matches_the_registered_hand(tiny: Path, hand):
+    ds = PalmDataset(tiny)
+    s = ds.load("0001", 1, "MCU_02")
+    out = _repose(hand, s)
+    sv, sf = hand.sealed_mesh(out.vertices[0])
+    frags = rasterize_pinhole(sv, sf, torch.as_tensor(s.camera.K, dtype=torch.float32),
+                              torch.as_tensor(s.camera.Rt, dtype=torch.float32), RES, RES)
+    both = s.mask & frags.mask[0].numpy()
+    # 16-bit quantisation of 1.8 m: 27.5 micrometres.
+    np.testing.assert_allclose(s.depth[both], frags.depth[0].numpy()[both], atol=5e-5)
+
+
+def test_mask_is_the_silhouette_of_the_registered_hand(tiny: Path, hand):
+    ds = PalmDataset(tiny)
+    for s in ds:
+        out = _repose(hand, s)
+        sil = _silhouette(hand, out.vertices[0], s.camera)
+        assert (sil != s.mask).sum() <= 2, (s.subject, s.frame, s.view)
+        # The comparison has teeth: a 5 mm shift of the hand changes the silhouette.
+        shifted = _silhouette(hand, out.vertices[0] + torch.tensor([0.005, 0.0, 0.0]), s.camera)
+        assert (shifted != s.mask).sum() > 10
+
+
+def test_keypoints_project_onto_2d_keypoints(tiny: Path, hand):
+    ds = PalmDataset(tiny)
+    for s in ds:
+        kp3d = _repose(hand, s).keypoints[0].numpy()
+        np.testing.assert_allclose(s.keypoints_3d, kp3d, atol=1e-5)
+        err = np.linalg.norm(s.camera.project(kp3d) - s.keypoints_2d, axis=-1)
+        assert err.max() < 0.5
+        inside = (s.keypoints_2d >= 0).all(-1) & (s.keypoints_2d < RES).all(-1)
+        assert inside.mean() > 0.8  # the hand is framed by the camera
+
+
+def test_check_cli_lists_a_deleted_image(tiny: Path, capsys, tmp_path: Path):
+    assert main(["data", "check", str(tiny), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["subjects"] == N_SUBJECTS and report["frames"] == N_SUBJECTS * N_POSES
+    assert report["views"] == N_VIEWS and report["images"] == N_SUBJECTS * N_POSES * N_VIEWS
+    assert report["missing"] == []
+    victim = tiny / "0001" / "images" / "MCU_02" / "000001.png"
+    data = victim.read_bytes()
+    victim.unlink()
+    try:
+        assert main(["data", "check", str(tiny), "--json"]) == 1
+        report = json.loads(capsys.readouterr().out)
+        assert report["missing"] == ["0001/images/MCU_02/000001.png"]
+        assert report["images"] == N_SUBJECTS * N_POSES * N_VIEWS - 1
+    finally:
+        victim.write_bytes(data)
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "check", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_skin_model_spans_light_to_dark():
+    light = skin_albedo(0.03, 0.35, 0.9)
+    dark = skin_albedo(1.1, 0.35, 0.9)
+    for a in (light, dark):
+        assert a[0] > a[1] > a[2] > 0  # skin is red > green > blue
+    lum = lambda a: float(a @ np.array([0.2126, 0.7152, 0.0722]))  # noqa: E731
+    assert lum(light) > 0.35 and lum(dark) < 0.06 and lum(light) / lum(dark) > 6
+    assert np.all(np.diff(skin_albedo(np.linspace(0.03, 1.1, 8), 0.35)[:, 1]) < 0)  # more melanin, darker
+    s1 = sample_subject(np.random.default_rng([0, 1]), 1, 0.5, 10)
+    s2 = sample_subject(np.random.default_rng([0, 1]), 1, 0.5, 10)
+    assert s1 == s2 and s1.sid == "0001" and len(s1.betas) == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference rasteriser
+# ---------------------------------------------------------------------------------------------
+
+
+def _sphere(radius: float = 0.1):
+    import trimesh
+
+    m = trimesh.creation.icosphere(subdivisions=3, radius=radius)
+    return torch.tensor(m.vertices, dtype=torch.float64), torch.tensor(m.faces, dtype=torch.long)
+
+
+def test_rasteriser_sphere_area_depth_and_chunking():
+    V, F = _sphere(0.1)
+    K = torch.tensor([[200.0, 0, 64], [0, 200.0, 64], [0, 0, 1]], dtype=torch.float64)
+    Rt = torch.eye(4, dtype=torch.float64)
+    Rt[2, 3] = 0.5
+    frags = rasterize_pinhole(V, F, K, Rt, 128, 128)
+    # Silhouette of a sphere at distance 0.5: a disc of radius f r / sqrt(d^2 - r^2) pixels.
+    disc = math.pi * (200 * 0.1 / math.sqrt(0.25 - 0.01)) ** 2
+    assert abs(frags.mask.sum().item() - disc) / disc < 0.02  # icosphere is slightly inside
+    assert abs(frags.depth[0, 64, 64].item() - 0.4) < 1e-3
+    small = rasterize(project_screen(V, K, Rt), F, 128, 128, chunk=500)
+    assert torch.equal(small.face_id, frags.face_id)
+    n = interpolate(vertex_normals(V, F), F, frags)[0, 64, 64]
+    assert n[2] < -0.99  # the normal at the centre points back at the camera
+
+
+def test_shadow_visibility_of_a_sphere_and_clustering():
+    V, F = _sphere(0.1)
+    n = vertex_normals(V, F)
+    vis = shadow_visibility(V, n, V, F, torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64))[:, 0]
+    top, bottom = V[:, 1] > 0.02, V[:, 1] < -0.02
+    assert vis[top].min() == 1 and vis[bottom].max() == 0
+    cv, cf = cluster_mesh(V, F, 0.02)
+    assert cv.shape[0] < V.shape[0] and cf.shape[0] < F.shape[0]
+    assert (cv.norm(dim=-1) - 0.1).abs().max() < 0.02

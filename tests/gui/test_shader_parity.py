@@ -1,0 +1,123 @@
+"""The viewport's GLSL SG lighting against the engine (palm.render.sg / palm.render.brdf), under EGL."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from app.gl_renderer import sg_uniforms
+from app.programs import load_program
+
+N = 32  # N x N probe pixels
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    try:
+        from app.gl_renderer import standalone_context
+
+        ctx = standalone_context()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"no OpenGL context: {exc}")
+    yield ctx
+    ctx.release()
+
+
+def _inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    n = torch.nn.functional.normalize(torch.randn(N * N, 3, generator=g), dim=-1)
+    # views in the hemisphere of the normal (as the viewport's two-sided shading guarantees)
+    v = torch.nn.functional.normalize(torch.randn(N * N, 3, generator=g), dim=-1)
+    v = torch.where((v * n).sum(-1, keepdim=True) < 0, -v, v)
+    albedo = torch.rand(N * N, 3, generator=g) * 0.9 + 0.05
+    rough = torch.rand(N * N, 1, generator=g) * 0.85 + 0.1
+    metal = (torch.rand(N * N, 1, generator=g) > 0.7).float() * torch.rand(N * N, 1, generator=g)
+    return n, v, albedo, rough, metal
+
+
+def _lobes(seed: int = 1, k: int = 64) -> torch.Tensor:
+    from palm.render.sg import sg_init
+
+    lobes = sg_init(k, generator=torch.Generator().manual_seed(seed))
+    lobes[: k // 4, 3] = torch.linspace(0.3, 2.9, k // 4)  # cover the series branch of the irradiance
+    lobes[:, 4:7] *= torch.rand(k, 3, generator=torch.Generator().manual_seed(seed + 1)) + 0.5  # colour
+    return lobes
+
+
+def _glsl(ctx, mode: int, n, v, albedo, rough, metal, lobes) -> np.ndarray:
+    prog = load_program(ctx, "sg_probe.glsl", {"MODE": mode, "MAX_LOBES": 64})
+    u = sg_uniforms(lobes.numpy())
+    k = len(u.sharpness)
+    axis_sharp = np.zeros((64, 4), np.float32)
+    amp = np.zeros((64, 3), np.float32)
+    axis_sharp[:k, :3], axis_sharp[:k, 3], amp[:k] = u.axis, u.sharpness, u.amplitude
+    prog["u_sg_lobe"].write(axis_sharp.tobytes())
+    prog["u_sg_mu"].write(amp.tobytes())
+    prog["u_n_lobes"].value = k
+    textures = []
+    for unit, (name, data) in enumerate(
+        (("u_normal", n), ("u_view", v), ("u_albedo", albedo), ("u_material", torch.cat([rough, metal], -1)))
+    ):
+        arr = np.zeros((N * N, 4), np.float32)
+        arr[:, : data.shape[1]] = data.numpy()
+        tex = ctx.texture((N, N), 4, arr.tobytes(), dtype="f4")
+        tex.filter = (ctx.NEAREST, ctx.NEAREST)
+        tex.use(unit)
+        if name in prog:
+            prog[name].value = unit
+        textures.append(tex)
+    fbo = ctx.framebuffer(color_attachments=[ctx.texture((N, N), 4, dtype="f4")])
+    vbo = ctx.buffer(np.array([-1, -1, 3, -1, -1, 3], np.float32).tobytes())
+    vao = ctx.vertex_array(prog, [(vbo, "2f", "in_ndc")])
+    fbo.use()
+    fbo.clear()
+    vao.render()
+    out = np.frombuffer(fbo.read(components=4, dtype="f4"), np.float32).reshape(N * N, 4)[:, :3]
+    for obj in (*textures, vao, vbo, fbo):
+        obj.release()
+    return out
+
+
+def _compare(gl: np.ndarray, ref: np.ndarray, rtol: float = 2e-3) -> None:
+    scale = np.abs(ref).max()
+    assert scale > 0
+    err = np.abs(gl - ref).max() / scale
+    assert err < rtol, f"max error {err:.2e} of the peak"
+
+
+def test_sg_eval_matches_engine(ctx):
+    from palm.render.sg import sg_eval
+
+    n, v, a, r, m = _inputs()
+    lobes = _lobes()
+    _compare(_glsl(ctx, 2, n, v, a, r, m, lobes), sg_eval(lobes, n).numpy())
+
+
+def test_sg_irradiance_matches_engine(ctx):
+    from palm.render.sg import sg_irradiance
+
+    n, v, a, r, m = _inputs()
+    lobes = _lobes()
+    _compare(_glsl(ctx, 1, n, v, a, r, m, lobes), sg_irradiance(lobes, n).numpy())
+
+
+def test_shade_sg_matches_engine(ctx):
+    brdf = pytest.importorskip("palm.render.brdf")
+    n, v, a, r, m = _inputs()
+    lobes = _lobes()
+    with torch.no_grad():
+        ref = brdf.shade_sg(n, v, a, r, m, lobes).numpy()
+    _compare(_glsl(ctx, 0, n, v, a, r, m, lobes), ref)
+
+
+def test_probe_detects_a_wrong_environment(ctx):
+    """The comparison is sensitive: a rotated environment does not pass."""
+    from palm.render.sg import sg_irradiance, sg_rotate
+
+    n, v, a, r, m = _inputs()
+    lobes = _lobes()
+    rot = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+    gl = _glsl(ctx, 1, n, v, a, r, m, sg_rotate(lobes, rot))
+    with pytest.raises(AssertionError):
+        _compare(gl, sg_irradiance(lobes, n).numpy())

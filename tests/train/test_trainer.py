@@ -1,0 +1,110 @@
+"""Prior training: both stages run, checkpoints carry their sidecar, resume is exact, 2 gloo ranks
+equal one process, PCA of the codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: A miniature configuration: the cpu preset, shrunk further so a step takes about a second.
+TINY = (
+    "images_per_step=2", "pixels_per_image=12", "patch_size=4", "patch_choices=[[8,2]]", "pretrain_points=512",
+    "model.sampler.n_steps=32", "model.sampler.occ_grid_res=16", "model.deformer.skin_grid_res=16",
+    "model.deformer.max_iters=8", "model.deformer.n_inits=2", "model.hash_geometry.n_levels=4",
+    "model.hash_geometry.log2_hashmap_size=10", "model.hash_radiance.n_levels=4",
+    "model.hash_radiance.log2_hashmap_size=10", "importance_start_step=1", "pbr_start_step=2",
+    "model.pbr.light_grid=[2,2]", "model.sampler.secondary_samples=6", "model.sampler.secondary_importance=0",
+    "model.light.n_lobes=4", "checkpoint_every=1000",
+)
+
+
+def palm(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "palm", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "synth"
+    r = palm("data", "synth", "--out", str(out), "--subjects", "2", "--poses", "1", "--views", "2", "--res", "32",
+             "--seed", "0", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _train(dataset: Path, run: Path, max_steps: int, resume: bool = False):
+    from palm.train.trainer import Trainer, TrainOptions
+
+    opts = TrainOptions(data=str(dataset), out=str(run), preset="cpu", max_steps=max_steps, resume=resume,
+                        pretrain_steps=2, seed=3, tensorboard=False, overrides=TINY)
+    trainer = Trainer(opts)
+    trainer.fit(max_steps)
+    return trainer
+
+
+def _params(trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_both_stages_checkpoint_and_exact_resume(dataset, tmp_path):
+    full = _train(dataset, tmp_path / "full", max_steps=5)
+    assert full.step == 5
+    ckpt = tmp_path / "full" / "checkpoints" / "step_0000005.safetensors"
+    side = json.loads(ckpt.with_suffix(".json").read_text())
+    assert side["step"] == 5 and side["stage"] == 1 and len(side["content_hash"]) == 16
+    assert side["config"]["images_per_step"] == 2
+
+    _train(dataset, tmp_path / "split", max_steps=3)  # 2 geometry steps + 1 image step, then stop
+    resumed = _train(dataset, tmp_path / "split", max_steps=5, resume=True)
+    assert resumed.step == 5
+    a, b = _params(full), _params(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    # training changed the model: geometry in stage 0, appearance in stage 1
+    assert not torch.equal(a["light"], torch.zeros_like(a["light"]))
+
+
+def test_two_gloo_ranks_equal_one_process(dataset, tmp_path):
+    single = tmp_path / "single"
+    sets = [x for s in TINY for x in ("--set", s)]
+    args = ["--data", str(dataset), "--preset", "cpu", "--max-steps", "4", "--pretrain-steps", "2", "--seed", "3",
+            "--no-tensorboard", *sets]
+    r = palm("train", "--out", str(single), *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    multi = tmp_path / "multi"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "palm",
+           "train", "--out", str(multi), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    from palm.train.checkpoint import load_checkpoint
+
+    a, _, ma = load_checkpoint(single / "checkpoints" / "step_0000004.safetensors")
+    b, _, mb = load_checkpoint(multi / "checkpoints" / "step_0000004.safetensors")
+    assert mb["world_size"] == 2 and ma["world_size"] == 1
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), f"{k}: max diff {(a[k] - b[k]).abs().max()}"
+
+
+def test_pca_json_and_run_folder_errors(dataset, tmp_path):
+    run = tmp_path / "run"
+    _train(dataset, run, max_steps=3)
+    r = palm("pca", str(run), "--components", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(info["shape_explained_variance"]) == 2 and len(info["appearance_explained_variance"]) == 2
+    assert (run / "pca.safetensors").is_file()
+    # an existing run without --resume is refused; --resume without checkpoints is refused
+    r = palm("train", "--data", str(dataset), "--out", str(run), "--max-steps", "1")
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "--resume" in r.stderr
+    r = palm("train", "--data", str(dataset), "--out", str(tmp_path / "empty"), "--resume", "--max-steps", "1")
+    assert r.returncode == 2 and "nothing to resume" in r.stderr
