@@ -13,15 +13,16 @@ import importlib
 import inspect
 import math
 import os
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from palm.errors import PalmError
-from palm.jobs import Log, Progress, Snapshot, check_cancel
+from palm.jobs import Log, Preview, Progress, Snapshot, check_cancel
 
 RELAXED_PRESETS = ("relaxed", "rest", "neutral", "open", "flat")
 MIRROR_X = np.diag([-1.0, 1.0, 1.0, 1.0]).astype(np.float32)
@@ -136,73 +137,134 @@ def bone_transforms(hand: Any, pose: np.ndarray, betas: np.ndarray | None = None
 # ------------------------------------------------------------------------------------------------
 
 
+#: Grid resolution (cells along the hand box's longest side) of a slider move's coarse re-bake and
+#: of the refine pass that follows it.
+COARSE_RES = 40
+FINE_RES = 96
+#: Bakers kept per prior (one per resolution / rig shape in use).
+MAX_BAKERS = 4
+
+
 @dataclass
 class PriorInfo:
+    """The active prior (``palm.prior.Prior``), its PCA sizes and spreads, and its cached bakers."""
+
     prior: Any
     n_shape: int
     n_appearance: int
     shape_std: np.ndarray
     appearance_std: np.ndarray
     path: str
+    bakers: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def content_hash(self) -> str:
+        return str(self.prior.content_hash)
+
+    def baker(self, resolution: int, betas: np.ndarray | None = None, exact: bool = True):
+        """The :class:`app.rebake.PriorBaker` of this resolution and rig shape (created once)."""
+        from app.rebake import PriorBaker
+
+        b = None if betas is None or not np.any(betas) else np.asarray(betas, np.float32).reshape(-1)
+        key = (int(resolution), bool(exact), None if b is None else b.tobytes())
+        with self.lock:
+            if key not in self.bakers:
+                while len(self.bakers) >= MAX_BAKERS:
+                    self.bakers.pop(next(iter(self.bakers)))
+                self.bakers[key] = PriorBaker(self.prior, resolution, b, exact=exact)
+            return self.bakers[key]
 
 
-def _std(pca: Any, n: int) -> np.ndarray:
-    for name in ("std", "explained_std"):
-        if getattr(pca, name, None) is not None:
-            return np.asarray(_np(getattr(pca, name)), np.float32).reshape(-1)[:n]
-    var = getattr(pca, "explained_variance", None)
-    if var is not None:
-        return np.sqrt(np.maximum(np.asarray(_np(var), np.float32).reshape(-1)[:n], 0.0))
-    return np.ones(n, np.float32)
+@dataclass(frozen=True)
+class Subject:
+    """What a bake or a neural render needs to know about the subject.
+
+    Attributes:
+        shape, appearance: (K,) PCA coefficients.
+        shape_code, appearance_code: (32,) codes that override the coefficients (avatars), or None.
+        betas: (n_betas,) rig shape, or None for the mean shape.
+    """
+
+    shape: np.ndarray
+    appearance: np.ndarray
+    shape_code: np.ndarray | None = None
+    appearance_code: np.ndarray | None = None
+    betas: np.ndarray | None = None
+
+    def codes(self, prior: PriorInfo):
+        """``(z_s, z_a)`` (32,) tensors of this subject."""
+        import torch
+
+        z_s, z_a = prior.prior.codes_from_coeffs(self.shape, self.appearance)
+        if self.shape_code is not None:
+            z_s = torch.as_tensor(np.asarray(self.shape_code, np.float32)).to(z_s)
+        if self.appearance_code is not None:
+            z_a = torch.as_tensor(np.asarray(self.appearance_code, np.float32)).to(z_a)
+        return z_s, z_a
 
 
 def load_prior(path: str | os.PathLike | None = None) -> tuple[PriorInfo | None, str]:
-    """The trained prior with its PCA, or ``(None, note)`` when this build or install has none."""
+    """The trained prior with its PCA (``palm.prior.load_prior``), or ``(None, note)`` without one.
+
+    A missing default prior is not an error (the studio shows the hand rig and says so); a prior
+    folder given explicitly that cannot be read raises its :class:`PalmError`.
+    """
     from palm.assets import DEFAULT_PRIOR
+    from palm.prior import load_prior as _load
 
-    path = Path(path) if path else DEFAULT_PRIOR
-    loader = optional("palm.prior", "load_prior")
-    if loader is None:
-        return None, "no prior support in this build (palm.prior missing): showing the hand rig"
-    if optional("palm.bake", "bake_from_prior") is None:
-        return None, "palm.bake.bake_from_prior missing: showing the hand rig"
-    if not path.exists():
-        return None, f"no prior at {path}: showing the hand rig (train one in the Training tab)"
-    prior = loader(path)
+    folder = Path(path) if path else DEFAULT_PRIOR
+    if not folder.exists():
+        if path:
+            raise PalmError(folder, "prior not found")
+        return None, f"no prior at {folder}: showing the hand rig (train one in the Training tab)"
+    prior = _load(folder)
     if prior.pca_shape is None or prior.pca_appearance is None:
-        return None, f"the prior at {path} has no PCA spaces yet: showing the hand rig"
+        return None, f"the prior at {folder} has no PCA spaces: showing the hand rig"
     ns, na = int(prior.pca_shape.n_components), int(prior.pca_appearance.n_components)
-    return PriorInfo(prior, ns, na, _std(prior.pca_shape, ns), _std(prior.pca_appearance, na), str(path)), ""
+    return PriorInfo(prior, ns, na, _std(prior.pca_shape, ns), _std(prior.pca_appearance, na), str(folder)), ""
 
 
-def bake_rig(hand: Any) -> Any:
-    """The hand rig's mean-shape mesh as a ``palm.bake.BakedAvatar``."""
+def _std(pca: Any, n: int) -> np.ndarray:
+    """Standard deviation of each PCA coefficient, (n,)."""
+    return np.sqrt(np.maximum(_np(pca.explained_variance).astype(np.float32).reshape(-1)[:n], 0.0))
+
+
+def bake_rig(hand: Any, betas: np.ndarray | None = None) -> Any:
+    """The hand rig's rest mesh as a ``palm.bake.BakedAvatar``."""
     from palm.bake import bake_from_hand
 
-    return bake_from_hand(hand)
+    return bake_from_hand(hand, betas)
 
 
-def bake_prior(prior: PriorInfo, shape: np.ndarray, appearance: np.ndarray, resolution: int) -> Any:
-    from palm.bake import bake_from_prior
+def bake_prior(prior: PriorInfo, subject: Subject, resolution: int = COARSE_RES, exact: bool = False,
+               cancel=None) -> Any:
+    """The subject baked from the prior (``bake_from_prior`` with the bakers' caches)."""
+    return prior.baker(resolution, subject.betas, exact).bake(
+        subject.shape, subject.appearance, subject.shape_code, subject.appearance_code, cancel=cancel)
 
-    return bake_from_prior(prior.prior, np.asarray(shape, np.float32), np.asarray(appearance, np.float32), resolution)
 
-
-def job_bake(emit, cancel, prior: PriorInfo, shape: np.ndarray, appearance: np.ndarray, resolutions=(32, 96)):
-    """Bake coarse then finer; each result is published as a Snapshot ``{"avatar", "resolution"}``."""
+def job_bake(emit, cancel, prior: PriorInfo, subject: Subject, resolutions=(COARSE_RES, FINE_RES)):
+    """Bake coarse (interpolated material), then refine (exact); each is a Snapshot ``{"avatar", "resolution"}``."""
     avatar = None
     for i, res in enumerate(resolutions):
         check_cancel(cancel)
-        emit(Progress(i, len(resolutions), f"bake {res}^3"))
-        avatar = bake_prior(prior, shape, appearance, res)
+        emit(Progress(i, len(resolutions), f"grid {res}"))
+        avatar = bake_prior(prior, subject, res, exact=i > 0, cancel=cancel)
+        check_cancel(cancel)
         emit(Snapshot(i, {"avatar": avatar, "resolution": res}))
     emit(Progress(len(resolutions), len(resolutions), "baked"))
     return avatar
 
 
-def random_coefficients(std: np.ndarray, rng: np.random.Generator, limit: float = 2.5) -> np.ndarray:
-    """A sample of the prior's Gaussian PCA space, clipped to ``limit`` standard deviations."""
-    return (np.clip(rng.standard_normal(len(std)), -limit, limit) * std).astype(np.float32)
+def random_coefficients(prior: PriorInfo, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A subject drawn from the prior's PCA Gaussians (``PCASpace.sample_coeffs``)."""
+    import torch
+
+    g = torch.Generator().manual_seed(int(seed))
+    shape = prior.prior.pca_shape.sample_coeffs(1, g)[0]
+    appearance = prior.prior.pca_appearance.sample_coeffs(1, g)[0]
+    return _np(shape).astype(np.float32), _np(appearance).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,8 +273,18 @@ def random_coefficients(std: np.ndarray, rng: np.random.Generator, limit: float 
 
 
 def env_presets() -> list[str]:
-    fn = optional("palm.render.envmap", "list_presets")
-    return list(fn()) if fn else []
+    """Names of the shipped SG environments (``palm.render.envmap.list_presets``).
+
+    Raises:
+        PalmError: none installed (``assets/envmaps/<name>.json`` missing).
+    """
+    from palm.assets import ENVMAPS
+    from palm.render.envmap import list_presets
+
+    names = list(list_presets())
+    if not names:
+        raise PalmError(ENVMAPS, "no environment presets (<name>.json) found: the assets are incomplete")
+    return names
 
 
 def load_environment(name_or_file: str) -> tuple[np.ndarray, dict]:
@@ -223,19 +295,27 @@ def load_environment(name_or_file: str) -> tuple[np.ndarray, dict]:
     return np.asarray(_np(lobes), np.float32).reshape(-1, 7), dict(info)
 
 
-def env_thumbnail(name: str, size: tuple[int, int] = (96, 48)) -> np.ndarray | None:
-    """The preset's preview PNG resized to ``size`` (W, H) as (H, W, 4) float32, or None."""
+def env_thumbnail(name: str, size: tuple[int, int] = (96, 48)) -> np.ndarray:
+    """The preset's preview ``<name>.png`` resized to ``size`` (W, H) -> (H, W, 4) float32 RGBA.
+
+    Without a preview image, the preset's SG lobes are drawn instead (tone-mapped equirect).
+    """
+    from PIL import Image
+
     from palm.assets import ENVMAPS
 
     path = ENVMAPS / f"{name}.png"
-    if not path.is_file():
-        return None
-    import imageio.v3 as iio
-    from PIL import Image
+    if path.is_file():
+        img = Image.open(path).convert("RGB").resize(size, Image.BILINEAR)
+        rgb = np.asarray(img, np.float32) / 255.0
+    else:
+        from app.gl_renderer import equirect_from_sg
+        from palm.render.envmap import tonemap_preview
 
-    img = Image.fromarray(np.asarray(iio.imread(path))[..., :3].astype(np.uint8)).resize(size)
-    rgba = np.concatenate([np.asarray(img, np.float32) / 255.0, np.ones((size[1], size[0], 1), np.float32)], -1)
-    return rgba
+        lobes, _ = load_environment(name)
+        rgb = np.asarray(tonemap_preview(equirect_from_sg(lobes, size[1])), np.float32)[..., :3]
+        rgb = rgb / 255.0 if rgb.max() > 1.0 else rgb
+    return np.concatenate([rgb, np.ones((size[1], size[0], 1), np.float32)], -1)
 
 
 def job_fit_environment(emit, cancel, path: str):
@@ -249,16 +329,21 @@ def job_fit_environment(emit, cancel, path: str):
 
 
 def export_environment(path: str, lobes: np.ndarray, name: str = "") -> None:
-    """Save lobes as SG JSON (``.json``) or as an equirect image (``.png``/``.exr``)."""
-    export_env = optional("palm.export", "export_env")
-    if export_env is not None:
-        export_env(path, np.asarray(lobes, np.float32), source=name or "palm-studio")
-        return
-    from palm.io import write_json
+    """Save lobes as SG JSON (``.json``), as a linear equirect ``.exr`` or a tone-mapped ``.png`` (512x256)."""
+    import torch
 
-    if not path.endswith(".json"):
-        raise PalmError(path, "this build can only export environments as SG .json (palm.export missing)")
-    write_json(path, {"lobes": np.asarray(lobes, float).tolist(), "source": name or "palm-studio"})
+    from palm.render.envmap import save_exr, save_preview
+    from palm.render.sg import save_sg, sg_to_equirect
+
+    p = torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        save_sg(path, p, {"source": name or "palm-studio"})
+    elif suffix in (".exr", ".png"):
+        image = sg_to_equirect(p, 256)
+        (save_exr if suffix == ".exr" else save_preview)(path, image)
+    else:
+        raise PalmError(path, "export an environment as .json (SG lobes), .exr or .png")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -290,16 +375,22 @@ def job_preprocess(emit, cancel, path: str):
 
 
 def job_personalize(emit, cancel, photo_result: Any, prior: PriorInfo | None, out_dir: str, preset: str = "fast"):
-    """``palm.train.personalize.personalize`` on the accepted photo; writes the avatar folder."""
-    fn = optional("palm.train.personalize", "personalize")
-    if fn is None or prior is None:
-        raise PalmError(out_dir, personalize_available(prior) or "personalisation is not available")
-    from palm.config import PERSONALIZE_PRESETS
+    """``palm.train.personalize.personalize`` on the accepted photo; writes the avatar folder ``out_dir``.
 
-    cfg = PERSONALIZE_PRESETS.get(preset) or next(iter(PERSONALIZE_PRESETS.values()))
-    avatar = fn(photo_result, prior.prior, cfg, out_dir, emit, cancel, preset=preset)
+    The job's Snapshot events carry ``shape_coeffs``/``appearance_coeffs``, ``shape_code``/
+    ``appearance_code`` and ``light`` (the viewport follows them); Previews are sRGB renders.
+    """
+    why = personalize_available(prior)
+    if why:
+        raise PalmError(out_dir, why)
+    from palm.config import PERSONALIZE_PRESETS
+    from palm.train.personalize import personalize
+
+    if preset not in PERSONALIZE_PRESETS:
+        raise PalmError(preset, f"unknown personalisation preset (choose from {', '.join(PERSONALIZE_PRESETS)})")
+    personalize(photo_result, prior.prior, PERSONALIZE_PRESETS[preset], out_dir, emit, cancel, preset=preset)
     emit(Log(f"avatar saved to {out_dir}"))
-    return out_dir if avatar is not None else None
+    return out_dir
 
 
 def training_available() -> str:
@@ -323,19 +414,98 @@ def job_train(emit, cancel, dataset: str, preset: str, out_dir: str):
     return prior_dir
 
 
-def neural_available() -> str:
-    if optional("palm.model", "render_image") is None:
-        return "the neural renderer (palm.model.render_image) is missing in this build"
+#: Sides (pixels, longest side) of the progressive neural render.
+NEURAL_SIZES = (64, 128, 256)
+
+
+def neural_available(prior: PriorInfo | None) -> str:
+    """'' when the neural (volume PBR) view can run, else why not."""
+    if optional("palm.render.scene", "render_scene") is None:
+        return "the neural renderer (palm.render.scene) is missing in this build"
+    if prior is None:
+        return "the neural view renders the prior: it needs a trained prior (assets/priors/default)"
     return ""
 
 
-def job_neural_render(emit, cancel, prior: PriorInfo | None, shape, appearance, pose, lobes, K, Rt, width, height):
-    fn = optional("palm.model", "render_image")
-    if fn is None:
-        raise PalmError("neural", "the neural renderer is not available in this build")
-    return call_with(fn, prior=None if prior is None else prior.prior, shape=shape, appearance=appearance,
-                     shape_coeffs=shape, appearance_coeffs=appearance, pose=pose, lobes=lobes, light=lobes, K=K,
-                     Rt=Rt, width=width, height=height, emit=emit, cancel=cancel)
+@dataclass(frozen=True)
+class NeuralView:
+    """The viewport's camera and image at the time of a neural render.
+
+    Attributes:
+        K: (3, 3) OpenCV intrinsics of the full viewport; Rt: (4, 4) world -> camera.
+        width, height: viewport size in pixels.
+        background: (H, W, 4) uint8 sRGB viewport without the hand (what the hand is composited on).
+        exposure: 2^stops factor applied to the render, as the viewport does.
+    """
+
+    K: np.ndarray
+    Rt: np.ndarray
+    width: int
+    height: int
+    background: np.ndarray
+    exposure: float = 1.0
+
+
+def neural_frame(prior: PriorInfo, subject: Subject, pose: np.ndarray):
+    """The ``palm.model.Frame`` of the subject in ``pose`` (16, 3) (transl 0: the viewport's world)."""
+    import torch
+
+    from palm.model import Frame
+
+    z_s, z_a = subject.codes(prior)
+    n_betas = int(prior.prior.model.hand.n_betas)
+    betas = np.zeros(n_betas, np.float32)
+    if subject.betas is not None:
+        betas[: min(n_betas, len(subject.betas))] = np.asarray(subject.betas, np.float32)[:n_betas]
+    return Frame(shape_code=z_s, appearance_code=z_a, pose=torch.as_tensor(np.asarray(pose, np.float32)).reshape(16, 3),
+                 betas=torch.as_tensor(betas), transl=torch.zeros(3))
+
+
+def composite_neural(rgba: np.ndarray, view: NeuralView) -> np.ndarray:
+    """A neural render (h, w, 4) linear straight alpha over the viewport background -> (H, W, 4) sRGB float."""
+    from palm.render.color import linear_to_srgb, srgb_to_linear
+
+    h, w = rgba.shape[:2]
+    ys = np.minimum((np.arange(view.height) * h / view.height).astype(int), h - 1)
+    xs = np.minimum((np.arange(view.width) * w / view.width).astype(int), w - 1)
+    up = np.asarray(rgba, np.float32)[ys][:, xs]
+    bg = srgb_to_linear(np.asarray(view.background[..., :3], np.float32) / 255.0)
+    alpha = up[..., 3:4]
+    rgb = up[..., :3] * view.exposure * alpha + bg * (1.0 - alpha)
+    out = np.ones((view.height, view.width, 4), np.float32)
+    out[..., :3] = np.clip(linear_to_srgb(np.clip(rgb, 0.0, None)), 0.0, 1.0)
+    return out
+
+
+def job_neural_render(emit, cancel, prior: PriorInfo, subject: Subject, pose: np.ndarray, lobes: np.ndarray,
+                      view: NeuralView, sizes=NEURAL_SIZES):
+    """Render the true volume PBR image progressively (``palm.render.scene.render_scene``).
+
+    Each size in ``sizes`` (longest side, capped at the viewport's) is rendered with the viewport's
+    camera scaled to it and published as a Preview of the whole viewport (sRGB, hand composited on
+    the background); the cancel token stops it between ray chunks.
+    """
+    import torch
+
+    from palm.render.rays import Camera
+    from palm.render.scene import Scene, render_scene
+
+    frame = neural_frame(prior, subject, pose)
+    camera = Camera(torch.as_tensor(view.K, dtype=torch.float32), torch.as_tensor(view.Rt, dtype=torch.float32),
+                    int(view.height), int(view.width))
+    light = torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7)
+    longest = max(view.width, view.height)
+    steps = sorted({min(int(s), longest) for s in sizes})
+    image = None
+    for i, side in enumerate(steps):
+        check_cancel(cancel)
+        cam = camera.scaled(side / longest) if side < longest else camera
+        scene = Scene(model=prior.prior.model, frame=frame, camera=cam, light=light, background=torch.zeros(3))
+        rgba = render_scene(scene, "pbr", emit=lambda ev: None, cancel=cancel)
+        image = composite_neural(_np(rgba), view)
+        emit(Progress(i + 1, len(steps), f"neural {cam.width}x{cam.height}"))
+        emit(Preview(i, image))
+    return image
 
 
 def export_available() -> str:
@@ -370,28 +540,36 @@ def export_turntable(path: str, render_fn: Callable[[float], np.ndarray], frames
     return call_with(fn, path=path, render_fn=render_fn, frames=frames)
 
 
-def load_avatar_file(folder: str) -> dict[str, Any]:
-    """A personalised avatar folder -> ``{"shape", "appearance", "lobes", "pose", "left"}`` numpy values."""
-    loader = optional("palm.avatar", "load_avatar")
-    if loader is None:
-        raise PalmError(folder, "avatars need palm.avatar (missing in this build)")
-    a = loader(folder)
+#: Environment entry of a personalised avatar's fitted light.
+AVATAR_ENV = "fitted (avatar)"
+
+
+def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
+    """A personalised avatar folder (``palm.avatar.load_avatar``) as numpy values.
+
+    Returns:
+        ``{"shape", "appearance"}`` (K,) coefficients, ``{"shape_code", "appearance_code"}`` (32,),
+        ``"lobes"`` (L, 7), ``"pose"`` (16, 3), ``"betas"`` (n_betas,), ``"left"``, ``"camera"`` dict.
+
+    Raises:
+        PalmError: no prior loaded, or the avatar belongs to another prior.
+    """
+    from palm.avatar import load_avatar
+
+    if prior is None:
+        raise PalmError(folder, "an avatar needs the prior it was made from (none is loaded: use --prior DIR)")
+    a = load_avatar(folder, prior_hash=prior.content_hash)
     return {
         "shape": _np(a.shape_coeffs).astype(np.float32).reshape(-1),
         "appearance": _np(a.appearance_coeffs).astype(np.float32).reshape(-1),
+        "shape_code": _np(a.shape_code).astype(np.float32).reshape(-1),
+        "appearance_code": _np(a.appearance_code).astype(np.float32).reshape(-1),
         "lobes": _np(a.light).astype(np.float32).reshape(-1, 7),
         "pose": np.asarray(a.pose, np.float32).reshape(16, 3),
-        "left": bool(getattr(a, "left", False)),
+        "betas": np.asarray(a.betas, np.float32).reshape(-1),
+        "left": bool(a.left),
+        "camera": dict(a.camera),
     }
-
-
-def fallback_lobes() -> np.ndarray:
-    """A neutral studio light when no environment presets are installed."""
-    fn = optional("palm.export", "default_lobes")
-    if fn is not None:
-        return np.asarray(fn(), np.float32).reshape(-1, 7)
-    return np.array([[0.4, 0.8, 0.45, 8.0, 3.0, 2.9, 2.7], [-0.6, 0.2, 0.5, 3.0, 0.8, 0.85, 1.0],
-                     [0.0, 1.0, 0.0, 0.8, 0.35, 0.38, 0.42]], np.float32)
 
 
 def doctor_report() -> dict:

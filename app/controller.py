@@ -19,13 +19,19 @@ from app.state import AppState
 from palm.errors import PalmError
 from palm.jobs import Progress
 
-PERSONAL_ENV = "personalised"
+PERSONAL_ENV = actions.AVATAR_ENV
+#: The viewport follows a running personalisation by re-baking at most this often (seconds).
+FOLLOW_EVERY_S = 2.0
 
 
 class Controller:
     """Owns the state, the job runner and the engine objects (rig, prior, avatar)."""
 
-    def __init__(self, prior_path: str | None = None):
+    def __init__(self, prior_path: str | None = None, bake_resolutions=(actions.COARSE_RES, actions.FINE_RES)):
+        from palm.assets import DEFAULT_ENV
+
+        self.bake_resolutions = tuple(int(r) for r in bake_resolutions)
+        """Grid resolutions of a re-bake: coarse (interpolated material), then refine (exact)."""
         self.state = AppState()
         self.runner = JobRunner()
         self.rng = np.random.default_rng(0)
@@ -39,26 +45,28 @@ class Controller:
         s = self.state.subject
         s.prior_note, s.can_rebake = note, self.prior is not None
         s.prior_path = self.prior.path if self.prior else ""
+        if note:
+            self.log(note)
         if self.prior is not None:
             s.shape = np.zeros(self.prior.n_shape, np.float32)
             s.appearance = np.zeros(self.prior.n_appearance, np.float32)
-        self.avatar = actions.bake_rig(self.hand) if self.prior is None else actions.bake_prior(
-            self.prior, s.shape, s.appearance, 48)
+        self.avatar = actions.bake_rig(self.hand)  # shown until the prior's first bake lands
         self.bones = np.tile(np.eye(4, dtype=np.float32), (16, 1, 1))
         self.avatar_dirty = self.pose_dirty = self.light_dirty = True
         self.pose_synced = False  # sliders need a push from state
         self.neural_image: np.ndarray | None = None
         self.personal_preview: np.ndarray | None = None
         self.job_names: dict[int, str] = {}
+        self._followed_at = -FOLLOW_EVERY_S
+        self.codes_dirty = False
+        """The coefficients changed outside the sliders (an avatar was loaded): the panel re-reads them."""
         st = self.state
-        st.neural_note = actions.neural_available()
+        st.neural_note = actions.neural_available(self.prior)
         st.neural_available = not st.neural_note
         self.apply_preset(actions.default_preset(self.presets))
-        if not self.env_names:
-            self.state.light.fitted["default"] = actions.fallback_lobes()
-            self.log("no environment presets installed: using a built-in studio light")
-        names = self.environment_names()
-        self.set_environment("studio" if "studio" in names else names[0])
+        self.set_environment(DEFAULT_ENV if DEFAULT_ENV in self.env_names else self.env_names[0])
+        if self.prior is not None:
+            self.request_bake()
 
     # -- log and errors -----------------------------------------------------------------------
 
@@ -120,57 +128,88 @@ class Controller:
         return self.bones
 
     def rig_betas(self) -> np.ndarray | None:
-        """Without a prior the shape sliders drive the rig's first betas."""
+        """Rig shape of the displayed mesh: the avatar's when comparing, else the slider betas
+        (without a prior the shape sliders drive the rig's first betas), else the mean shape."""
+        s = self.state.subject
         if self.prior is not None:
-            return None
+            return s.personal_betas if s.compare and s.personal_betas is not None else None
         n = int(getattr(self.hand, "n_betas", 10))
         betas = np.zeros(n, np.float32)
-        k = min(n, len(self.state.subject.shape))
-        betas[:k] = self.current_codes()[0][:k]
+        k = min(n, len(s.shape))
+        betas[:k] = s.shape[:k]
         return betas
 
     # -- shape / appearance --------------------------------------------------------------------
 
-    def current_codes(self) -> tuple[np.ndarray, np.ndarray]:
+    def current_subject(self) -> actions.Subject:
+        """The subject shown: the personalised avatar when comparing, else the slider values."""
         s = self.state.subject
         if s.compare and s.personal_shape is not None:
-            return s.personal_shape, s.personal_appearance if s.personal_appearance is not None else s.appearance
-        return s.shape, s.appearance
+            return actions.Subject(
+                s.personal_shape, s.personal_appearance if s.personal_appearance is not None else s.appearance,
+                s.personal_shape_code, s.personal_appearance_code, s.personal_betas)
+        return actions.Subject(s.shape.copy(), s.appearance.copy())
+
+    def current_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        sub = self.current_subject()
+        return sub.shape, sub.appearance
 
     def set_code(self, which: str, index: int, value: float) -> None:
         getattr(self.state.subject, which)[index] = float(value)
+        self.state.subject.compare = False
         self.request_bake()
 
     def reset_codes(self) -> None:
         s = self.state.subject
         s.shape[:] = 0.0
         s.appearance[:] = 0.0
+        s.compare = False
         self.request_bake()
 
     def random_codes(self) -> None:
+        """A random subject of the prior (``PCASpace.sample_coeffs``); without one, random rig betas."""
         s = self.state.subject
+        seed = int(self.rng.integers(2**31))
         if self.prior is not None:
-            s.shape = actions.random_coefficients(self.prior.shape_std, self.rng)
-            s.appearance = actions.random_coefficients(self.prior.appearance_std, self.rng)
+            s.shape, s.appearance = actions.random_coefficients(self.prior, seed)
         else:
-            s.shape = actions.random_coefficients(np.ones(len(s.shape), np.float32), self.rng)
+            s.shape = np.clip(np.random.default_rng(seed).standard_normal(len(s.shape)), -2.5, 2.5).astype(np.float32)
+        s.compare = False
         self.request_bake()
 
     def set_compare(self, on: bool) -> None:
-        self.state.subject.compare = bool(on)
+        self.state.subject.compare = bool(on) and self.state.subject.personal_shape is not None
+        self.pose_dirty = True  # the avatar's betas change the bones
         self.request_bake()
 
-    def request_bake(self) -> None:
-        """Re-bake for the current codes: coarse first, then refine (a job that replaces the last)."""
-        shape, appearance = self.current_codes()
+    def request_bake(self, resolutions=None) -> None:
+        """Re-bake for the current subject: coarse first, then refine (a job that replaces the last)."""
+        resolutions = self.bake_resolutions if resolutions is None else resolutions
         if self.prior is None:
             # rig fallback: the sliders are betas; the bake is the rig's rest mesh (fast, synchronous)
-            from palm.bake import bake_from_hand
-
-            self.avatar = bake_from_hand(self.hand, self.rig_betas())
+            self.avatar = actions.bake_rig(self.hand, self.rig_betas())
             self.avatar_dirty = self.pose_dirty = True
             return
-        self.start_job("bake", actions.job_bake, self.prior, shape.copy(), appearance.copy())
+        self.start_job("bake", actions.job_bake, self.prior, self.current_subject(), tuple(resolutions))
+
+    def load_avatar(self, folder: str) -> None:
+        """Show a personalised avatar: its codes and rig shape (compare on), its fitted light, its pose."""
+        data = actions.load_avatar_file(folder, self.prior)
+        s = self.state.subject
+        s.personal_shape, s.personal_appearance = data["shape"], data["appearance"]
+        s.personal_shape_code, s.personal_appearance_code = data["shape_code"], data["appearance_code"]
+        s.personal_betas = data["betas"]
+        n = min(len(s.shape), len(data["shape"]))
+        s.shape[:n], s.appearance[:n] = data["shape"][:n], data["appearance"][: min(len(s.appearance), n)]
+        s.avatar_path, s.compare = str(folder), True
+        self.codes_dirty = True
+        self.state.light.fitted[PERSONAL_ENV] = data["lobes"]
+        self.set_environment(PERSONAL_ENV)
+        self.state.pose.pose, self.state.pose.left = data["pose"].copy(), data["left"]
+        self.state.pose.preset = ""
+        self.pose_dirty, self.pose_synced = True, False
+        self.request_bake()
+        self.log(f"avatar loaded from {folder}")
 
     # -- lighting ------------------------------------------------------------------------------
 
@@ -254,6 +293,10 @@ class Controller:
         s.prior_path, s.prior_note, s.can_rebake = prior.path, "", True
         s.shape = np.zeros(prior.n_shape, np.float32)
         s.appearance = np.zeros(prior.n_appearance, np.float32)
+        s.personal_shape = s.personal_appearance = s.personal_shape_code = s.personal_appearance_code = None
+        s.personal_betas, s.compare = None, False
+        self.state.neural_note = actions.neural_available(prior)
+        self.state.neural_available = not self.state.neural_note
         self.request_bake()
 
     # -- jobs ----------------------------------------------------------------------------------
@@ -305,23 +348,32 @@ class Controller:
             self.avatar = data["avatar"]
             self.state.subject.bake_resolution = int(data.get("resolution", 0))
             self.avatar_dirty = True
-        s = self.state.subject
         if kind == "personalize":
-            shape = data.get("shape_coeffs", data.get("shape"))
-            appearance = data.get("appearance_coeffs", data.get("appearance"))
-            if shape is not None:
-                s.personal_shape = np.asarray(shape, np.float32).reshape(-1)
-            if appearance is not None:
-                s.personal_appearance = np.asarray(appearance, np.float32).reshape(-1)
-            lobes = data.get("light", data.get("lobes"))
-            if lobes is not None:
-                self.state.light.fitted[PERSONAL_ENV] = np.asarray(lobes, np.float32).reshape(-1, 7)
-                if self.state.light.name == PERSONAL_ENV:
-                    self.set_environment(PERSONAL_ENV)
-            if shape is not None and "avatar" not in data and self.prior is not None:
-                s.compare = True
-                self.start_job("bake", actions.job_bake, self.prior, s.personal_shape,
-                               s.personal_appearance if s.personal_appearance is not None else s.appearance, (32,))
+            self._follow_personalisation(data)
+
+    def _follow_personalisation(self, data: dict) -> None:
+        """A personalisation Snapshot: keep its values as the personalised subject and light; re-bake
+        the viewport (coarse) from its codes at most every :data:`FOLLOW_EVERY_S` seconds."""
+        s = self.state.subject
+
+        def get(key):
+            value = data.get(key)
+            return None if value is None else np.asarray(value, np.float32).reshape(-1)
+
+        if get("shape_coeffs") is not None:
+            s.personal_shape, s.personal_appearance = get("shape_coeffs"), get("appearance_coeffs")
+        s.personal_shape_code, s.personal_appearance_code = get("shape_code"), get("appearance_code")
+        if s.personal_shape is None and s.personal_shape_code is not None:  # a prior without PCA: codes only
+            s.personal_shape, s.personal_appearance = np.zeros_like(s.shape), np.zeros_like(s.appearance)
+        lobes = data.get("light")
+        if lobes is not None:
+            self.state.light.fitted[PERSONAL_ENV] = np.asarray(lobes, np.float32).reshape(-1, 7)
+            if self.state.light.name == PERSONAL_ENV:
+                self.set_environment(PERSONAL_ENV)
+        if s.personal_shape is not None and self.prior is not None and now() - self._followed_at >= FOLLOW_EVERY_S:
+            self._followed_at = now()
+            s.compare = True
+            self.request_bake(self.bake_resolutions[:1])
 
     def _finished(self, ev: Finished) -> None:
         if ev.name == "preprocess":
@@ -334,7 +386,8 @@ class Controller:
             self.set_environment(name)
         elif ev.name == "personalize":
             self.log(f"personalisation finished: {ev.result}")
-            self.state.subject.avatar_path = str(ev.result or "")
+            if ev.result:
+                self.guarded(self.load_avatar, str(ev.result))
         elif ev.name == "train" and ev.result is not None:
             self.log(f"training finished: {ev.result}")
             path = getattr(ev.result, "path", ev.result)

@@ -3,8 +3,11 @@
 The renderer never creates windows. It takes a moderngl context: inside the studio the context of
 Dear PyGui's own window (``moderngl.create_context()`` after the viewport is shown, see
 ``DESIGN.md``); headless (bench, tests) a standalone EGL context from :func:`standalone_context`.
-Posing changes only the 16 bone matrices (uniforms); lighting only the SG uniforms and the
-background texture. :meth:`AvatarRenderer.render` returns the image top row first.
+Posing changes only the 16 bone matrices (uniforms); lighting only the SG uniforms, the
+pre-integrated light maps (:mod:`app.prefilter`, recomputed when the environment itself changes,
+not when it turns) and the background texture. Two mesh programs: the pre-integrated lighting
+(default, a few texture fetches per pixel) and the exact per-pixel ``shade_sg`` loop over the lobes
+(``preintegrated = False``). :meth:`AvatarRenderer.render` returns the image top row first.
 """
 
 from __future__ import annotations
@@ -105,16 +108,21 @@ class AvatarRenderer:
 
     def __init__(self, ctx, width: int, height: int):
         self.ctx = ctx
-        self.mesh_prog = load_program(ctx, "mesh_sg.glsl", {"MAX_LOBES": MAX_LOBES})
+        self.programs = {flag: load_program(ctx, "mesh_sg.glsl", {"MAX_LOBES": MAX_LOBES, "PREINTEGRATED": int(flag)})
+                         for flag in (True, False)}
+        self.preintegrated = True
         self.bg_prog = load_program(ctx, "background.glsl")
         self.fbo = None
         self.resize(width, height)
         tri = np.array([-1, -1, 3, -1, -1, 3], np.float32)
         self._bg_vbo = ctx.buffer(tri.tobytes())
         self._bg_vao = ctx.vertex_array(self.bg_prog, [(self._bg_vbo, "2f", "in_ndc")])
-        self._mesh_vao = None
+        self._mesh_vaos: dict = {}
         self._mesh_buffers: list = []
         self.env_texture = None
+        self.irradiance_texture = None
+        self.specular_texture = None
+        self._light_key: bytes | None = None
         self.n_lobes = 0
         self.bones = np.tile(np.eye(4, dtype=np.float32), (16, 1, 1))
         self.exposure = 0.0
@@ -135,17 +143,21 @@ class AvatarRenderer:
         self._depth = self.ctx.depth_renderbuffer(self.size)
         self.fbo = self.ctx.framebuffer(color_attachments=[self._color], depth_attachment=self._depth)
 
+    @property
+    def mesh_prog(self):
+        """The mesh program in use (pre-integrated or exact lighting)."""
+        return self.programs[self.preintegrated]
+
     def set_avatar(self, avatar) -> None:
         """Upload a :class:`palm.bake.BakedAvatar` (replaces the previous one)."""
-        for buf in self._mesh_buffers:
-            buf.release()
-        if self._mesh_vao is not None:
-            self._mesh_vao.release()
+        for obj in [*self._mesh_buffers, *self._mesh_vaos.values()]:
+            obj.release()
         vbo = self.ctx.buffer(vertex_data(avatar).tobytes())
         ibo = self.ctx.buffer(np.asarray(avatar.faces, np.int32).tobytes())
         fmt = "3f 3f 3f 2f 4f 4f 4f 4f"
         names = ["in_position", "in_normal", "in_albedo", "in_material", "in_w0", "in_w1", "in_w2", "in_w3"]
-        self._mesh_vao = self.ctx.vertex_array(self.mesh_prog, [(vbo, fmt, *names)], index_buffer=ibo)
+        self._mesh_vaos = {flag: self.ctx.vertex_array(prog, [(vbo, fmt, *names)], index_buffer=ibo)
+                           for flag, prog in self.programs.items()}
         self._mesh_buffers = [vbo, ibo]
         self.has_avatar = True
 
@@ -155,16 +167,19 @@ class AvatarRenderer:
 
     def set_environment(self, lobes: np.ndarray, rotation: float = 0.0, exposure: float = 0.0) -> None:
         """SG lobes (K, 7) turned by ``rotation`` radians about +y; ``exposure`` in stops."""
-        lobes = rotate_lobes_y(np.asarray(lobes, np.float32).reshape(-1, 7)[:MAX_LOBES], rotation)
+        base = np.ascontiguousarray(np.asarray(lobes, np.float32).reshape(-1, 7)[:MAX_LOBES])
+        lobes = rotate_lobes_y(base, rotation)
         u = sg_uniforms(lobes)
         k = len(lobes)
         axis_sharp = np.zeros((MAX_LOBES, 4), np.float32)
         amp = np.zeros((MAX_LOBES, 3), np.float32)
         axis_sharp[:k, :3], axis_sharp[:k, 3], amp[:k] = u.axis, u.sharpness, u.amplitude
-        self.mesh_prog["u_sg_lobe"].write(axis_sharp.tobytes())
-        self.mesh_prog["u_sg_mu"].write(amp.tobytes())
-        self.mesh_prog["u_n_lobes"].value = k
+        exact = self.programs[False]
+        exact["u_sg_lobe"].write(axis_sharp.tobytes())
+        exact["u_sg_mu"].write(amp.tobytes())
+        exact["u_n_lobes"].value = k
         self.n_lobes = k
+        self._set_preintegrated(base, rotation)
         image = equirect_from_sg(lobes)
         if self.env_texture is None or self.env_texture.size != (image.shape[1], image.shape[0]):
             if self.env_texture is not None:
@@ -173,6 +188,32 @@ class AvatarRenderer:
             self.env_texture.repeat_y = False
         self.env_texture.write(np.ascontiguousarray(image).tobytes())
         self.exposure = float(exposure)
+
+    def _set_preintegrated(self, lobes: np.ndarray, rotation: float) -> None:
+        """Pre-integrated maps of the unrotated ``lobes`` (recomputed only when they change) and the
+        rotation uniform ``u_env_from_world = R_y(rotation)^T``."""
+        from app.prefilter import SPECULAR_LOG2_D0, preintegrate
+
+        key = lobes.tobytes()
+        if key != self._light_key:
+            maps = preintegrate(lobes)
+            for tex in (self.irradiance_texture, self.specular_texture):
+                if tex is not None:
+                    tex.release()
+            irr, spec = maps.irradiance, maps.specular
+            self.irradiance_texture = self.ctx.texture((irr.shape[1], irr.shape[0]), 3, irr.tobytes(), dtype="f4")
+            self.specular_texture = self.ctx.texture_array((spec.shape[2], spec.shape[1], spec.shape[0]), 3,
+                                                           np.ascontiguousarray(spec).tobytes(), dtype="f4")
+            for tex in (self.irradiance_texture, self.specular_texture):
+                tex.repeat_y = False
+            self._light_key = key
+            self.spec_layers = spec.shape[0]
+        prog = self.programs[True]
+        c, s = math.cos(rotation), math.sin(rotation)
+        rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], np.float32)
+        prog["u_env_from_world"].write(np.ascontiguousarray(rot).tobytes())  # column-major: rot^T in GLSL
+        prog["u_spec_log2_d0"].value = SPECULAR_LOG2_D0
+        prog["u_spec_layers"].value = self.spec_layers
 
     def render(self, camera: OrbitCamera) -> np.ndarray:
         """Draw and read back the image: (H, W, 4) uint8 sRGB, row 0 = top."""
@@ -197,20 +238,25 @@ class AvatarRenderer:
             self.env_texture.use(0)
             bg["u_env"].value = 0
             self._bg_vao.render()
-        if self._mesh_vao is not None and self.draw_avatar:
+        if self._mesh_vaos and self.draw_avatar:
             p = self.mesh_prog
+            if self.preintegrated and self.irradiance_texture is not None:
+                self.irradiance_texture.use(1)
+                self.specular_texture.use(2)
+                p["u_irradiance"].value = 1
+                p["u_specular"].value = 2
             p["u_bones"].write(np.ascontiguousarray(self.bones.transpose(0, 2, 1)).tobytes())
             p["u_view"].write(view.astype(np.float32).T.tobytes())
             p["u_proj"].write(proj.astype(np.float32).T.tobytes())
             p["u_eye"].value = tuple(eye)
             p["u_exposure_scale"].value = scale
-            self._mesh_vao.render()
+            self._mesh_vaos[self.preintegrated].render()
         ctx.disable(ctx.DEPTH_TEST)
         data = self.fbo.read(components=4, alignment=1)
         return np.frombuffer(data, np.uint8).reshape(height, width, 4)
 
     def release(self) -> None:
-        for obj in [self._bg_vao, self._bg_vbo, self._mesh_vao, *self._mesh_buffers, self.env_texture, self.fbo,
-                    self._color, self._depth]:
+        for obj in [self._bg_vao, self._bg_vbo, *self._mesh_vaos.values(), *self._mesh_buffers, self.env_texture,
+                    self.irradiance_texture, self.specular_texture, self.fbo, self._color, self._depth]:
             if obj is not None:
                 obj.release()

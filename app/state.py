@@ -28,6 +28,10 @@ class SubjectState:
     appearance: np.ndarray = field(default_factory=lambda: np.zeros(N_PCA, np.float32))
     personal_shape: np.ndarray | None = None
     personal_appearance: np.ndarray | None = None
+    personal_shape_code: np.ndarray | None = None
+    """(32,) codes of the personalised avatar (they override its coefficients), or None."""
+    personal_appearance_code: np.ndarray | None = None
+    personal_betas: np.ndarray | None = None
     compare: bool = False
     prior_path: str = ""
     prior_note: str = ""

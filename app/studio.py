@@ -44,14 +44,16 @@ class Studio:
         avatar: personalised avatar folder.
         photo: a photo queued for personalisation.
         dnd: listen for XDND file drops (X11).
+        bake_resolutions: (coarse, refine) grid resolutions of the prior's re-bakes (tests use small ones).
     """
 
-    def __init__(self, size=(1600, 1000), prior=None, env=None, pose=None, avatar=None, photo=None, dnd=True):
+    def __init__(self, size=(1600, 1000), prior=None, env=None, pose=None, avatar=None, photo=None, dnd=True,
+                 bake_resolutions=None):
         import dearpygui.dearpygui as dpg
 
         self.dpg = dpg
         self.size = (int(size[0]), int(size[1]))
-        self.controller = c = Controller(prior)
+        self.controller = c = Controller(prior, **({"bake_resolutions": bake_resolutions} if bake_resolutions else {}))
         if env:
             if Path(env).suffix.lower() in (".exr", ".hdr"):
                 lobes, info = actions.load_environment(env)  # fitted now: the screenshot shows it
@@ -65,7 +67,7 @@ class Studio:
             else:
                 c.apply_preset(pose)
         if avatar:
-            self._load_avatar(avatar)
+            c.load_avatar(str(avatar))
         self.camera = OrbitCamera(azimuth=DEFAULT_AZIMUTH, elevation=DEFAULT_ELEVATION)
         self.sync_codes = True
         self.shown_photo = None
@@ -77,6 +79,8 @@ class Studio:
         self._wheel = 0.0
         self._last_motion = time.monotonic()
         self._neural_job: int | None = None
+        self.neural_started: int | None = None
+        """Id of the last neural render job started (a test hook)."""
         self._shown_errors = 0
         self._closed = False
         self.vp_size = (max(self.size[0] - LEFT_WIDTH - 24, 64), max(self.size[1] - STATUS_HEIGHT - TOOLBAR_HEIGHT - 40, 64))
@@ -157,20 +161,6 @@ class Studio:
             dpg.add_text("", tag=tags.ERROR_TEXT, wrap=500)
             dpg.add_button(label="OK", callback=lambda: dpg.configure_item(tags.ERROR_POPUP, show=False))
         dpg.set_primary_window(tags.PRIMARY, True)
-
-    def _load_avatar(self, folder: str) -> None:
-        """Show a personalised avatar: its codes (compare on), its fitted environment and its pose."""
-        c = self.controller
-        data = actions.load_avatar_file(folder)
-        s = c.state.subject
-        s.personal_shape, s.personal_appearance = data["shape"], data["appearance"]
-        s.avatar_path, s.compare = str(folder), True
-        c.state.light.fitted["personalised"] = data["lobes"]
-        c.set_environment("personalised")
-        c.state.pose.pose, c.state.pose.left = data["pose"], data["left"]
-        c.pose_dirty, c.pose_synced = True, False
-        c.request_bake()
-        c.log(f"avatar loaded from {folder}")
 
     # -- intents used by panels ------------------------------------------------------------------
 
@@ -270,6 +260,9 @@ class Studio:
         self.render_dirty = True
         self._last_motion = time.monotonic()
         self.controller.neural_image = None
+        slot = self.controller.runner.previews.get("neural")
+        if slot is not None:
+            slot.take()  # a render of the old view that is still on its way
         if self._neural_job is not None:
             self.controller.runner.cancel(self._neural_job)
             self._neural_job = None
@@ -309,10 +302,11 @@ class Studio:
         c, r = self.controller, self.renderer
         if c.avatar_dirty:
             r.set_avatar(c.avatar)
-            c.avatar_dirty, self.render_dirty = False, True
+            c.avatar_dirty = False
+            self._moved()
         if c.pose_dirty:
             r.set_bones(c.update_bones())
-            self.render_dirty = True
+            self._moved()
         if c.light_dirty and c.state.light.lobes is not None:
             light = c.state.light
             r.set_environment(light.lobes, light.rotation, light.exposure)
@@ -321,16 +315,28 @@ class Studio:
             self._moved()
 
     def _maybe_neural(self) -> None:
+        """In neural mode, once the camera has rested, start the progressive volume render."""
         c = self.controller
         if not (c.state.neural_mode and c.state.neural_available) or self._neural_job is not None:
             return
         if c.neural_image is None and time.monotonic() - self._last_motion > REST_BEFORE_NEURAL_S:
-            shape, appearance = c.current_codes()
+            light = c.state.light
             w, h = self.vp_size
-            self._neural_job = c.start_job("neural render", actions.job_neural_render, c.prior, shape, appearance,
-                                           c.state.pose.pose.copy(), c.state.light.lobes,
-                                           self.camera.intrinsics(w, h), self.camera.world_to_camera(), w, h,
-                                           kind="neural")
+            r = self.renderer
+            r.draw_avatar = False
+            try:
+                background = r.render(self.camera)
+            finally:
+                r.draw_avatar = True
+                self.ctx.screen.use()
+            view = actions.NeuralView(self.camera.intrinsics(w, h), self.camera.world_to_camera(), w, h,
+                                      background.copy(), float(2.0**light.exposure))
+            from app.gl_renderer import rotate_lobes_y
+
+            lobes = rotate_lobes_y(light.lobes, light.rotation)
+            self._neural_job = c.start_job("neural render", actions.job_neural_render, c.prior, c.current_subject(),
+                                           c.state.pose.pose.copy(), lobes, view, kind="neural")
+            self.neural_started = self._neural_job
 
     def _draw_viewport(self) -> None:
         c = self.controller
@@ -367,6 +373,7 @@ class Studio:
             dpg.set_value(tags.STATUS_PROGRESS, 0.0)
             dpg.set_value(tags.STATUS_ETA, "")
         dpg.configure_item(tags.STATUS_CANCEL, enabled=bool(active))
+        dpg.configure_item(tags.NEURAL, enabled=c.state.neural_available)
         dpg.configure_item(tags.STATUS_PAUSE, enabled=bool(active))
         st = c.state
         dpg.set_value(tags.STATUS_FPS, f"frame {st.frame_ms:5.1f} ms")
@@ -420,13 +427,28 @@ class Studio:
             self._draw_viewport()
         return self.last_image
 
+    def wait_for_bake(self, timeout_s: float = 90.0) -> bool:
+        """Step frames until the prior's first bake has landed (the coarse one; the refine may go on)."""
+        c = self.controller
+        deadline = time.monotonic() + timeout_s
+        while c.prior is not None and c.state.subject.bake_resolution == 0:
+            if time.monotonic() > deadline or not any(j.kind == "bake" for j in c.runner.active()):
+                c.handle_events()
+                if c.state.subject.bake_resolution == 0:
+                    return False
+            self.frame()
+            time.sleep(0.02)
+        return True
+
     def screenshot(self, path: str | os.PathLike, warmup_frames: int = 6, timeout_s: float = 20.0) -> None:
-        """Save the whole window as PNG (atomically) after ``warmup_frames`` frames."""
+        """Save the whole window as PNG (atomically) after the first bake and ``warmup_frames`` frames."""
         import imageio.v3 as iio
 
         from palm.io import atomic_write, check_output_path
 
         check_output_path(path, (".png",))
+        if not self.wait_for_bake():
+            self.controller.log("the prior's bake did not finish in time: the screenshot shows what is there")
         self.step_frames(warmup_frames)
         box: dict = {}
 
@@ -515,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
 
         xvfb = ensure_display(max(size[0], 1600), max(size[1], 1000))
         studio = Studio(size=size, prior=args.prior, env=args.env, pose=args.pose, avatar=args.avatar, photo=photo)
+        for line in studio.controller.errors:
+            print(f"warning: {line.splitlines()[0]}", file=sys.stderr)
         if args.screenshot:
             studio.screenshot(args.screenshot, warmup_frames=max(args.frames, 3))
             print(args.screenshot)

@@ -16,14 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from palm import config as C  # noqa: E402
-from palm.hand import load_hand, load_pose  # noqa: E402
-from palm.model import Frame, PalmNet, RenderOptions  # noqa: E402
-from palm.render import sampling  # noqa: E402
-from palm.render.rays import pixel_rays, world_to_local  # noqa: E402
-from palm.render.views import framing_radius, orbit_camera, present_upright  # noqa: E402
+from palm import config as C
+from palm.hand import load_hand, load_pose
+from palm.model import Frame, PalmNet, RenderOptions
+from palm.render import sampling
+from palm.render.rays import pixel_rays, world_to_local
+from palm.render.views import framing_radius, orbit_camera, present_upright
 
 
 def log(msg: str) -> None:

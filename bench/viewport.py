@@ -1,9 +1,13 @@
 """Viewport benchmark: frames per second of the studio's renderer and the PCA re-bake latency.
 
-Renders the hand rig (skinned in the vertex shader) lit by a 64-lobe SG environment per pixel into
-an offscreen framebuffer of a standalone (EGL) OpenGL context, reading every frame back as the
-studio does. Prints JSON; the last line is one object with ``fps_512``, ``fps_1024``,
-``rebake_coarse_s`` and ``gl_renderer``. Not a test: it asserts nothing about time.
+Renders the hand rig (skinned in the vertex shader) lit by a 64-lobe SG environment into an
+offscreen framebuffer of a standalone (EGL) OpenGL context, reading every frame back as the studio
+does. ``fps_512``/``fps_1024`` use the studio's default lighting, pre-integrated into textures
+(``app/prefilter.py``); ``fps_exact_512``/``fps_exact_1024`` the exact per-pixel loop over the
+lobes. ``rebake_coarse_s`` is the median latency of a PCA slider move's coarse re-bake of the prior
+(``app.rebake.PriorBaker`` at ``COARSE_RES``, caches warm, a new shape code each time), or of the
+rig's rest mesh when no prior is installed (``rebake_source`` says which). Prints JSON; the last
+line is one object. Not a test: it asserts nothing about time.
 
     python bench/viewport.py --quick
 """
@@ -34,6 +38,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few frames (about 10 s on a 2-core CPU)")
     p.add_argument("--lobes", type=int, default=64)
+    p.add_argument("--prior", help="prior folder for the re-bake latency (default assets/priors/default)")
     args = p.parse_args(argv)
     frames = 8 if args.quick else 60
 
@@ -56,27 +61,39 @@ def main(argv=None) -> int:
         r = AvatarRenderer(ctx, size, size)
         r.set_avatar(avatar)
         r.set_bones(bones)
+        t0 = time.perf_counter()
         r.set_environment(lobes)
+        result["preintegrate_s"] = round(time.perf_counter() - t0, 3)
         cam = OrbitCamera(elevation=0.6)
         cam.frame(np.asarray(avatar.vertices))
-        result[f"fps_{size}"] = round(fps(r, cam, frames), 2)
+        for label, flag in (("fps", True), ("fps_exact", False)):
+            r.preintegrated = flag
+            result[f"{label}_{size}"] = round(fps(r, cam, frames), 2)
         r.release()
 
-    prior, prior_note = actions.load_prior()
+    prior, prior_note = actions.load_prior(args.prior)
     rng = np.random.default_rng(0)
     times = []
-    for _ in range(2 if args.quick else 5):
+    moves = 3 if args.quick else 8
+    if prior is not None:
         t0 = time.perf_counter()
-        if prior is not None:
-            actions.bake_prior(prior, actions.random_coefficients(prior.shape_std, rng),
-                               actions.random_coefficients(prior.appearance_std, rng), 32)
-        else:
-            from palm.bake import bake_from_hand
-
-            bake_from_hand(hand, rng.standard_normal(int(getattr(hand, "n_betas", 10))).astype(np.float32))
-        times.append(time.perf_counter() - t0)
+        actions.bake_prior(prior, actions.Subject(np.zeros(prior.n_shape, np.float32),
+                                                  np.zeros(prior.n_appearance, np.float32)), actions.COARSE_RES)
+        result["rebake_first_s"] = round(time.perf_counter() - t0, 3)  # builds the grid cache once
+        for _ in range(moves):
+            shape, appearance = actions.random_coefficients(prior, int(rng.integers(2**31)))
+            t0 = time.perf_counter()
+            baked = actions.bake_prior(prior, actions.Subject(shape, appearance), actions.COARSE_RES)
+            times.append(time.perf_counter() - t0)
+        result["rebake_source"] = (f"prior {prior.path} (PCA bake, grid {actions.COARSE_RES}, "
+                                   f"{len(baked.vertices)} vertices)")
+    else:
+        for _ in range(moves):
+            t0 = time.perf_counter()
+            actions.bake_rig(hand, rng.standard_normal(int(getattr(hand, "n_betas", 10))).astype(np.float32))
+            times.append(time.perf_counter() - t0)
+        result["rebake_source"] = f"rig betas: no prior ({prior_note})"
     result["rebake_coarse_s"] = round(float(np.median(times)), 4)
-    result["rebake_source"] = "prior (32^3 grid)" if prior is not None else f"rig betas ({prior_note})"
     print(json.dumps(result))
     return 0
 

@@ -103,9 +103,7 @@ def load_avatar(path: str | os.PathLike, prior_hash: str | None = None) -> Avata
     for key in ("shape_coeffs", "appearance_coeffs", "shape_code", "appearance_code", "light"):
         if key not in t:
             raise PalmError(weights, f"missing tensor '{key}'")
-    pose = np.asarray(meta["pose"], dtype=np.float32)
-    if pose.shape != (16, 3):
-        raise PalmError(folder / "avatar.json", f"pose must be 16x3, found {pose.shape}")
+    pose, betas, transl = _hand_arrays(meta, folder / "avatar.json")
     if t["light"].dim() != 2 or t["light"].shape[1] != 7:
         raise PalmError(weights, f"light must be (K, 7), found {tuple(t['light'].shape)}")
     if prior_hash is not None and meta["prior_hash"] != prior_hash:
@@ -115,7 +113,33 @@ def load_avatar(path: str | os.PathLike, prior_hash: str | None = None) -> Avata
     return Avatar(
         shape_coeffs=t["shape_coeffs"], appearance_coeffs=t["appearance_coeffs"], shape_code=t["shape_code"],
         appearance_code=t["appearance_code"], light=t["light"], pose=pose,
-        betas=np.asarray(meta["betas"], dtype=np.float32), transl=np.asarray(meta["transl"], dtype=np.float32),
+        betas=betas, transl=transl,
         camera=meta["camera"], prior_hash=meta["prior_hash"], left=bool(meta.get("left", False)),
-        photo=meta.get("photo", ""), extra=extra,
+        photo=str(meta.get("photo", "")), extra=extra,
     )
+
+
+def _hand_arrays(meta: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ``pose (16, 3)``, ``betas (n,)``, ``transl (3,)`` of ``avatar.json``; checks its camera too."""
+    from palm.render.rays import Camera
+
+    try:
+        pose = np.asarray(meta["pose"], dtype=np.float32)
+        betas = np.asarray(meta["betas"], dtype=np.float32)
+        transl = np.asarray(meta["transl"], dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise PalmError(path, f"pose, betas and transl must be arrays of numbers ({exc})") from None
+    if pose.shape != (16, 3):
+        raise PalmError(path, f"pose must be 16x3, found {pose.shape}")
+    if betas.ndim != 1 or transl.shape != (3,):
+        raise PalmError(path, f"betas must be a list of numbers and transl 3 numbers, found {betas.shape} and "
+                              f"{transl.shape}")
+    if not (np.isfinite(pose).all() and np.isfinite(betas).all() and np.isfinite(transl).all()):
+        raise PalmError(path, "pose, betas or transl contain NaN or infinite values")
+    if not isinstance(meta["prior_hash"], str):
+        raise PalmError(path, "prior_hash must be a string")
+    try:
+        Camera.from_dict(meta["camera"], path=str(path))
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise PalmError(path, f"camera needs K (3x3), Rt (4x4), height and width ({exc})") from None
+    return pose, betas, transl

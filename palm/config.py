@@ -252,6 +252,8 @@ class TrainConfig:
     pretrain_box: tuple[float, float, float] = (0.18, 0.9, 0.18)
     pretrain_sdf_clamp: float = 0.02
     pretrain_weight: float = 1e4
+    pretrain_subjects: int | None = 7
+    """Subjects whose SDFs stage 0 fits (the release used 7; None = every training subject)."""
     # stage 1
     max_steps: int = 24000
     geometry_freeze_steps: int = 6001
@@ -317,7 +319,7 @@ def _cpu_model() -> PalmNetConfig:
         hash_geometry=grid,
         hash_radiance=grid,
         radiance=RadianceConfig(sh_start_step=300, sh_full_step=1800),
-        deformer=DeformerConfig(skin_grid_res=32, n_inits=4, max_iters=20),
+        deformer=DeformerConfig(skin_grid_res=32, n_inits=4, max_iters=12, cvg_thresh=1e-4),
         sampler=SamplerConfig(
             occ_grid_res=32, n_steps=64, importance_rounds=1, importance_samples=8, secondary_samples=16,
             secondary_importance=2,
@@ -330,14 +332,18 @@ def _cpu_model() -> PalmNetConfig:
 def _scaled_train(model: PalmNetConfig, factor: float) -> TrainConfig:
     """Scale every step milestone of the paper schedule by ``factor`` (spec section 13)."""
     base = TrainConfig()
-    s = lambda n: max(1, int(round(n * factor)))  # noqa: E731
+    s = lambda n: max(1, int(round(n * factor)))
     return dataclasses.replace(
         base,
         model=model,
         pretrain_steps=s(base.pretrain_steps),
         pretrain_points=4096,
+        pretrain_subjects=None,
         max_steps=s(base.max_steps),
-        geometry_freeze_steps=s(base.geometry_freeze_steps),
+        # On a CPU the image stage keeps the pretrained geometry frozen throughout: it saves the
+        # double backward through the SDF gradient (most of a step's cost), and on data rendered
+        # from the hand rig the pretraining target is the true geometry.
+        geometry_freeze_steps=s(base.max_steps),
         importance_start_step=s(base.importance_start_step),
         pbr_start_step=s(base.pbr_start_step),
         normal_start_step=s(base.normal_start_step),

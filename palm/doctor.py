@@ -32,7 +32,7 @@ def opengl_renderer(timeout: float = 20.0) -> str | None:
     A child process keeps a broken driver from taking this process down with it.
     """
     try:
-        out = subprocess.run([sys.executable, "-c", _GL_PROBE], capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run([sys.executable, "-c", _GL_PROBE], capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -40,8 +40,9 @@ def opengl_renderer(timeout: float = 20.0) -> str | None:
 
 def mano_path(explicit: str | None = None) -> Path | None:
     """The MANO_RIGHT.pkl to use: ``--mano``, else ``$PALM_MANO_PATH``, else none."""
-    candidate = explicit or os.environ.get("PALM_MANO_PATH")
-    return Path(candidate) if candidate else None
+    from palm.hand.mano import find_mano
+
+    return find_mano(explicit)
 
 
 def report(mano: str | None = None, probe_gl: bool = True) -> dict[str, Any]:

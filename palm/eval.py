@@ -289,7 +289,7 @@ def tiny_model_config():
         sampler=dataclasses.replace(m.sampler, n_steps=48, importance_samples=4, secondary_samples=8,
                                     secondary_importance=1),
         light=LightConfig(n_lobes=8),
-        pbr=PBRConfig(n_resamples=8, light_grid=(2, 4), global_illumination=False),
+        pbr=PBRConfig(n_resamples=16, light_grid=(4, 4), global_illumination=False),
     )
 
 
@@ -321,6 +321,13 @@ def make_tiny_prior(path: str | Path, n_subjects: int = 3, seed: int = 0, code_s
         first.weight[:, -n_a:] *= appearance_gain
         for layer in list(model.radiance.layers)[1:]:
             getattr(layer, "linear", layer).weight.mul_(appearance_gain)
+        # the same for the material network (albedo), whose Lipschitz bounds are raised to match
+        mat_layers = list(model.material.mlp.layers)
+        mat_layers[0].linear.weight[:, -n_a:] *= appearance_gain
+        for layer in mat_layers[1:]:
+            layer.linear.weight.mul_(appearance_gain)
+        for layer in mat_layers:
+            layer.c.fill_(2.0 * float(layer.linear.weight.abs().sum(1).max()))
     k = model.cfg.latent.n_pca
     model.pca = {"shape": fit_pca(model.codes.shape.weight, k), "appearance": fit_pca(model.codes.appearance.weight, k)}
     return save_prior(path, model, {"training": {"note": "random tiny prior for tests"}})

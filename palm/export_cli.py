@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--prior", metavar="DIR", help="a prior folder (its mean subject)")
     _pose_hand_args(mesh)
     mesh.add_argument(
-        "--res", type=int, default=256, metavar="N", help="surface extraction grid of the neural avatar (default 256)"
+        "--res", type=int, default=128, metavar="N", help="marching-cubes cells along the hand's longest side (default 128)"
     )
     mesh.add_argument("--texture-res", type=int, default=1024, metavar="N", help="texture side (default 1024)")
     mesh.add_argument("--vertex-colors", action="store_true", help="add vertex colours (OBJ/PLY/GLB)")
@@ -133,43 +133,68 @@ def _require_dir(path: str, what: str) -> None:
         raise PalmError(p, f"expected a {what} folder, found a file")
 
 
-def load_source(args: argparse.Namespace, hand: Any, res: int = 256) -> tuple[Any, Any]:
-    """The baked avatar and its shape coefficients for ``--avatar``/``--prior`` (else the rig mesh).
+def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[Any, Any]:
+    """The baked avatar and its rig shape for ``--avatar``/``--prior``.
 
-    Hook: avatars and priors are baked by ``palm.bake.bake_from_prior`` (another part of the
-    project). Until it exists, ``--avatar``/``--prior`` raise a :class:`PalmError` naming it.
+    ``--avatar`` bakes the personalised codes with the prior it was made for (the shipped default
+    prior unless ``--prior`` is given too); ``--prior`` (or, with neither, the shipped default
+    prior) bakes the prior's mean subject. Without any prior installed, the hand rig itself is used.
 
     Returns:
         ``(BakedAvatar, betas or None)``.
     """
-    from palm.bake import bake_from_hand
+    from palm.assets import DEFAULT_PRIOR
+    from palm.bake import bake_from_hand, bake_from_prior
 
     avatar_dir, prior_dir = getattr(args, "avatar", None), getattr(args, "prior", None)
-    if avatar_dir is None and prior_dir is None:
+    if avatar_dir is not None:
+        _require_dir(avatar_dir, "avatar")
+    if prior_dir is not None:
+        _require_dir(prior_dir, "prior")
+    if avatar_dir is None and prior_dir is None and not (DEFAULT_PRIOR / "prior.json").is_file():
         return bake_from_hand(hand), None
-    flag, folder = ("--avatar", avatar_dir) if avatar_dir else ("--prior", prior_dir)
-    _require_dir(folder, flag[2:])
-    try:
-        from palm.bake import bake_from_prior  # noqa: F401
-    except ImportError:
-        raise PalmError(flag, "baking a neural avatar into a mesh is not available in this build yet") from None
-    raise PalmError(flag, "loading avatars/priors for export is not wired up yet (palm.export_cli.load_source)")
+    from palm.prior import load_prior
+
+    prior = load_prior(prior_dir)
+    if avatar_dir is None:
+        return bake_from_prior(prior, resolution=res), None
+    from palm.avatar import load_avatar
+
+    av = load_avatar(avatar_dir, prior_hash=prior.content_hash)
+    baked = bake_from_prior(prior, resolution=res, betas=av.betas, shape_code=av.shape_code,
+                            appearance_code=av.appearance_code)
+    return baked, av.betas
 
 
 def load_lobes(args: argparse.Namespace) -> Any:
-    """SG lobes (K, 7) of ``--env`` (preset, JSON or HDR), else the default preset or light."""
+    """SG lobes (K, 7): ``--env`` (preset, JSON or HDR), else the avatar's fitted light, else the default preset."""
     from palm.assets import DEFAULT_ENV, ENVMAPS
     from palm.export import default_lobes
     from palm.render.envmap import load_environment
 
-    if getattr(args, "avatar", None) and not getattr(args, "env", None):
-        _require_dir(args.avatar, "avatar")
-        raise PalmError("--avatar", "reading an avatar's environment is not wired up yet (palm.export_cli.load_lobes)")
     if getattr(args, "env", None):
         return load_environment(args.env)[0]
+    if getattr(args, "avatar", None):
+        from palm.avatar import load_avatar
+
+        _require_dir(args.avatar, "avatar")
+        return load_avatar(args.avatar).light
     if (ENVMAPS / f"{DEFAULT_ENV}.json").is_file():
         return load_environment(DEFAULT_ENV)[0]
     return default_lobes()
+
+
+def neural_render(args: argparse.Namespace, azimuth: float | None = None) -> Any:
+    """(H, W, 4) linear straight-alpha image from PALM-Net's volume renderer (``--renderer neural``)."""
+    from palm.cliutil import resolve_device
+    from palm.jobs import ConsoleProgress
+    from palm.render.scene import load_scene, render_scene
+
+    scene = load_scene(prior=getattr(args, "prior", None), avatar=getattr(args, "avatar", None),
+                       pose=args.pose or "relaxed", env=getattr(args, "env", None), res=args.res,
+                       azimuth=args.azimuth if azimuth is None else azimuth,
+                       device=resolve_device(getattr(args, "device", "auto")))
+    return render_scene(scene, emit=ConsoleProgress("neural render")).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,9 +225,12 @@ def run_render(args: argparse.Namespace) -> int:
 
     out = check_output_path(args.out, IMAGE_EXTENSIONS)
     _positive(args.res, "--res")
-    if args.renderer == "neural":
-        raise PalmError("--renderer neural", "needs a prior (the neural renderer is not wired up in this build yet)")
     from palm.export import framing_camera, posed_avatar, raster_render, write_image
+
+    if args.renderer == "neural":
+        write_image(out, neural_render(args), exposure=args.exposure)
+        print(f"wrote {out} ({args.res}x{args.res}, neural)")
+        return 0
 
     hand = _load_hand(args)
     pose = _load_pose(args)

@@ -7,8 +7,8 @@ what weight at a given step (prior training or personalisation), and :func:`tota
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -17,14 +17,14 @@ image goes:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from palm.config import PalmNetConfig
-from palm.deform import SkinningField, canonicalize, gather_candidate, select_min_sdf, INVALID_SDF
+from palm.deform import INVALID_SDF, SkinningField, canonicalize, gather_candidate, select_min_sdf
 from palm.fields.geometry import GeometryNetwork
 from palm.fields.latent import PCASpace, SubjectCodes
 from palm.fields.material import MaterialNetwork
@@ -80,6 +80,11 @@ class RenderOptions:
     importance: bool = True
     pbr: bool = True
     curvature: bool = False
+    geometry_grad: bool = True
+    """Keep the graph of the SDF gradient (needed when the geometry trains: eikonal, curvature)."""
+    geometry_outputs_grad: bool = True
+    """Let gradients flow through the SDF and feature at all. False when nothing upstream of them
+    trains (frozen geometry, no pose correction): the backward pass then skips the geometry network."""
     global_illumination: bool | None = None
     """None: the config's value."""
     generator: torch.Generator | None = None
@@ -232,7 +237,7 @@ class PalmNet(nn.Module):
         prep: PreparedFrame,
         light: Tensor,
         background: Tensor,
-        options: RenderOptions = RenderOptions(),
+        options: RenderOptions | None = None,
     ) -> RayOutputs:
         """Render N world-space rays of one prepared image.
 
@@ -244,6 +249,7 @@ class PalmNet(nn.Module):
             options: training/importance/PBR switches.
         """
         cfg = self.cfg
+        options = options or RenderOptions()
         n_rays = origins.shape[0]
         o_s, d_s = world_to_local((origins, dirs), prep.w2s)
         beta = self.beta
@@ -262,7 +268,10 @@ class PalmNet(nn.Module):
 
         cond_g = prep.cond_geometry.expand(x_c.shape[0], -1)
         cond_a = prep.cond_appearance.expand(x_c.shape[0], -1)
-        sdf, feature, grad_c = self.geometry.gradient(x_c, cond_g, create_graph=options.training)
+        sdf, feature, grad_c = self.geometry.gradient(
+            x_c, cond_g, create_graph=options.training and options.geometry_grad)
+        if not options.geometry_outputs_grad:
+            sdf, feature, grad_c = sdf.detach(), feature.detach(), grad_c.detach()
         # normals: canonical gradient -> MANO space by the blended rotation -> world
         w = prep.skin.query(x_c.detach())
         r_blend = torch.einsum("pj,jab->pab", w, prep.bone_T[:, :3, :3])
@@ -276,7 +285,7 @@ class PalmNet(nn.Module):
         rgb = self.radiance(h_r, feature, d_world, normal_w, cond_a)
         mat = self.material(h_r, feature, cond_a)
         vo = volume.volume_render(alphas, samples.ray_indices, n_rays, samples.t_mids, rgb=rgb, normals=normal_w)
-        seg = lambda v: volume.segment_sum(vo.weights[:, None] * v, samples.ray_indices, n_rays)  # noqa: E731
+        seg = lambda v: volume.segment_sum(vo.weights[:, None] * v, samples.ray_indices, n_rays)
         rgb_rf = linear_to_srgb(volume.composite_background(vo.rgb, vo.opacity, background).clamp(0, 1))
         out = RayOutputs(
             rgb_rf=rgb_rf,
@@ -313,7 +322,7 @@ class PalmNet(nn.Module):
 
         def trace(origins_s: Tensor, dirs_world: Tensor) -> tuple[Tensor, Tensor]:
             d_s = dirs_world @ prep.w2s[:3, :3].T
-            sdf_fn = lambda p: self.sdf_at(p, prep)  # noqa: E731
+            sdf_fn = lambda p: self.sdf_at(p, prep)
             beta = float(self.beta.detach())
             samples = sampling.march_secondary(
                 origins_s, d_s, prep.grid, sdf_fn=sdf_fn, beta=beta, far=cfg.sampler.secondary_far,
@@ -387,17 +396,27 @@ class PalmNet(nn.Module):
         result["rgb_rf"][:] = bg_srgb
         result["rgb_pbr"][:] = bg_srgb
         options = RenderOptions(training=False, importance=True, pbr=pbr)
-        total = max(1, math.ceil(hit.numel() / chunk))
-        for i, s in enumerate(range(0, hit.numel(), chunk)):
+        s, i = 0, 0
+        while s < hit.numel():
             check_cancel(cancel)
             idx = hit[s:s + chunk]
-            out = self.render_rays(origins[idx], dirs[idx], prep, light, background, options)
+            try:
+                out = self.render_rays(origins[idx], dirs[idx], prep, light, background, options)
+            except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+                text = str(exc).lower()
+                if ("out of memory" not in text and "can't allocate memory" not in text) or chunk <= 1:
+                    raise
+                chunk //= 2  # out of memory: retry the same rays in smaller chunks
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
             for k in keys:
                 v = getattr(out, k)
                 if v is None:
                     continue
                 result[k][idx] = v.reshape(idx.numel(), -1)
+            s, i = s + idx.numel(), i + 1
             if progress is not None:
-                progress(i + 1, total)
+                progress(i, i + math.ceil((hit.numel() - s) / chunk))
         h, w = camera.height, camera.width
         return {k: v.reshape(h, w, -1) for k, v in result.items()}

@@ -163,4 +163,4 @@ def load_prior(path: str | os.PathLike | None = None, device: str | torch.device
     return Prior(model=model, meta=meta, path=folder, pca=pca)
 
 
-__all__ = ["Prior", "load_prior", "save_prior", "tensor_hash", "atomic_write"]
+__all__ = ["Prior", "atomic_write", "load_prior", "save_prior", "tensor_hash"]

@@ -1,9 +1,14 @@
 // Skinned avatar mesh: linear blend skinning with 16 bone matrices in the vertex shader,
 // spherical-Gaussian environment lighting (Lambert + GGX, palm/render/brdf.py shade_sg) in the
-// fragment shader, sRGB output.
+// fragment shader, sRGB output. PREINTEGRATED 1: the lighting integrals come from the
+// environment's pre-integrated maps (sg_preintegrated.glsl); 0: exact, a loop over the lobes.
+#ifndef PREINTEGRATED
+#define PREINTEGRATED 1
+#endif
 #include "color.glsl"
 #include "sg.glsl"
 #include "brdf.glsl"
+#include "sg_preintegrated.glsl"
 
 #if defined(VERTEX_SHADER)
 in vec3 in_position;    // canonical (rest) position, metres
@@ -47,7 +52,11 @@ void main() {
     vec3 n = normalize(v_normal);
     vec3 v = normalize(u_eye - v_position);
     if (dot(n, v) < 0.0) n = -n;   // two-sided: the wrist opening shows the inside
+#if PREINTEGRATED
+    vec3 c = shade_preintegrated(n, v, v_albedo, v_material.x, v_material.y) * u_exposure_scale;
+#else
     vec3 c = shade_sg(n, v, v_albedo, v_material.x, v_material.y) * u_exposure_scale;
+#endif
     f_color = vec4(clamp(linear_to_srgb(c), 0.0, 1.0), 1.0);
 }
 #endif

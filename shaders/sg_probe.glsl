@@ -1,8 +1,9 @@
 // Test/diagnostic program: evaluates the SG functions of include/ for per-pixel inputs stored in
 // float textures (normal, view, albedo, roughness/metallic) and writes linear float results.
-// MODE 0: shade_sg, 1: sg_irradiance(normal), 2: sg_eval(normal).
+// MODE 0: shade_sg, 1: sg_irradiance(normal), 2: sg_eval(normal), 3: shade_preintegrated.
 #include "sg.glsl"
 #include "brdf.glsl"
+#include "sg_preintegrated.glsl"
 
 #if defined(VERTEX_SHADER)
 in vec2 in_ndc;
@@ -23,6 +24,8 @@ void main() {
     vec2 m = texelFetch(u_material, p, 0).xy;
 #if MODE == 0
     f_value = vec4(shade_sg(n, v, a, m.x, m.y), 1.0);
+#elif MODE == 3
+    f_value = vec4(shade_preintegrated(n, v, a, m.x, m.y), 1.0);
 #elif MODE == 1
     f_value = vec4(sg_irradiance(n), 1.0);
 #else

@@ -17,14 +17,14 @@ def build(studio) -> None:
         std = c.prior.shape_std if c.prior is not None else [1.0] * len(s.shape)
         for i in range(len(s.shape)):
             dpg.add_slider_float(label=f"shape {i + 1}", tag=tags.SHAPE_SLIDER.format(i=i), width=220,
-                                 min_value=-3 * float(std[i]), max_value=3 * float(std[i]), user_data=i,
-                                 callback=lambda snd, a, u: studio.intent(c.set_code, "shape", u, a))
+                                 min_value=-3 * max(float(std[i]), 1e-3), max_value=3 * max(float(std[i]), 1e-3),
+                                 user_data=i, callback=lambda snd, a, u: studio.intent(c.set_code, "shape", u, a))
     with dpg.collapsing_header(label="Appearance (PCA)", default_open=True):
         std = c.prior.appearance_std if c.prior is not None else [1.0] * len(s.appearance)
         for i in range(len(s.appearance)):
             dpg.add_slider_float(label=f"appearance {i + 1}", tag=tags.APPEARANCE_SLIDER.format(i=i), width=220,
-                                 min_value=-3 * float(std[i]), max_value=3 * float(std[i]), user_data=i,
-                                 enabled=c.prior is not None,
+                                 min_value=-3 * max(float(std[i]), 1e-3), max_value=3 * max(float(std[i]), 1e-3),
+                                 user_data=i, enabled=c.prior is not None,
                                  callback=lambda snd, a, u: studio.intent(c.set_code, "appearance", u, a))
         if c.prior is None:
             dpg.add_text("Appearance needs a trained prior.", color=(150, 150, 150))
@@ -39,12 +39,14 @@ def build(studio) -> None:
 def refresh(studio) -> None:
     c = studio.controller
     s = c.state.subject
-    if studio.sync_codes:
+    if studio.sync_codes or c.codes_dirty:
         for i, v in enumerate(s.shape):
             dpg.set_value(tags.SHAPE_SLIDER.format(i=i), float(v))
         for i, v in enumerate(s.appearance):
             dpg.set_value(tags.APPEARANCE_SLIDER.format(i=i), float(v))
-        studio.sync_codes = False
+        studio.sync_codes = c.codes_dirty = False
     dpg.configure_item(tags.SUBJECT_COMPARE, enabled=s.personal_shape is not None)
+    if dpg.get_value(tags.SUBJECT_COMPARE) != s.compare:
+        dpg.set_value(tags.SUBJECT_COMPARE, s.compare)
     res = f"bake {s.bake_resolution}^3" if s.bake_resolution else "rig mesh"
     dpg.set_value(tags.SUBJECT_BAKE, f"{res}, {len(c.avatar.vertices)} vertices")

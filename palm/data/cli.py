@@ -16,29 +16,49 @@ from palm.cliutil import common, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="synthetic datasets and dataset checks",
-                              description="Make a synthetic PALM-layout dataset or validate a dataset folder.")
+    p = subparsers.add_parser(
+        "data",
+        help="synthetic datasets and dataset checks",
+        description="Make a synthetic PALM-layout dataset or validate a dataset folder.",
+    )
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
-    s = sub.add_parser("synth", parents=[common()], help="render a synthetic multi-subject dataset (PALM layout)",
-                       description="Render subjects (shape, skin albedo, roughness), poses, 7-camera rig "
-                                   "views and environment lighting into a PALM-layout folder.")
+    s = sub.add_parser(
+        "synth",
+        parents=[common()],
+        help="render a synthetic multi-subject dataset (PALM layout)",
+        description="Render subjects (shape, skin albedo, roughness), poses, 7-camera rig "
+        "views and environment lighting into a PALM-layout folder.",
+    )
     s.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (replaced atomically)")
     s.add_argument("--subjects", type=int, default=20, metavar="N", help="number of subjects (default 20)")
     s.add_argument("--poses", type=int, default=3, metavar="P", help="frames (poses) per subject (default 3)")
     s.add_argument("--views", type=int, default=7, metavar="V", help="cameras per subject, 1..7 (default 7)")
     s.add_argument("--res", type=int, default=128, metavar="R", help="image side in pixels (default 128)")
     s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    s.add_argument("--envs", default=None, metavar="A,B,..",
-                   help="environment presets or SG/HDR files to draw from (default: all presets)")
-    s.add_argument("--supersample", type=int, default=2, metavar="K",
-                   help="RGB anti-aliasing: shade K x K samples per pixel (default 2)")
+    s.add_argument(
+        "--envs",
+        default=None,
+        metavar="A,B,..",
+        help="environment presets or SG/HDR files to draw from (default: all presets)",
+    )
+    s.add_argument(
+        "--supersample",
+        type=int,
+        default=2,
+        metavar="K",
+        help="RGB anti-aliasing: shade K x K samples per pixel (default 2)",
+    )
     s.add_argument("--json", action="store_true", help="print a JSON summary")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=run_synth)
 
-    c = sub.add_parser("check", parents=[common()], help="validate a PALM-layout dataset folder",
-                       description="List subjects, frames, views, images and missing files of a dataset.")
+    c = sub.add_parser(
+        "check",
+        parents=[common()],
+        help="validate a PALM-layout dataset folder",
+        description="List subjects, frames, views, images and missing files of a dataset.",
+    )
     c.add_argument("dir", metavar="DIR", help="dataset folder")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=run_check)
@@ -52,21 +72,35 @@ def run_synth(args: argparse.Namespace) -> int:
     from palm.errors import PalmError
     from palm.jobs import ConsoleProgress
 
-    for name, value, low, high in (("--subjects", args.subjects, 1, 10000), ("--poses", args.poses, 1, 100000),
-                                   ("--views", args.views, 1, 7), ("--res", args.res, 16, 4096),
-                                   ("--supersample", args.supersample, 1, 4)):
+    for name, value, low, high in (
+        ("--subjects", args.subjects, 1, 10000),
+        ("--poses", args.poses, 1, 100000),
+        ("--views", args.views, 1, 7),
+        ("--res", args.res, 16, 4096),
+        ("--supersample", args.supersample, 1, 4),
+    ):
         if not low <= value <= high:
             raise PalmError(name, f"must be in {low}..{high}, got {value}")
     envs = tuple(e.strip() for e in args.envs.split(",") if e.strip()) if args.envs else None
-    cfg = SynthConfig(n_subjects=args.subjects, n_poses=args.poses, n_views=args.views, resolution=args.res,
-                      seed=args.seed, envs=envs, supersample=args.supersample, hand=args.mano or "open")
+    cfg = SynthConfig(
+        n_subjects=args.subjects,
+        n_poses=args.poses,
+        n_views=args.views,
+        resolution=args.res,
+        seed=args.seed,
+        envs=envs,
+        supersample=args.supersample,
+        hand=args.mano or "open",
+    )
     progress = ConsoleProgress("synth", quiet=args.quiet or args.json)
     summary = generate(args.out, cfg, emit=progress, device=resolve_device(args.device))
     if args.json:
         print_json(summary)
     else:
-        print(f"wrote {summary['images']} images of {summary['subjects']} subjects to {summary['root']} "
-              f"in {summary['seconds']:.1f} s")
+        print(
+            f"wrote {summary['images']} images of {summary['subjects']} subjects to {summary['root']} "
+            f"in {summary['seconds']:.1f} s"
+        )
     return 0
 
 
@@ -78,8 +112,10 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
     else:
-        print(f"{report['root']}: {report['subjects']} subjects, {report['frames']} frames, "
-              f"{report['views']} views, {report['images']} images")
+        print(
+            f"{report['root']}: {report['subjects']} subjects, {report['frames']} frames, "
+            f"{report['views']} views, {report['images']} images"
+        )
         print(f"modalities: {', '.join(report['modalities'])}")
         if report["missing"]:
             print(f"missing {len(report['missing'])} file(s):")

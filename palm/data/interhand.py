@@ -92,7 +92,9 @@ def eval_sequence(name: str) -> EvalSequence:
     for seq in EVAL_SEQUENCES:
         if seq.name == name:
             return seq
-    raise PalmError(name, f"unknown InterHand2.6M evaluation sequence (known: {', '.join(s.name for s in EVAL_SEQUENCES)})")
+    raise PalmError(
+        name, f"unknown InterHand2.6M evaluation sequence (known: {', '.join(s.name for s in EVAL_SEQUENCES)})"
+    )
 
 
 class InterHandDataset:
@@ -132,8 +134,7 @@ class InterHandDataset:
         return self._json[kind]
 
     def image_path(self, capture: int, sequence: str, camera: str, frame: int) -> Path:
-        return (self.root / "images" / self.split / f"Capture{capture}" / sequence / f"cam{camera}"
-                / f"image{frame}.jpg")
+        return self.root / "images" / self.split / f"Capture{capture}" / sequence / f"cam{camera}" / f"image{frame}.jpg"
 
     def camera(self, capture: int, camera: str, height: int, width: int) -> CameraParams:
         """Calibration of ``camera`` in ``capture`` (metres)."""
@@ -209,10 +210,23 @@ class InterHandDataset:
         kp3d, valid, hand_type = self.keypoints_3d(capture, frame)
         kp2d = cam.project(kp3d).astype(np.float32)
         return FrameSample(
-            subject=f"c{capture}_{sequence}", frame=int(frame), view=str(camera), image=image, mask=None,
-            camera=cam, hand=self.hand_params(capture, frame), keypoints_2d=kp2d, keypoints_3d=kp3d,
-            meta={"path": str(path), "keypoints_valid": valid, "hand_type": hand_type,
-                  "capture": capture, "sequence": sequence, "pose_convention": POSE_ABSOLUTE},
+            subject=f"c{capture}_{sequence}",
+            frame=int(frame),
+            view=str(camera),
+            image=image,
+            mask=None,
+            camera=cam,
+            hand=self.hand_params(capture, frame),
+            keypoints_2d=kp2d,
+            keypoints_3d=kp3d,
+            meta={
+                "path": str(path),
+                "keypoints_valid": valid,
+                "hand_type": hand_type,
+                "capture": capture,
+                "sequence": sequence,
+                "pose_convention": POSE_ABSOLUTE,
+            },
         )
 
     def index(self) -> list[tuple[int, str, str, int]]:

@@ -26,9 +26,10 @@ Every missing or malformed file raises :class:`PalmError` naming it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,7 @@ def load_npy_dict(path: str | os.PathLike) -> dict[str, Any]:
         obj = np.load(path, allow_pickle=True)
         if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
             obj = obj.item()
-    except Exception as exc:  # numpy raises many types for corrupt files
+    except Exception as exc:  # noqa: BLE001 - numpy raises many types for corrupt files
         raise PalmError(path, f"cannot read numpy file ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise PalmError(path, f"expected a dict saved with numpy, got {type(obj).__name__}")
@@ -140,10 +141,17 @@ def read_poses(path: str | os.PathLike) -> PoseTable:
         raise PalmError(path, f"malformed arrays ({exc})") from None
     n = hand_pose.shape[0] if hand_pose.ndim == 2 else -1
     if hand_pose.shape != (n, 45) or glob.shape != (n, 3) or transl.shape != (n, 3):
-        raise PalmError(path, f"expected hand_pose (F,45), global_orient (F,3), transl (F,3); got "
-                              f"{hand_pose.shape}, {glob.shape}, {transl.shape}")
-    if not (np.isfinite(hand_pose).all() and np.isfinite(glob).all() and np.isfinite(transl).all()
-            and np.isfinite(betas).all()):
+        raise PalmError(
+            path,
+            f"expected hand_pose (F,45), global_orient (F,3), transl (F,3); got "
+            f"{hand_pose.shape}, {glob.shape}, {transl.shape}",
+        )
+    if not (
+        np.isfinite(hand_pose).all()
+        and np.isfinite(glob).all()
+        and np.isfinite(transl).all()
+        and np.isfinite(betas).all()
+    ):
         raise PalmError(path, "non-finite values")
     betas10 = np.zeros(10, np.float32)
     betas10[: min(10, betas.shape[0])] = betas[:10]
@@ -160,7 +168,7 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
         raise PalmError(path, "image not found")
     try:
         return np.asarray(iio.imread(path))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - image plugins raise many types for corrupt files
         raise PalmError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
 
 
@@ -225,8 +233,11 @@ def mano_pose_mean(path: str | os.PathLike | None = None) -> np.ndarray:
 
     file = mano.find_mano(path)
     if file is None:
-        raise PalmError(f"${mano.MANO_ENV}", "this dataset stores hand poses relative to MANO's mean pose; "
-                        "converting them needs your MANO_RIGHT.pkl (--mano PATH or $PALM_MANO_PATH)")
+        raise PalmError(
+            f"${mano.MANO_ENV}",
+            "this dataset stores hand poses relative to MANO's mean pose; "
+            "converting them needs your MANO_RIGHT.pkl (--mano PATH or $PALM_MANO_PATH)",
+        )
     raw = mano.read_mano_pickle(file)
     if "hands_mean" not in raw:
         raise PalmError(file, "not a MANO model: missing key 'hands_mean'")
@@ -390,21 +401,26 @@ class PalmDataset:
         cam = cams[view]
         table = self.poses(sid)
         if not 0 <= frame < table.n_frames:
-            raise PalmError(self.root / sid / "poses.npy", f"no registration for frame {frame_name(frame)} "
-                                                           f"({table.n_frames} frames)")
+            raise PalmError(
+                self.root / sid / "poses.npy",
+                f"no registration for frame {frame_name(frame)} ({table.n_frames} frames)",
+            )
         image = read_rgb(self.image_path(sid, frame, view))
         h, w = image.shape[:2]
         if (h, w) != (cam.height, cam.width):
-            raise PalmError(self.image_path(sid, frame, view),
-                            f"image is {w}x{h} but camera {view} says {cam.width}x{cam.height}")
+            raise PalmError(
+                self.image_path(sid, frame, view), f"image is {w}x{h} but camera {view} says {cam.width}x{cam.height}"
+            )
 
         def optional(folder: str, reader) -> Any:
             if not (self.root / sid / folder).is_dir():
                 return None
             value = reader(self.image_path(sid, frame, view, folder))
             if value.shape[:2] != (h, w):
-                raise PalmError(self.image_path(sid, frame, view, folder),
-                                f"size {value.shape[1]}x{value.shape[0]} differs from the image's {w}x{h}")
+                raise PalmError(
+                    self.image_path(sid, frame, view, folder),
+                    f"size {value.shape[1]}x{value.shape[0]} differs from the image's {w}x{h}",
+                )
             return value
 
         from palm.render.color import srgb_to_linear
@@ -442,13 +458,27 @@ class PalmDataset:
                 if entry.get("lobes") is not None:
                     env_lobes = np.asarray(entry["lobes"], np.float32)
                     if env_lobes.ndim != 2 or env_lobes.shape[1] != 7:
-                        raise PalmError(self.root / sid / "lighting.json",
-                                        f"frame {frame_name(frame)}: lobes must be (K,7), got {env_lobes.shape}")
+                        raise PalmError(
+                            self.root / sid / "lighting.json",
+                            f"frame {frame_name(frame)}: lobes must be (K,7), got {env_lobes.shape}",
+                        )
 
         return FrameSample(
-            subject=sid, frame=frame, view=view, image=image, mask=mask, camera=cam, hand=hand,
-            normal=normal, depth=depth, keypoints_2d=kp2d, keypoints_3d=kp3d, albedo=albedo,
-            mano_mask=mano, env_name=env_name, env_lobes=env_lobes,
+            subject=sid,
+            frame=frame,
+            view=view,
+            image=image,
+            mask=mask,
+            camera=cam,
+            hand=hand,
+            normal=normal,
+            depth=depth,
+            keypoints_2d=kp2d,
+            keypoints_3d=kp3d,
+            albedo=albedo,
+            mano_mask=mano,
+            env_name=env_name,
+            env_lobes=env_lobes,
             meta={"path": str(self.image_path(sid, frame, view)), "pose_convention": POSE_ABSOLUTE},
         )
 
@@ -456,8 +486,9 @@ class PalmDataset:
 def list_subjects(root: str | os.PathLike) -> list[str]:
     """Sorted subject folders of ``root`` (those holding ``cameras.npy``)."""
     root = Path(root)
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "cameras.npy").exists()
-                  and not p.name.startswith("."))
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and (p / "cameras.npy").exists() and not p.name.startswith(".")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,8 +519,10 @@ def check_dataset(root: str | os.PathLike) -> dict[str, Any]:
     if not root.is_dir():
         raise PalmError(root, "not a folder")
     candidates = sorted(
-        p.name for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".")
+        p.name
+        for p in root.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
         and any((p / n).exists() for n in ("cameras.npy", "poses.npy", "images"))
     )
     if not candidates:
@@ -519,7 +552,9 @@ def check_dataset(root: str | os.PathLike) -> dict[str, Any]:
         except PalmError as exc:
             errors.append(str(exc))
         if not cams:  # fall back to what is on disk
-            cams = sorted(p.name for p in (sdir / "images").iterdir() if p.is_dir()) if (sdir / "images").is_dir() else []
+            cams = (
+                sorted(p.name for p in (sdir / "images").iterdir() if p.is_dir()) if (sdir / "images").is_dir() else []
+            )
         if not frames:
             stems = {f.stem for c in cams for f in (sdir / "images" / c).glob("*") if f.stem.isdigit()}
             frames = sorted(frame_index(s) for s in stems)

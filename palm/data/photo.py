@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -365,8 +367,24 @@ def _interpreter(path: str):
     if not Path(path).is_file():
         raise PalmError(path, "hand model file missing from assets/models")
     it = Interpreter(model_path=path, num_threads=2)
-    it.allocate_tensors()
+    with _native_stderr_silenced():  # the runtime logs "INFO: Created ... XNNPACK delegate" on fd 2
+        it.allocate_tensors()
     return it
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """Send what native code writes to file descriptor 2 to /dev/null for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _run_tflite(path: Path, x: np.ndarray) -> list[np.ndarray]:

@@ -33,24 +33,35 @@ rotated about +y by a random angle, scaled so that the 95th percentile over norm
 Lambertian surface's radiance is ``exposure``. The background shows the environment itself (the
 source HDR map when :mod:`palm.render.envmap` can find it, else the SG radiance).
 
-Reference renderer (what a pixel is; :func:`render_view`): the rig mesh (faces + wrist seal) is
-rasterised (:mod:`palm.render.raster`) at ``supersample`` x the resolution. Per pixel: position,
-smooth normal (welded vertex normals; seal faces flat), view direction ``v`` toward the camera,
-albedo and roughness from the subject's UV maps (seal faces: interpolated per-vertex albedo),
-metallic. Radiance ``L = sum_k V_k(x) shade_sg(n, v, a, r, m, lobe_k)``: the engine's
-Lambert + GGX BRDF under each SG lobe (``palm.render.brdf.shade_sg``) times that lobe's
-visibility. ``V_k`` is computed per vertex and interpolated: ``shadow_dirs_per_lobe`` directions
-(the lobe axis and the others on a cone of half-angle ``min(acos(1 - 1/lambda_k), 60 deg)`` around
-it) are tested against the sealed mesh by orthographic shadow maps
-(:func:`palm.render.raster.shadow_visibility`) and averaged with weights ``max(n . w, 0)``
-(plain mean when all are zero). Pixels are averaged in linear RGB over the supersamples, composited
-over the background and encoded sRGB. Mask, depth, normals, albedo images and keypoints come from
-the one-sample-per-pixel rasterisation at the output resolution (no anti-aliasing), so the mask is
-exactly the silhouette of the registered hand.
+Reference renderer (what a pixel is; :func:`render_view`). The rig mesh (its faces plus the
+wrist seal) is rasterised (:mod:`palm.render.raster`, one sample at each pixel centre). Per pixel:
+position, smooth normal (vertex normals welded across UV seams; flat on seal faces), unit view
+direction ``v`` toward the camera centre, albedo and roughness from the subject's UV maps
+(bilinear; seal faces use interpolated per-vertex albedo), and the subject's metallic. The SG
+lobes are split into groups (:func:`lobe_groups`: each of the ``shadow_groups`` = 7 strongest lobes
+alone, the others together) and the radiance is
+
+    L = sum_g V_g(x) * shade_sg(n, v, albedo, roughness, metallic, lobes_g)
+
+i.e. exactly the engine's Lambert + GGX BRDF under the SG light (:func:`palm.render.brdf.shade_sg`,
+deterministic) with one shadow factor per group. ``V_g`` is computed per vertex and interpolated
+barycentrically (:func:`lobe_visibility`): binary visibility toward 48 directions (the axes of
+the 16 strongest lobes and 32 Fibonacci-sphere directions) from orthographic 96 x 96 shadow maps of
+the sealed mesh clustered on a 3 mm grid (normal offset 1 texel, depth bias 2.5 texels), averaged
+with weights ``S_g(w) max(n . w, 0)`` where ``S_g`` is the group's SG radiance. So a sun-like lobe
+casts hard shadows, the sky gives ambient occlusion; there is no interreflection.
+Anti-aliasing: pixels whose ``supersample``^2 sub-pixel samples are all covered keep the centre
+sample; partly covered pixels average their shaded and background samples in linear RGB. The
+image is ``clamp(sRGB(L))`` over the background (the environment seen through the pixel, in the
+same rotation and exposure). Mask, depth, normals, albedo images and keypoints come from the
+pixel-centre rasterisation (no anti-aliasing), so the mask is exactly the silhouette of the
+registered hand.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import os
 import time
@@ -93,7 +104,7 @@ class SynthConfig:
     camera_distance: float = 0.5
     hand_extent: float = 0.22
     """Metres that ``fill`` of the image side spans at the camera distance."""
-    fill: float = 0.8
+    fill: float = 0.9
     shadow_resolution: int = 96
     shadow_lobe_axes: int = 16
     """Shadow maps along the axes of this many strongest lobes ..."""
@@ -183,7 +194,9 @@ def sample_subject(rng: np.random.Generator, index: int, stratum: float, n_betas
     )
 
 
-def value_noise(points: np.ndarray, cell: float, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def value_noise(
+    points: np.ndarray, cell: float, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     """Trilinear value noise in [-1, 1] on a random lattice of spacing ``cell`` over a box.
 
     Args:
@@ -202,7 +215,11 @@ def value_noise(points: np.ndarray, cell: float, rng: np.random.Generator, lo: n
     for dx in (0, 1):
         for dy in (0, 1):
             for dz in (0, 1):
-                w = (f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1]) * (f[:, 2] if dz else 1 - f[:, 2])
+                w = (
+                    (f[:, 0] if dx else 1 - f[:, 0])
+                    * (f[:, 1] if dy else 1 - f[:, 1])
+                    * (f[:, 2] if dz else 1 - f[:, 2])
+                )
                 out += w * lattice[i0[:, 0] + dx, i0[:, 1] + dy, i0[:, 2] + dz]
     return out
 
@@ -227,7 +244,7 @@ def _segment_param(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndar
 def _polyline_distance(x: np.ndarray, poly: np.ndarray) -> np.ndarray:
     """(N,) distance from points (N, 3) to a polyline (M, 3)."""
     best = np.full(len(x), np.inf)
-    for a, b in zip(poly[:-1], poly[1:]):
+    for a, b in itertools.pairwise(poly):
         best = np.minimum(best, _segment_param(x, a, b)[1])
     return best
 
@@ -237,7 +254,9 @@ def _bezier(p0, p1, p2, n: int = 24) -> np.ndarray:
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
 
-def skin_fields(points: np.ndarray, normals: np.ndarray, keypoints: np.ndarray, spec: SubjectSpec) -> dict[str, np.ndarray]:
+def skin_fields(
+    points: np.ndarray, normals: np.ndarray, keypoints: np.ndarray, spec: SubjectSpec
+) -> dict[str, np.ndarray]:
     """Albedo and roughness of a subject's skin at points of its flat (rest) hand.
 
     Args:
@@ -295,19 +314,20 @@ def skin_fields(points: np.ndarray, normals: np.ndarray, keypoints: np.ndarray, 
     knuckle = np.zeros(len(x))
     for f, chain in enumerate(FINGERS):
         base = kp[chain[0]] + (0.4 if f else 0.25) * (kp[chain[1]] - kp[chain[0]])
-        for j_pos, strength, seg_ids in (
-            (base, 0.9, (3 * f,)),
-            (kp[chain[1]], 1.0, (3 * f, 3 * f + 1)),
-            (kp[chain[2]], 0.8, (3 * f + 1, 3 * f + 2)),
+        # (joint position, crease strength, segments around it, bone direction, dorsal wrinkles)
+        for j_pos, strength, seg_ids, bone, dorsal in (
+            (base, 0.9, (3 * f,), kp[chain[1]] - kp[chain[0]], False),
+            (kp[chain[1]], 1.0, (3 * f, 3 * f + 1), kp[chain[2]] - kp[chain[0]], True),
+            (kp[chain[2]], 0.8, (3 * f + 1, 3 * f + 2), kp[chain[3]] - kp[chain[1]], True),
         ):
-            bone = _unit(kp[chain[min(3, seg_ids[-1] - 3 * f + 1)]] - kp[chain[seg_ids[0] - 3 * f]])
-            sd = (x - j_pos) @ bone
+            sd = (x - j_pos) @ _unit(bone)
             member = np.isin(nearest, seg_ids)
-            lines = np.exp(-((sd - 0.0011) / 0.0006) ** 2) + np.exp(-((sd + 0.0011) / 0.0006) ** 2)
+            lines = np.exp(-(((sd - 0.0011) / 0.0006) ** 2)) + np.exp(-(((sd + 0.0011) / 0.0006) ** 2))
             crease = np.maximum(crease, np.where(member, strength * palm * np.minimum(lines, 1.0), 0.0))
-            wrinkles = np.exp(-(sd / 0.005) ** 2) * (0.5 + 0.5 * np.sin(2 * np.pi * sd / 0.0016))
-            knuckle = np.maximum(knuckle, np.where(member, (1 - palm) * np.exp(-(sd / 0.006) ** 2), 0.0))
-            crease = np.maximum(crease, np.where(member, 0.35 * (1 - palm) * wrinkles, 0.0))
+            if dorsal:
+                wrinkles = np.exp(-((sd / 0.004) ** 2)) * (0.5 + 0.5 * np.sin(2 * np.pi * sd / 0.0016))
+                knuckle = np.maximum(knuckle, np.where(member, (1 - palm) * np.exp(-((sd / 0.006) ** 2)), 0.0))
+                crease = np.maximum(crease, np.where(member, 0.2 * (1 - palm) * wrinkles, 0.0))
 
     # The three main palm lines as quadratic curves in the palm plane (subject-jittered).
     L = float(np.linalg.norm(mid_mcp - wrist))
@@ -327,7 +347,7 @@ def skin_fields(points: np.ndarray, normals: np.ndarray, keypoints: np.ndarray, 
     x_plane = x - height[:, None] * n_palm
     for poly in lines:
         planar = _polyline_distance(x_plane, poly)
-        crease = np.maximum(crease, np.where(in_palm, np.exp(-(planar / 0.0009) ** 2), 0.0))
+        crease = np.maximum(crease, np.where(in_palm, np.exp(-((planar / 0.0009) ** 2)), 0.0))
 
     # Noise: blotchy redness (12 mm), mottling (3 mm), freckles (1.2 mm).
     lo, hi = x.min(0) - 0.01, x.max(0) + 0.01
@@ -442,7 +462,9 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return (axis * angle).astype(np.float32)
 
 
-def sample_pose(rng: np.random.Generator, presets: np.ndarray, names: list[str], p_preset: float) -> tuple[np.ndarray, str]:
+def sample_pose(
+    rng: np.random.Generator, presets: np.ndarray, names: list[str], p_preset: float
+) -> tuple[np.ndarray, str]:
     """A (16, 3) hand pose: a preset or a random mix within the presets' joint ranges.
 
     Returns:
@@ -464,8 +486,9 @@ def sample_pose(rng: np.random.Generator, presets: np.ndarray, names: list[str],
     return pose, label
 
 
-def look_at_rt(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0])) -> np.ndarray:
+def look_at_rt(eye: np.ndarray, target: np.ndarray, up: tuple[float, float, float] = (0.0, 1.0, 0.0)) -> np.ndarray:
     """(4, 4) OpenCV world->camera of a camera at ``eye`` looking at ``target`` (world up appears up)."""
+    up = np.asarray(up, dtype=np.float64)
     z = _unit(target - eye)
     x = np.cross(z, up)
     if np.linalg.norm(x) < 1e-6:
@@ -548,8 +571,14 @@ def lobe_groups(lobes: torch.Tensor, n_single: int) -> list[torch.Tensor]:
     return groups
 
 
-def lobe_visibility(vertices: torch.Tensor, normals: torch.Tensor, hand: Any, lobes: torch.Tensor,
-                    groups: list[torch.Tensor], cfg: SynthConfig) -> torch.Tensor:
+def lobe_visibility(
+    vertices: torch.Tensor,
+    normals: torch.Tensor,
+    hand: Any,
+    lobes: torch.Tensor,
+    groups: list[torch.Tensor],
+    cfg: SynthConfig,
+) -> torch.Tensor:
     """Per-vertex visibility of each lobe group (see the module notes).
 
     ``V_g(x) = sum_d S_g(w_d) c_d(x) vis_d(x) / sum_d S_g(w_d) c_d(x)`` over the shadow directions
@@ -569,8 +598,9 @@ def lobe_visibility(vertices: torch.Tensor, normals: torch.Tensor, hand: Any, lo
     sealed_v, sealed_f = hand.sealed_mesh(vertices)
     proxy_v, proxy_f = cluster_mesh(sealed_v, sealed_f, cfg.shadow_proxy_cell)
     dirs = shadow_directions(lobes, cfg.shadow_lobe_axes, cfg.shadow_uniform_dirs)  # (D, 3)
-    vis = shadow_visibility(vertices, normals, proxy_v, proxy_f, dirs, resolution=cfg.shadow_resolution,
-                            bias_texels=cfg.shadow_bias_texels)  # (V, D)
+    vis = shadow_visibility(
+        vertices, normals, proxy_v, proxy_f, dirs, resolution=cfg.shadow_resolution, bias_texels=cfg.shadow_bias_texels
+    )  # (V, D)
     xi = lobes[:, :3] / lobes[:, :3].norm(dim=-1, keepdim=True).clamp(min=1e-12)
     lam = lobes[:, 3:4].abs()
     amp = lobes[:, 4:7].abs().mean(dim=-1, keepdim=True)
@@ -579,8 +609,9 @@ def lobe_visibility(vertices: torch.Tensor, normals: torch.Tensor, hand: Any, lo
     cos = (normals @ dirs.T).clamp(min=0)  # (V, D)
     den = cos @ shape.T  # (V, G)
     num = (cos * vis) @ shape.T
-    return torch.where(den > 1e-12 * shape.sum(-1).clamp(min=1e-30), num / den.clamp(min=1e-30),
-                       torch.ones_like(den)).clamp(0.0, 1.0)
+    return torch.where(
+        den > 1e-12 * shape.sum(-1).clamp(min=1e-30), num / den.clamp(min=1e-30), torch.ones_like(den)
+    ).clamp(0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -588,9 +619,16 @@ def lobe_visibility(vertices: torch.Tensor, normals: torch.Tensor, hand: Any, lo
 # ---------------------------------------------------------------------------------------------
 
 
-def shade_groups(normal: torch.Tensor, view: torch.Tensor, albedo: torch.Tensor, roughness: torch.Tensor,
-                 metallic: torch.Tensor, lobes: torch.Tensor, groups: list[torch.Tensor],
-                 visibility: torch.Tensor) -> torch.Tensor:
+def shade_groups(
+    normal: torch.Tensor,
+    view: torch.Tensor,
+    albedo: torch.Tensor,
+    roughness: torch.Tensor,
+    metallic: torch.Tensor,
+    lobes: torch.Tensor,
+    groups: list[torch.Tensor],
+    visibility: torch.Tensor,
+) -> torch.Tensor:
     """``sum_g V_g shade_sg(n, v, a, r, m, lobes_g)``: the engine's BRDF under each shadowed lobe group.
 
     Args:
@@ -631,7 +669,9 @@ class FrameScene:
     background: Any  # callable dirs (N,3) -> (N,3) linear radiance
 
 
-def _surface(scene: FrameScene, K: np.ndarray, Rt: torch.Tensor, centre: torch.Tensor, h: int, w: int) -> dict[str, torch.Tensor]:
+def _surface(
+    scene: FrameScene, K: np.ndarray, Rt: torch.Tensor, centre: torch.Tensor, h: int, w: int
+) -> dict[str, torch.Tensor]:
     """Rasterise the scene and gather the shading inputs of every covered pixel (row-major)."""
     from palm.render.raster import interpolate, rasterize_pinhole, sample_texture
 
@@ -657,8 +697,15 @@ def _surface(scene: FrameScene, K: np.ndarray, Rt: torch.Tensor, centre: torch.T
     nrm = nrm / nrm.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     view = centre - pos
     view = view / view.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    return {"mask": mask, "normal": nrm, "albedo": alb, "roughness": rough, "vis": vis, "view": view,
-            "depth": frags.depth[0][mask]}
+    return {
+        "mask": mask,
+        "normal": nrm,
+        "albedo": alb,
+        "roughness": rough,
+        "vis": vis,
+        "view": view,
+        "depth": frags.depth[0][mask],
+    }
 
 
 def _shade(scene: FrameScene, surf: dict[str, torch.Tensor], select: torch.Tensor | None = None) -> torch.Tensor:
@@ -850,6 +897,23 @@ def _background_fn(mode: str, lobes: torch.Tensor, hdr: torch.Tensor | None, rot
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace an existing folder unless it is empty or an earlier synthetic dataset."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise PalmError(out, "exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    meta = out / "meta.json"
+    try:
+        ours = json.loads(meta.read_text()).get("generator") == "palm.data.synth"
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise PalmError(out, "folder exists and is not a synthetic dataset; choose a new or empty --out folder")
+
+
 def load_rig(name: str) -> Any:
     """The hand rig: ``open`` or a path to a MANO file."""
     from palm.hand import load_hand
@@ -887,13 +951,16 @@ def generate(
         torch.set_num_threads(previous)
 
 
-def _generate(out: str | os.PathLike, cfg: SynthConfig, emit: Emit, cancel: CancelToken | None,
-              device: torch.device | str) -> dict[str, Any]:
+def _generate(
+    out: str | os.PathLike, cfg: SynthConfig, emit: Emit, cancel: CancelToken | None, device: torch.device | str
+) -> dict[str, Any]:
     t0 = time.monotonic()
     if not 1 <= cfg.n_views <= len(CAMERA_IDS):
         raise PalmError("--views", f"must be 1..{len(CAMERA_IDS)}, got {cfg.n_views}")
     if cfg.background not in ("env", "black", "white"):
         raise PalmError("background", f"unknown background '{cfg.background}' (env, black, white)")
+    out = Path(out)
+    _check_replaceable(out)
     device = torch.device(device)
     hand = load_rig(cfg.hand).to(device)
     names, presets = preset_poses()
@@ -901,13 +968,16 @@ def _generate(out: str | os.PathLike, cfg: SynthConfig, emit: Emit, cancel: Canc
     rng = np.random.default_rng(cfg.seed)
     strata = (np.arange(cfg.n_subjects) + rng.uniform(0, 1, cfg.n_subjects)) / cfg.n_subjects
     strata = strata[rng.permutation(cfg.n_subjects)]
-    specs = [sample_subject(np.random.default_rng([cfg.seed, i]), i, float(strata[i]), hand.n_betas)
-             for i in range(cfg.n_subjects)]
+    specs = [
+        sample_subject(np.random.default_rng([cfg.seed, i]), i, float(strata[i]), hand.n_betas)
+        for i in range(cfg.n_subjects)
+    ]
     total = cfg.n_subjects * cfg.n_poses
     eta = ETA(total)
-    faces_all = torch.cat([hand.faces, hand.seal_faces]) if getattr(hand, "seal_faces", None) is not None else hand.faces
+    faces_all = (
+        torch.cat([hand.faces, hand.seal_faces]) if getattr(hand, "seal_faces", None) is not None else hand.faces
+    )
     meta_frames: dict[str, dict[str, Any]] = {}
-    out = Path(out)
     step = 0
     with atomic_dir(out) as root:
         for spec in specs:
@@ -932,8 +1002,11 @@ def _generate(out: str | os.PathLike, cfg: SynthConfig, emit: Emit, cancel: Canc
                     verts0 = posed.vertices[0]
                     centre = 0.5 * (verts0.amin(0) + verts0.amax(0))
                     t = (-centre.cpu().numpy() + srng.uniform(-0.01, 0.01, 3)).astype(np.float32)
-                    posed = hand(pose=torch.from_numpy(pose)[None].to(device), betas=betas,
-                                 transl=torch.from_numpy(t)[None].to(device))
+                    posed = hand(
+                        pose=torch.from_numpy(pose)[None].to(device),
+                        betas=betas,
+                        transl=torch.from_numpy(t)[None].to(device),
+                    )
                     verts = posed.vertices[0]
                     normals = _welded_normals(verts[None], hand)[0]
                 env_name = envs.names[int(srng.integers(len(envs.names)))]
@@ -949,13 +1022,19 @@ def _generate(out: str | os.PathLike, cfg: SynthConfig, emit: Emit, cancel: Canc
                 with torch.no_grad():
                     vis = lobe_visibility(verts, normals, hand, lobes, groups, cfg)
                 scene = FrameScene(
-                    vertices=verts, normals=normals, faces=faces_all.to(device), n_rig_faces=int(hand.faces.shape[0]),
+                    vertices=verts,
+                    normals=normals,
+                    faces=faces_all.to(device),
+                    n_rig_faces=int(hand.faces.shape[0]),
                     uv=None if hand.uv is None else hand.uv.to(device),
                     vertex_albedo=material["vertex_albedo"].to(device),
                     vertex_roughness=material["vertex_roughness"].to(device),
                     albedo_map=None if material["albedo_map"] is None else material["albedo_map"].to(device),
                     roughness_map=None if material["roughness_map"] is None else material["roughness_map"].to(device),
-                    metallic=spec.metallic, lobes=lobes, groups=groups, visibility=vis,
+                    metallic=spec.metallic,
+                    lobes=lobes,
+                    groups=groups,
+                    visibility=vis,
                     background=_background_fn(cfg.background, lobes.cpu(), hdr, rot, scale),
                 )
                 fname = frame_name(f)
@@ -964,59 +1043,81 @@ def _generate(out: str | os.PathLike, cfg: SynthConfig, emit: Emit, cancel: Canc
                         views = render_view(scene, cam, cfg.supersample)
                     write_png(sdir / "images" / cam_id / f"{fname}.png", encode_srgb(views["rgb"]))
                     write_png(sdir / "masks" / cam_id / f"{fname}.png", views["mask"].astype(np.uint8) * 255)
-                    write_png(sdir / "normals" / cam_id / f"{fname}.png", encode_normals(views["normal_gl"], views["mask"]))
+                    write_png(
+                        sdir / "normals" / cam_id / f"{fname}.png", encode_normals(views["normal_gl"], views["mask"])
+                    )
                     write_png(sdir / "depth" / cam_id / f"{fname}.png", encode_depth(views["depth"]))
                     write_png(sdir / "albedo" / cam_id / f"{fname}.png", encode_srgb(views["albedo"]))
-                    rgba = np.dstack([np.repeat(to_u8(views["shade"])[..., None], 3, -1), views["mask"].astype(np.uint8) * 255])
+                    rgba = np.dstack(
+                        [np.repeat(to_u8(views["shade"])[..., None], 3, -1), views["mask"].astype(np.uint8) * 255]
+                    )
                     write_png(sdir / "mano" / cam_id / f"{fname}.png", rgba)
                     kp2d[cam_id][f] = cam.project(posed.keypoints[0].cpu().numpy().astype(np.float64))
                 poses[f], transl[f] = pose, t
                 kp3d[f] = posed.keypoints[0].cpu().numpy()
-                lighting["frames"][fname] = {"env": env_name, "rotation_y": round(angle, 6), "exposure_scale": scale,
-                                             "pose": label, "lobes": lobes.cpu().numpy().round(6).tolist()}
-                meta_frames.setdefault(spec.sid, {})[fname] = {"env": env_name, "rotation_y": round(angle, 6), "pose": label}
+                lighting["frames"][fname] = {
+                    "env": env_name,
+                    "rotation_y": round(angle, 6),
+                    "exposure_scale": scale,
+                    "pose": label,
+                    "lobes": lobes.cpu().numpy().round(6).tolist(),
+                }
+                meta_frames.setdefault(spec.sid, {})[fname] = {
+                    "env": env_name,
+                    "rotation_y": round(angle, 6),
+                    "pose": label,
+                }
                 step += 1
                 emit(Progress(step, total, message=f"subject {spec.sid} frame {fname}", eta_s=eta(step)))
             write_npy(sdir / "cameras.npy", {"cameras": {c: cam.to_dict() for c, cam in cams.items()}})
-            write_npy(sdir / "poses.npy", {
-                "betas": np.asarray([spec.betas], np.float32),
-                "hand_pose": poses[:, 1:].reshape(n, 45),
-                "global_orient": poses[:, 0],
-                "transl": transl,
-            })
+            write_npy(
+                sdir / "poses.npy",
+                {
+                    "betas": np.asarray([spec.betas], np.float32),
+                    "hand_pose": poses[:, 1:].reshape(n, 45),
+                    "global_orient": poses[:, 0],
+                    "transl": transl,
+                },
+            )
             write_npy(sdir / "keypoints.npy", {"keypoints_3d": kp3d, "keypoints_2d": kp2d})
             write_json(sdir / "lighting.json", lighting)
             if material["albedo_map"] is not None:
                 write_png(sdir / "albedo_map.png", encode_srgb(material["albedo_map"].numpy()))
                 write_png(sdir / "roughness_map.png", to_u8(material["roughness_map"].numpy()[..., 0]))
-            write_json(sdir / "subject.json", {
-                **asdict(spec),
+            write_json(
+                sdir / "subject.json",
+                {
+                    **asdict(spec),
+                    "hand": hand.name,
+                    "albedo_map": "albedo_map.png" if material["albedo_map"] is not None else None,
+                    "roughness_map": "roughness_map.png" if material["albedo_map"] is not None else None,
+                    "albedo_encoding": "linear albedo stored sRGB-encoded, 8 bit; texel row 0 is v = 1",
+                    "roughness_encoding": "roughness * 255, 8 bit",
+                },
+            )
+        write_json(
+            root / "meta.json",
+            {
+                "generator": "palm.data.synth",
+                "generator_version": GENERATOR_VERSION,
+                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+                "seed": cfg.seed,
+                "resolution": cfg.resolution,
+                "subjects": [s.sid for s in specs],
+                "cameras": list(CAMERA_IDS[: cfg.n_views]),
                 "hand": hand.name,
-                "albedo_map": "albedo_map.png" if material["albedo_map"] is not None else None,
-                "roughness_map": "roughness_map.png" if material["albedo_map"] is not None else None,
-                "albedo_encoding": "linear albedo stored sRGB-encoded, 8 bit; texel row 0 is v = 1",
-                "roughness_encoding": "roughness * 255, 8 bit",
-            })
-        write_json(root / "meta.json", {
-            "generator": "palm.data.synth",
-            "generator_version": GENERATOR_VERSION,
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-            "seed": cfg.seed,
-            "resolution": cfg.resolution,
-            "subjects": [s.sid for s in specs],
-            "cameras": list(CAMERA_IDS[: cfg.n_views]),
-            "hand": hand.name,
-            "n_betas": hand.n_betas,
-            "hand_pose_convention": POSE_ABSOLUTE,
-            "hand_pose_note": "hand_pose is absolute for a flat_hand_mean=True layer (the PALM release stores it "
-                              "relative to MANO's mean pose)",
-            "depth_encoding": f"16-bit PNG, metres = value / 65535 * {DEPTH_MAX_M}, 0 = background, camera z",
-            "normal_encoding": "RGB = (n + 1) / 2 * 255, OpenGL camera axes (x right, y up, z to viewer), 0 = background",
-            "world_up": [0.0, 1.0, 0.0],
-            "environments": {sid: frames for sid, frames in meta_frames.items()},
-            "renderer": "rasterised rig mesh; L = sum_k V_k shade_sg(n, v, albedo, roughness, metallic, lobe_k); "
-                        "V_k per-vertex cosine-weighted shadow-map visibility of the lobe's directions",
-        })
+                "n_betas": hand.n_betas,
+                "hand_pose_convention": POSE_ABSOLUTE,
+                "hand_pose_note": "hand_pose is absolute for a flat_hand_mean=True layer (the PALM release stores it "
+                "relative to MANO's mean pose)",
+                "depth_encoding": f"16-bit PNG, metres = value / 65535 * {DEPTH_MAX_M}, 0 = background, camera z",
+                "normal_encoding": "RGB = (n + 1) / 2 * 255, OpenGL camera axes (x right, y up, z to viewer), 0 = background",
+                "world_up": [0.0, 1.0, 0.0],
+                "environments": {sid: frames for sid, frames in meta_frames.items()},
+                "renderer": "rasterised rig mesh; L = sum_k V_k shade_sg(n, v, albedo, roughness, metallic, lobe_k); "
+                "V_k per-vertex cosine-weighted shadow-map visibility of the lobe's directions",
+            },
+        )
         emit(Log(f"wrote {total * cfg.n_views} images to {out}", level="debug"))
     return {
         "root": str(out),

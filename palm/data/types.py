@@ -59,13 +59,21 @@ class CameraParams:
         from palm.render.rays import Camera
 
         dtype = dtype or torch.float32
-        return Camera(torch.as_tensor(self.K, dtype=dtype), torch.as_tensor(self.Rt, dtype=dtype),
-                      int(self.height), int(self.width))
+        return Camera(
+            torch.as_tensor(self.K, dtype=dtype),
+            torch.as_tensor(self.Rt, dtype=dtype),
+            int(self.height),
+            int(self.width),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """``{"K", "Rt", "height", "width"}`` with numpy arrays (the layout of PALM's cameras.npy)."""
-        return {"K": np.asarray(self.K, np.float64), "Rt": np.asarray(self.Rt, np.float64),
-                "height": int(self.height), "width": int(self.width)}
+        return {
+            "K": np.asarray(self.K, np.float64),
+            "Rt": np.asarray(self.Rt, np.float64),
+            "height": int(self.height),
+            "width": int(self.width),
+        }
 
 
 @dataclass

@@ -60,9 +60,10 @@ def rigid_chain(rotations: Tensor, joints: Tensor, parents: Tensor) -> Tensor:
     local[..., :3, :3] = rotations
     local[..., :3, 3] = rel
     local[..., 3, 3] = 1.0
+    parent_list = parents.tolist()  # one host copy, not one per joint
     frames = [local[:, 0]]
     for j in range(1, n):
-        frames.append(frames[int(parents[j])] @ local[:, j])
+        frames.append(frames[parent_list[j]] @ local[:, j])
     return torch.stack(frames, dim=1)
 
 

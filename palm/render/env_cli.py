@@ -64,7 +64,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from palm.io import check_output_path
-    from palm.render.envmap import load_hdr, save_preview
+    from palm.render.envmap import save_preview
     from palm.render.sg import fit_sg, save_sg, sg_to_equirect
 
     _positive(args.lobes, "--lobes")
@@ -73,7 +73,7 @@ def run_fit(args: argparse.Namespace) -> int:
     out = check_output_path(args.out, (".json",))
     if args.preview:
         check_output_path(args.preview, (".png", ".exr"))
-    image = load_hdr(args.file)
+    image = _load_map(args.file)
     lobes, report = fit_sg(image, n_lobes=args.lobes, steps=args.steps, fit_height=args.fit_height)
     meta = {"source": Path(args.file).name, **report}
     save_sg(out, lobes, meta)
@@ -88,6 +88,26 @@ def run_fit(args: argparse.Namespace) -> int:
             f"irradiance rel. error {report['irradiance_rel_error']:.4f} ({report['seconds']:.1f} s)"
         )
     return 0
+
+
+def _load_map(path: str):
+    """``load_hdr`` that refuses a map without light and prints its clamping warning on one line."""
+    import sys
+    import warnings
+
+    import numpy as np
+
+    from palm.errors import PalmError
+    from palm.render.envmap import load_hdr
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = load_hdr(path)
+    if not (np.asarray(image) > 0).any():
+        raise PalmError(path, "map has no light: every pixel is zero, negative, NaN or infinite")
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return image
 
 
 def run_list(args: argparse.Namespace) -> int:

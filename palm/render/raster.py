@@ -125,7 +125,22 @@ def rasterize(
         base = cum[start - 1] if start > 0 else torch.zeros((), dtype=cum.dtype, device=device)
         stop = int(torch.searchsorted(cum, base + chunk, right=True))
         stop = max(stop, start + 1)
-        _raster_chunk(coef[start:stop], zs[start:stop], tri_ids[start:stop], u0, v0, bw, count, F, height, width, perspective, zbuf, fbuf, bbuf)
+        _raster_chunk(
+            coef[start:stop],
+            zs[start:stop],
+            tri_ids[start:stop],
+            u0,
+            v0,
+            bw,
+            count,
+            F,
+            height,
+            width,
+            perspective,
+            zbuf,
+            fbuf,
+            bbuf,
+        )
         start = stop
     return _fragments(fbuf, bbuf, zbuf, B, height, width)
 
@@ -280,8 +295,8 @@ def project_screen(vertices: torch.Tensor, K: torch.Tensor, Rt: torch.Tensor) ->
         vertices = vertices.unsqueeze(0)
     B = max(vertices.shape[0], K.shape[0] if K.dim() == 3 else 1, Rt.shape[0] if Rt.dim() == 3 else 1)
     vertices = vertices.expand(B, -1, -1)
-    K = K.to(vertices.dtype).expand(B, 3, 3) if K.dim() == 3 else K.to(vertices.dtype).expand(B, 3, 3)
-    Rt = Rt.to(vertices.dtype).expand(B, 4, 4) if Rt.dim() == 3 else Rt.to(vertices.dtype).expand(B, 4, 4)
+    K = K.to(vertices.dtype).expand(B, 3, 3)
+    Rt = Rt.to(vertices.dtype).expand(B, 4, 4)
     p_cam = vertices @ Rt[:, :3, :3].transpose(1, 2) + Rt[:, None, :3, 3]
     z = p_cam[..., 2:3]
     p_img = p_cam @ K.transpose(1, 2)

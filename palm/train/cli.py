@@ -26,6 +26,9 @@ def register(sub) -> None:
                    help="stop after this many steps of the run (both stages counted from its start)")
     p.add_argument("--pretrain-steps", type=int, default=None, help="override the preset's geometry pretraining steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subjects", default=None, help="comma-separated subject ids to train on (default: all)")
+    p.add_argument("--views", default=None, help="comma-separated camera ids to use (default: all)")
+    p.add_argument("--frames", default=None, help="comma-separated frame indices (0-based) to use (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change a preset field, e.g. --set images_per_step=8 --set model.sampler.n_steps=96")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
@@ -53,12 +56,14 @@ def run_train(args) -> int:
         raise PalmError(run, "run folder already has checkpoints: pass --resume to continue it, or choose another --out")
     device = str(resolve_device(args.device))
     init_distributed(device)
-    run.mkdir(parents=True, exist_ok=True)
     opts = TrainOptions(data=args.data, out=str(run), preset=args.preset, max_steps=args.max_steps, resume=args.resume,
                         pretrain_steps=args.pretrain_steps, seed=args.seed, device=device,
-                        tensorboard=not args.no_tensorboard, overrides=tuple(args.set))
+                        tensorboard=not args.no_tensorboard, overrides=tuple(args.set),
+                        subjects=_csv(args.subjects, "--subjects"), views=_csv(args.views, "--views"),
+                        frames=_csv(args.frames, "--frames", int))
     bar = ConsoleProgress("train")
     trainer = Trainer(opts, emit=bar)
+    run.mkdir(parents=True, exist_ok=True)  # only once the inputs are valid: a bad input leaves no folder
     path = trainer.fit(args.max_steps)
     if trainer.rank == 0:
         print(f"checkpoint {path}")
@@ -67,6 +72,20 @@ def run_train(args) -> int:
             info = export_prior(run, run / "prior")
             print(f"prior {info['prior']} ({info['content_hash']})")
     return 0
+
+
+def _csv(text, flag, kind=str):
+    from palm.errors import PalmError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise PalmError(flag, f"expected a comma-separated list, got '{text}'") from None
+    if not values:
+        raise PalmError(flag, "empty list")
+    return values
 
 
 def fit_run_pca(run, components: int = 5) -> dict:

@@ -259,9 +259,19 @@ def _space_to(space, device):
 # ---------------------------------------------------------------------------------------------
 
 
+#: Seed of the Monte-Carlo light samples of evaluation renders (reproducible scores).
+RENDER_SEED = 0
+
+
 def render_view(model, camera, frame, light: Tensor, pbr: bool = True, background: Tensor | None = None) -> np.ndarray:
-    """Full image (no gradients) of ``frame`` seen by ``camera``: ``(H, W, 3)`` sRGB, white background."""
-    with torch.no_grad():
+    """Full image (no gradients) of ``frame`` seen by ``camera``: ``(H, W, 3)`` sRGB, white background.
+
+    The PBR estimator's random light-sample order is drawn from a fixed seed (the global RNG is
+    left as it was), so the same inputs give the same image.
+    """
+    devices = [camera.K.device] if camera.K.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(RENDER_SEED)
         frame = _detached(frame)
         out = model.render_image(camera, frame, light=light.detach(), background=background, pbr=pbr)
     return (out["rgb_pbr"] if pbr else out["rgb_rf"]).clamp(0, 1).cpu().numpy().astype(np.float32)
@@ -385,6 +395,7 @@ def personalize(
     schedule = LossSchedule(cfg.weights, mode="personalize", total_steps=cfg.max_steps, pbr_start=cfg.pbr_start_step)
     eta = ETA(cfg.max_steps)
     history: list[dict[str, float]] = []
+    t_loop = time.monotonic()
 
     try:
         for step in range(1, cfg.max_steps + 1):
@@ -479,13 +490,15 @@ def personalize(
 
     check_cancel(cancel)
     seconds_fit = time.monotonic() - t_start
+    seconds_loop = time.monotonic() - t_loop
     avatar = _make_avatar(state, prior, views[0], poses[0], betas0, transls[0])
+    avatar.extra["preset"] = preset
     report: dict[str, Any] = {
         "preset": preset,
         "steps": cfg.max_steps,
         "seconds": None,
         "seconds_fit": round(seconds_fit, 2),
-        "seconds_per_step": round(seconds_fit / max(cfg.max_steps, 1), 4),
+        "seconds_per_step": round(seconds_loop / max(cfg.max_steps, 1), 4),
         "images": len(views),
         "work_resolution": [int(views[0].image.shape[1]), int(views[0].image.shape[0])],
         "pca": state.uses_pca,

@@ -140,7 +140,7 @@ def sample_pixels(
     """
     mask = mask.to(torch.bool).cpu()
     h, w = mask.shape
-    for p, k in patch_choices:
+    for p, k in patch_choices if patch_size > 0 else ():
         if p != patch_size * k:
             raise ValueError(f"patch choice (P={p}, k={k}) does not give a {patch_size}-ray patch")
     n_inside = int(n_pixels * INSIDE_FRACTION)

@@ -29,10 +29,10 @@ import torch
 from torch import Tensor
 
 from palm import config as C
+from palm import losses as L
 from palm.errors import JobCancelled, PalmError
 from palm.jobs import ETA, Emit, Log, Preview, Progress, check_cancel, null_emit
 from palm.losses import LossSchedule, total_loss
-from palm import losses as L
 
 #: NaN/Inf recovery: how many times a step is retried with a smaller learning rate.
 MAX_NAN_RETRIES = 3
@@ -55,6 +55,12 @@ class TrainOptions:
     tensorboard: bool = True
     image_cache: int = 256
     """Decoded images kept in memory."""
+    subjects: tuple[str, ...] | None = None
+    """Train on these subject ids only (None = all); the others stay held out."""
+    views: tuple[str, ...] | None = None
+    """Use these camera ids only (None = all)."""
+    frames: tuple[int, ...] | None = None
+    """Use these frame indices only (None = all), e.g. to hold out poses for validation."""
     overrides: tuple[str, ...] = ()
     """``KEY=VALUE`` changes to the preset (``palm train --set``), e.g. ``images_per_step=2``."""
 
@@ -97,16 +103,17 @@ class Trainer:
         if opts.preset not in C.PRESETS:
             raise PalmError("--preset", f"unknown preset '{opts.preset}' (use {', '.join(C.PRESETS)})")
         self.opts, self.emit, self.cancel = opts, emit, cancel
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.device = torch.device(opts.device)
         cfg = C.PRESETS[opts.preset]
         if opts.pretrain_steps is not None:
             cfg = dataclasses.replace(cfg, pretrain_steps=opts.pretrain_steps)
-        try:
-            cfg = C.apply_overrides(cfg, list(opts.overrides))
-        except ValueError as exc:
-            raise PalmError("--set", str(exc)) from None
+        if not opts.resume:
+            try:
+                cfg = C.apply_overrides(cfg, list(opts.overrides))
+            except ValueError as exc:
+                raise PalmError("--set", str(exc)) from None
         self.run = Path(opts.out)
         self._resume_from = None
         if opts.resume:
@@ -121,10 +128,20 @@ class Trainer:
                 cfg = C.from_dict(C.TrainConfig, saved["config"])  # a resumed run keeps its configuration
             except (KeyError, TypeError) as exc:
                 raise PalmError(self._resume_from.with_suffix(".json"), f"config from another version: {exc}") from None
+            try:  # ... except schedule changes asked for now (--set); the model itself cannot change
+                changed = C.apply_overrides(cfg, list(opts.overrides))
+            except ValueError as exc:
+                raise PalmError("--set", str(exc)) from None
+            if changed.model != cfg.model:
+                raise PalmError("--set", "a resumed run cannot change the model configuration (model.*)")
+            cfg = changed
         self.cfg = cfg
-        self.dataset = PalmDataset(opts.data)
-        if len(self.dataset) == 0:
-            raise PalmError(opts.data, "dataset has no images")
+        self.dataset = PalmDataset(opts.data, subjects=list(opts.subjects) if opts.subjects else None,
+                                   views=list(opts.views) if opts.views else None)
+        self.items = [i for i, (_, frame, _) in enumerate(self.dataset.index())
+                      if opts.frames is None or frame in set(opts.frames)]
+        if not self.items:
+            raise PalmError(opts.data, "dataset has no images (after the subject/view/frame selection)")
         self.subject_index = {sid: i for i, sid in enumerate(self.dataset.subjects)}
         self.hand = load_hand("open").to(self.device)
         torch.manual_seed(opts.seed)  # initial weights: the same on every rank and every run
@@ -160,7 +177,7 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "stage": 0 if self.step < self.cfg.pretrain_steps else 1,
             "dataset": {"path": str(Path(self.opts.data).resolve()), "subjects": self.dataset.subjects,
-                        "images": len(self.dataset)},
+                        "images": len(self.items), "views": self.opts.views, "frames": self.opts.frames},
             "world_size": self.world,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -217,7 +234,7 @@ class Trainer:
 
         cfg, s = self.cfg, self.step
         g = step_generator(self.opts.seed, s)
-        subjects = self.dataset.subjects[:7]  # the release pretrains on 7 subjects
+        subjects = self.dataset.subjects[: cfg.pretrain_subjects]  # the release pretrains on 7 subjects
         sid = subjects[int(torch.randint(len(subjects), (1,), generator=g))]
         table = self.dataset.poses(sid)
         pose = torch.as_tensor(table.pose[int(torch.randint(table.n_frames, (1,), generator=g))],
@@ -230,7 +247,10 @@ class Trainer:
         z_p = self.model.pose_encoder(pose[None])[0]
         z_s = self.model.codes.shape(torch.tensor([self.subject_index[sid]], device=self.device))[0]
         cond = torch.cat([z_p, z_s]).expand(pts.shape[0], -1)
-        sdf, _, grad = self.model.geometry.gradient(pts, cond, create_graph=True)
+        sdf, _ = self.model.geometry(pts, cond)
+        # the eikonal term (weight 1e-5) needs a double backward: estimate it on an eighth of the points
+        n_eik = max(1, pts.shape[0] // 8)
+        _, _, grad = self.model.geometry.gradient(pts[:n_eik], cond[:n_eik], create_graph=True)
         terms = {"sdf": L.sdf_pretrain(sdf, sdf_gt, cfg.pretrain_sdf_clamp, cfg.pretrain_weight),
                  "eikonal": L.eikonal(grad)}
         loss, log = total_loss(terms, {"sdf": 1.0, "eikonal": cfg.weights.eikonal})
@@ -289,14 +309,16 @@ class Trainer:
         use_pbr = weights["pbr"] > 0
         light = (torch.as_tensor(sample.env_lobes, device=dev).float()
                  if sample.env_lobes is not None else model.light)
+        geometry_trains = t >= cfg.geometry_freeze_steps
         prep = model.prepare(frame, generator=cpu_gen)
         out = model.render_rays(origins, dirs, prep, light, bg, RenderOptions(
             training=True, importance=t > cfg.importance_start_step, pbr=use_pbr,
-            curvature=weights["lap"] > 0, generator=gen))
+            curvature=weights["lap"] > 0 and geometry_trains, geometry_grad=geometry_trains,
+            geometry_outputs_grad=geometry_trains, generator=gen))
         terms: dict[str, Tensor] = {
             "rf": L.rgb_l1(out.rgb_rf, target, out.opacity),
             "segm": L.segmentation_bce(out.opacity, m),
-            "eikonal": L.eikonal(out.gradients),
+            "eikonal": L.eikonal(out.gradients) if geometry_trains else None,
             "latent_shape": (z_s**2).sum(-1).mean(),
             "latent_appearance": (z_a**2).sum(-1).mean(),
         }
@@ -322,7 +344,7 @@ class Trainer:
         g = step_generator(self.opts.seed, s)
         bg = torch.rand(3, generator=g).to(self.device)
         n = cfg.images_per_step
-        ids = torch.randint(len(self.dataset), (n,), generator=g).tolist()
+        ids = [self.items[k] for k in torch.randint(len(self.items), (n,), generator=g).tolist()]
         weights = self.schedule.weights(t)
         self.optimizer.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
@@ -403,7 +425,7 @@ class Trainer:
         """A small RF render of the first training image (for TensorBoard and the studio)."""
         from palm.model import Frame
 
-        sample = self._sample(0)
+        sample = self._sample(self.items[0])
         cam = sample.camera.to_camera().scaled(min(1.0, 64 / max(sample.height, sample.width))).to(self.device)
         subj = torch.tensor([self.subject_index[sample.subject]], device=self.device)
         z_s, z_a = self.model.codes(subj)
@@ -448,10 +470,10 @@ class Trainer:
                         raise FloatingPointError("non-finite loss")
                 except FloatingPointError as exc:
                     retries += 1
+                    self._restore(good)  # back to the last good state, also when giving up
                     if retries > MAX_NAN_RETRIES:
                         raise PalmError(self.run, f"training diverged at step {self.step} ({exc}) after "
                                                   f"{MAX_NAN_RETRIES} retries with smaller learning rates") from None
-                    self._restore(good)
                     self.lr_scale *= 0.5
                     self.emit(Log(f"step {self.step}: {exc}; rolled back, learning rate x{self.lr_scale:g}",
                                   level="warning"))
@@ -492,7 +514,7 @@ def init_distributed(device: str) -> None:
     """Join the process group when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if str(device).startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend)
 

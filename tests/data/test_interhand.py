@@ -30,8 +30,14 @@ def interhand(tmp_path: Path) -> dict:
     ann.mkdir(parents=True)
     camrot = _rotation(0.3)
     campos = np.array([100.0, -50.0, -900.0])  # mm, world
-    camera = {str(CAPTURE): {"campos": {CAM: campos.tolist()}, "camrot": {CAM: camrot.tolist()},
-                             "focal": {CAM: [80.0, 81.0]}, "princpt": {CAM: [W / 2, H / 2]}}}
+    camera = {
+        str(CAPTURE): {
+            "campos": {CAM: campos.tolist()},
+            "camrot": {CAM: camrot.tolist()},
+            "focal": {CAM: [80.0, 81.0]},
+            "princpt": {CAM: [W / 2, H / 2]},
+        }
+    }
     joints, mano, images = {str(CAPTURE): {}}, {str(CAPTURE): {}}, []
     world = {}
     for k, frame in enumerate(FRAMES):
@@ -39,21 +45,43 @@ def interhand(tmp_path: Path) -> dict:
         valid = np.ones(42)
         valid[5] = 0
         world[frame] = wc
-        joints[str(CAPTURE)][str(frame)] = {"world_coord": wc.tolist(), "joint_valid": valid.tolist(),
-                                            "hand_type": "right", "hand_type_valid": 1}
+        joints[str(CAPTURE)][str(frame)] = {
+            "world_coord": wc.tolist(),
+            "joint_valid": valid.tolist(),
+            "hand_type": "right",
+            "hand_type_valid": 1,
+        }
         mano[str(CAPTURE)][str(frame)] = {
-            "right": {"pose": rng.normal(scale=0.1, size=48).tolist(), "shape": rng.normal(size=10).tolist(),
-                      "trans": rng.normal(scale=0.01, size=3).tolist()},
+            "right": {
+                "pose": rng.normal(scale=0.1, size=48).tolist(),
+                "shape": rng.normal(size=10).tolist(),
+                "trans": rng.normal(scale=0.01, size=3).tolist(),
+            },
             "left": None,
         }
         rel = f"Capture{CAPTURE}/{SEQ}/cam{CAM}/image{frame}.jpg"
-        images.append({"id": k, "file_name": rel, "width": W, "height": H, "capture": CAPTURE,
-                       "camera": CAM, "frame_idx": frame, "seq_name": SEQ, "subject": 0})
+        images.append(
+            {
+                "id": k,
+                "file_name": rel,
+                "width": W,
+                "height": H,
+                "capture": CAPTURE,
+                "camera": CAM,
+                "frame_idx": frame,
+                "seq_name": SEQ,
+                "subject": 0,
+            }
+        )
         path = root / "images" / "test" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         iio.imwrite(path, rng.integers(0, 256, (H, W, 3), dtype=np.uint8), extension=".jpg")
-    for kind, data in (("camera", camera), ("joint_3d", joints), ("MANO_NeuralAnnot", mano),
-                       ("data", {"images": images, "annotations": []})):
+    for kind, data in (
+        ("camera", camera),
+        ("joint_3d", joints),
+        ("MANO_NeuralAnnot", mano),
+        ("data", {"images": images, "annotations": []}),
+    ):
         (ann / f"InterHand2.6M_test_{kind}.json").write_text(json.dumps(data))
     return {"root": root, "camrot": camrot, "campos": campos, "world": world, "mano": mano}
 

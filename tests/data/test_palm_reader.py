@@ -134,7 +134,9 @@ def test_corrupt_png_names_the_file(release):
 def test_malformed_cameras_and_poses_name_the_file(tmp_path: Path, release):
     root, _ = release
     cams = root / "0000" / "cameras.npy"
-    np.save(cams, {"cameras": {"MCU_01": {"K": np.eye(2), "Rt": np.eye(4), "height": H, "width": W}}}, allow_pickle=True)
+    np.save(
+        cams, {"cameras": {"MCU_01": {"K": np.eye(2), "Rt": np.eye(4), "height": H, "width": W}}}, allow_pickle=True
+    )
     with pytest.raises(PalmError, match="K must be 3x3") as err:
         read_cameras(cams)
     assert str(cams) in str(err.value)

@@ -29,8 +29,25 @@ N_SUBJECTS, N_POSES, N_VIEWS, RES = 2, 2, 2, 64
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "tiny"
-    rc = main(["data", "synth", "--out", str(out), "--subjects", str(N_SUBJECTS), "--poses", str(N_POSES),
-               "--views", str(N_VIEWS), "--res", str(RES), "--seed", "3", "--quiet"])
+    rc = main(
+        [
+            "data",
+            "synth",
+            "--out",
+            str(out),
+            "--subjects",
+            str(N_SUBJECTS),
+            "--poses",
+            str(N_POSES),
+            "--views",
+            str(N_VIEWS),
+            "--res",
+            str(RES),
+            "--seed",
+            "3",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -45,14 +62,23 @@ def hand():
 def _repose(hand, sample):
     h = sample.hand
     with torch.no_grad():
-        return hand(pose=torch.from_numpy(h.pose)[None], betas=torch.from_numpy(h.betas)[None],
-                    transl=torch.from_numpy(h.transl)[None])
+        return hand(
+            pose=torch.from_numpy(h.pose)[None],
+            betas=torch.from_numpy(h.betas)[None],
+            transl=torch.from_numpy(h.transl)[None],
+        )
 
 
 def _silhouette(hand, vertices: torch.Tensor, cam) -> np.ndarray:
     sv, sf = hand.sealed_mesh(vertices)
-    frags = rasterize_pinhole(sv, sf, torch.as_tensor(cam.K, dtype=torch.float32),
-                              torch.as_tensor(cam.Rt, dtype=torch.float32), cam.height, cam.width)
+    frags = rasterize_pinhole(
+        sv,
+        sf,
+        torch.as_tensor(cam.K, dtype=torch.float32),
+        torch.as_tensor(cam.Rt, dtype=torch.float32),
+        cam.height,
+        cam.width,
+    )
     return frags.mask[0].numpy()
 
 
@@ -93,8 +119,14 @@ def test_depth_matches_the_registered_hand(tiny: Path, hand):
     s = ds.load("0001", 1, "MCU_02")
     out = _repose(hand, s)
     sv, sf = hand.sealed_mesh(out.vertices[0])
-    frags = rasterize_pinhole(sv, sf, torch.as_tensor(s.camera.K, dtype=torch.float32),
-                              torch.as_tensor(s.camera.Rt, dtype=torch.float32), RES, RES)
+    frags = rasterize_pinhole(
+        sv,
+        sf,
+        torch.as_tensor(s.camera.K, dtype=torch.float32),
+        torch.as_tensor(s.camera.Rt, dtype=torch.float32),
+        RES,
+        RES,
+    )
     both = s.mask & frags.mask[0].numpy()
     # 16-bit quantisation of 1.8 m: 27.5 micrometres.
     np.testing.assert_allclose(s.depth[both], frags.depth[0].numpy()[both], atol=5e-5)
@@ -102,13 +134,13 @@ def test_depth_matches_the_registered_hand(tiny: Path, hand):
 
 def test_mask_is_the_silhouette_of_the_registered_hand(tiny: Path, hand):
     ds = PalmDataset(tiny)
-    for s in ds:
+    for i, s in enumerate(ds):
         out = _repose(hand, s)
         sil = _silhouette(hand, out.vertices[0], s.camera)
         assert (sil != s.mask).sum() <= 2, (s.subject, s.frame, s.view)
-        # The comparison has teeth: a 5 mm shift of the hand changes the silhouette.
-        shifted = _silhouette(hand, out.vertices[0] + torch.tensor([0.005, 0.0, 0.0]), s.camera)
-        assert (shifted != s.mask).sum() > 10
+        if i == 0:  # the comparison has teeth: a 5 mm shift of the hand changes the silhouette
+            shifted = _silhouette(hand, out.vertices[0] + torch.tensor([0.005, 0.0, 0.0]), s.camera)
+            assert (shifted != s.mask).sum() > 10
 
 
 def test_keypoints_project_onto_2d_keypoints(tiny: Path, hand):
@@ -148,7 +180,7 @@ def test_skin_model_spans_light_to_dark():
     dark = skin_albedo(1.1, 0.35, 0.9)
     for a in (light, dark):
         assert a[0] > a[1] > a[2] > 0  # skin is red > green > blue
-    lum = lambda a: float(a @ np.array([0.2126, 0.7152, 0.0722]))  # noqa: E731
+    lum = lambda a: float(a @ np.array([0.2126, 0.7152, 0.0722]))
     assert lum(light) > 0.35 and lum(dark) < 0.06 and lum(light) / lum(dark) > 6
     assert np.all(np.diff(skin_albedo(np.linspace(0.03, 1.1, 8), 0.35)[:, 1]) < 0)  # more melanin, darker
     s1 = sample_subject(np.random.default_rng([0, 1]), 1, 0.5, 10)
@@ -193,3 +225,30 @@ def test_shadow_visibility_of_a_sphere_and_clustering():
     cv, cf = cluster_mesh(V, F, 0.02)
     assert cv.shape[0] < V.shape[0] and cf.shape[0] < F.shape[0]
     assert (cv.norm(dim=-1) - 0.1).abs().max() < 0.02
+
+
+def test_synth_refuses_to_replace_a_folder_that_is_not_a_dataset(tmp_path: Path, capsys):
+    precious = tmp_path / "documents"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("keep me")
+    rc = main(
+        [
+            "data",
+            "synth",
+            "--out",
+            str(precious),
+            "--subjects",
+            "1",
+            "--poses",
+            "1",
+            "--views",
+            "1",
+            "--res",
+            "32",
+            "--quiet",
+        ]
+    )
+    assert rc == 2
+    assert "not a synthetic dataset" in capsys.readouterr().err
+    assert (precious / "thesis.txt").read_text() == "keep me"
+    assert main(["data", "synth", "--out", str(tmp_path / "x"), "--views", "9"]) == 2

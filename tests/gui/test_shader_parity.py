@@ -52,9 +52,10 @@ def _glsl(ctx, mode: int, n, v, albedo, rough, metal, lobes) -> np.ndarray:
     axis_sharp = np.zeros((64, 4), np.float32)
     amp = np.zeros((64, 3), np.float32)
     axis_sharp[:k, :3], axis_sharp[:k, 3], amp[:k] = u.axis, u.sharpness, u.amplitude
-    prog["u_sg_lobe"].write(axis_sharp.tobytes())
-    prog["u_sg_mu"].write(amp.tobytes())
-    prog["u_n_lobes"].value = k
+    if "u_sg_lobe" in prog:  # the pre-integrated probe (MODE 3) reads maps instead
+        prog["u_sg_lobe"].write(axis_sharp.tobytes())
+        prog["u_sg_mu"].write(amp.tobytes())
+        prog["u_n_lobes"].value = k
     textures = []
     for unit, (name, data) in enumerate(
         (("u_normal", n), ("u_view", v), ("u_albedo", albedo), ("u_material", torch.cat([rough, metal], -1)))
@@ -121,3 +122,106 @@ def test_probe_detects_a_wrong_environment(ctx):
     gl = _glsl(ctx, 1, n, v, a, r, m, sg_rotate(lobes, rot))
     with pytest.raises(AssertionError):
         _compare(gl, sg_irradiance(lobes, n).numpy())
+
+
+# -- pre-integrated lighting (the viewport's default): textures vs the engine's shade_sg -----------
+
+
+def _glsl_preintegrated(ctx, n, v, albedo, rough, metal, lobes, rotation: float = 0.0) -> np.ndarray:
+    """``shade_preintegrated`` (MODE 3) with the maps of the unrotated ``lobes`` turned by ``rotation``."""
+    import math
+
+    from app.prefilter import SPECULAR_LOG2_D0
+
+    maps = _maps(lobes)
+    irr, spec = maps.irradiance, maps.specular
+    prog = load_program(ctx, "sg_probe.glsl", {"MODE": 3, "MAX_LOBES": 64})
+    t_irr = ctx.texture((irr.shape[1], irr.shape[0]), 3, irr.tobytes(), dtype="f4")
+    t_spec = ctx.texture_array((spec.shape[2], spec.shape[1], spec.shape[0]), 3, spec.tobytes(), dtype="f4")
+    t_irr.repeat_y = t_spec.repeat_y = False
+    t_irr.use(4)
+    t_spec.use(5)
+    prog["u_irradiance"].value, prog["u_specular"].value = 4, 5
+    c, s = math.cos(rotation), math.sin(rotation)
+    prog["u_env_from_world"].write(np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], np.float32).tobytes())
+    prog["u_spec_log2_d0"].value = SPECULAR_LOG2_D0
+    prog["u_spec_layers"].value = spec.shape[0]
+    try:
+        return _glsl(ctx, 3, n, v, albedo, rough, metal, lobes)
+    finally:
+        t_irr.release()
+        t_spec.release()
+
+
+_MAPS: dict = {}
+
+
+def _maps(lobes: torch.Tensor):
+    """``app.prefilter.preintegrate`` of ``lobes``, computed once per environment in this module."""
+    from app.prefilter import preintegrate
+
+    key = lobes.numpy().tobytes()
+    if key not in _MAPS:
+        _MAPS[key] = preintegrate(lobes.numpy())
+    return _MAPS[key]
+
+
+def _relative_errors(gl: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """Mean per-pixel relative error (pixels brighter than 5% of the median) and the aggregate
+    ``sum |error| / sum |reference|``."""
+    err = np.linalg.norm(gl - ref, axis=-1)
+    norm = np.linalg.norm(ref, axis=-1)
+    keep = norm > 0.05 * np.median(norm)
+    return float((err[keep] / norm[keep]).mean()), float(err.sum() / norm.sum())
+
+
+def _environments():
+    from palm.render.envmap import list_presets, load_environment
+
+    envs = [("random", _lobes())]
+    envs += [(name, load_environment(name)[0]) for name in list_presets()[:2]]
+    return envs
+
+
+@pytest.mark.parametrize("rotation", [0.0, 1.1])
+def test_preintegrated_lighting_matches_engine_for_skin(ctx, rotation):
+    """Dielectric-like materials (metallic <= 0.3, all roughness): mean relative error < 3%."""
+    from palm.render.brdf import shade_sg
+    from palm.render.sg import sg_rotate
+
+    n, v, a, r, _ = _inputs(3)
+    metal = torch.rand(N * N, 1, generator=torch.Generator().manual_seed(4)) * 0.3
+    c, s = np.cos(rotation), np.sin(rotation)
+    rot = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float32)
+    for name, lobes in _environments():
+        with torch.no_grad():
+            ref = shade_sg(n, v, a, r, metal, sg_rotate(lobes, rot)).numpy()
+        mean_rel, aggregate = _relative_errors(_glsl_preintegrated(ctx, n, v, a, r, metal, lobes, rotation), ref)
+        assert mean_rel < 0.03 and aggregate < 0.03, f"{name}: mean {mean_rel:.4f}, aggregate {aggregate:.4f}"
+
+
+def test_preintegrated_lighting_bounds_metals(ctx):
+    """Pure metals (specular only, the hard case of the approximation): aggregate error < 12%."""
+    from palm.render.brdf import shade_sg
+
+    n, v, a, r, _ = _inputs(5)
+    metal = torch.ones(N * N, 1)
+    for name, lobes in _environments():
+        with torch.no_grad():
+            ref = shade_sg(n, v, a, r, metal, lobes).numpy()
+        _, aggregate = _relative_errors(_glsl_preintegrated(ctx, n, v, a, r, metal, lobes), ref)
+        assert aggregate < 0.12, f"{name}: aggregate {aggregate:.4f}"
+
+
+def test_preintegrated_detects_a_wrong_rotation(ctx):
+    """The rotation uniform matters: the maps read unrotated do not match a turned environment."""
+    from palm.render.brdf import shade_sg
+    from palm.render.sg import sg_rotate
+
+    n, v, a, r, m = _inputs(6)
+    lobes = _environments()[-1][1]
+    rot = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+    with torch.no_grad():
+        ref = shade_sg(n, v, a, r, m * 0.3, sg_rotate(lobes, rot)).numpy()
+    mean_rel, _ = _relative_errors(_glsl_preintegrated(ctx, n, v, a, r, m * 0.3, lobes, 0.0), ref)
+    assert mean_rel > 0.05

@@ -1,0 +1,215 @@
+"""Fast re-baking of the prior for the PCA sliders: ``palm.bake.bake_from_prior`` with caches.
+
+A slider move changes only the shape or appearance code. Everything else a bake computes is the
+same from one move to the next: the grid over the canonical hand's box, the geometry hash
+encoding of the grid points (most of the cost), the flat-hand pose code, the skinning field of
+the rig shape. :class:`PriorBaker` keeps those, and keeps the layer-0 pre-activation of the
+geometry MLP for the grid (``W_h h + b``; the code only adds ``W_c [z_p, z_s]``, one vector), so a
+shape move costs the rest of one small MLP on the grid, marching cubes and the material network at
+the new vertices; an appearance move only the material network.
+
+Two kinds of baker. ``exact=True`` evaluates the geometry feature and the radiance hash features at the new
+vertices, and equals ``bake_from_prior`` at the same resolution (a test compares them).
+``exact=False`` (the coarse preview of a slider move) also caches the radiance hash features on
+the grid and interpolates them, with the geometry feature, trilinearly at the vertices (marching
+cubes puts every vertex on a grid edge, so this is linear interpolation along that edge): the
+mesh is the same, the material differs slightly, and no hash lookup runs per move.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from palm.bake import BakedAvatar, vertex_normals
+from palm.errors import PalmError
+
+#: Box margin around the rest hand (metres), as ``bake_from_prior``'s default.
+MARGIN = 0.015
+#: Points per chunk when building the grid cache (the cancel token is checked between chunks).
+CHUNK = 65536
+
+
+@dataclass
+class _Grid:
+    """The cached bake grid of one (rig shape, resolution)."""
+
+    lo: np.ndarray  # (3,) metres
+    step: float
+    counts: tuple[int, int, int]
+    pre0: torch.Tensor  # (P, hidden) layer-0 pre-activation of the geometry MLP without the condition
+    h_r: np.ndarray | None  # (P, Dr) radiance hash features of the grid points (interpolating bakers)
+    rest_v: torch.Tensor  # (V, 3) rest vertices of the rig
+    rest_j: torch.Tensor  # (16, 3)
+
+
+@dataclass
+class _Surface:
+    """The last extracted surface (reused when only the appearance code changes)."""
+
+    key: bytes
+    verts: np.ndarray  # (V, 3) float32
+    faces: np.ndarray  # (F, 3) int32
+    normals: np.ndarray  # (V, 3)
+    weights: np.ndarray  # (V, 16)
+    h_r: torch.Tensor  # (V, Dr) radiance hash features
+    feature: torch.Tensor  # (V, 13) geometry feature
+
+
+class PriorBaker:
+    """Bakes one prior at one resolution, caching what does not depend on the codes.
+
+    Args:
+        prior: a :class:`palm.prior.Prior`.
+        resolution: cells along the box's longest side (as ``bake_from_prior``).
+        betas: rig shape (None = mean shape); a new shape needs a new baker.
+        exact: material inputs evaluated at the vertices (the refine pass) or interpolated from the
+            grid (the coarse preview; caches the radiance hash features of the grid too).
+
+    Thread-safe: one bake at a time (jobs replace each other, the lock keeps the caches whole).
+    """
+
+    def __init__(self, prior: Any, resolution: int, betas: Any = None, exact: bool = True):
+        self.prior = prior
+        self.model = prior.model
+        self.resolution = int(resolution)
+        self.exact = bool(exact)
+        hand = self.model.hand
+        dev = self.model.light.device
+        self.betas = torch.zeros(1, hand.n_betas, device=dev) if betas is None else torch.as_tensor(
+            np.asarray(betas, np.float32), device=dev).reshape(1, -1)
+        self._lock = threading.Lock()
+        self._grid: _Grid | None = None
+        self._skin = None
+        self._surface: _Surface | None = None
+        with torch.no_grad():
+            self._z_p = self.model.pose_encoder(torch.zeros(1, 16, 3, device=dev))[0]
+
+    @property
+    def ready(self) -> bool:
+        """Whether the grid cache exists (the first bake builds it)."""
+        return self._grid is not None
+
+    def _build_grid(self, cancel=None) -> _Grid:
+        from palm.fields.encoding import to_unit_cube
+        from palm.jobs import check_cancel
+
+        model, hand = self.model, self.model.hand
+        layer0 = model.geometry.mlp.layers[0]
+        n_in = model.geometry.mlp.in_dim
+        w0 = layer0.weight  # (hidden, in + cond), weight norm applied
+        rest_v, rest_j = hand.rest(self.betas)
+        lo = rest_v[0].min(0).values - MARGIN
+        hi = rest_v[0].max(0).values + MARGIN
+        step = float((hi - lo).max()) / self.resolution
+        counts = tuple(int(np.ceil(float(hi[i] - lo[i]) / step)) + 1 for i in range(3))
+        axes = [lo[i] + step * torch.arange(counts[i], device=lo.device) for i in range(3)]
+        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        pre, h_r = [], []
+        for p in grid.split(CHUNK):
+            check_cancel(cancel)
+            p_hat = to_unit_cube(p, model.cfg.canonical)
+            pre.append(torch.nn.functional.linear(model.geometry.encoding(p_hat), w0[:, :n_in], layer0.bias))
+            if not self.exact:
+                h_r.append(model.radiance.encoding(p_hat))
+        return _Grid(lo.cpu().numpy(), step, counts, torch.cat(pre), torch.cat(h_r).cpu().numpy() if h_r else None,
+                     rest_v[0], rest_j[0])
+
+    def _geometry_grid(self, z_s: torch.Tensor) -> torch.Tensor:
+        """Geometry feature (SDF in channel 0, metres) of the flat-hand pose code and ``z_s`` on the
+        cached grid -> (P, 13), as ``GeometryNetwork.forward``."""
+        geo = self.model.geometry
+        mlp = geo.mlp
+        w0 = mlp.layers[0].weight
+        cond = torch.cat([self._z_p, z_s])
+        h = self._grid.pre0 + w0[:, mlp.in_dim:] @ cond
+        for layer in mlp.layers[1:]:
+            h = layer(mlp.act(h))
+        return torch.cat([h[:, :1] * geo.sdf_scale, h[:, 1:]], dim=-1)
+
+    def _interpolate(self, values: np.ndarray, verts: np.ndarray) -> torch.Tensor:
+        """Trilinear interpolation of per-grid-point ``values (P, C)`` at ``verts (V, 3)`` -> (V, C) tensor.
+
+        NumPy on purpose: a few small gathers, cheaper than torch's per-op overhead on a busy CPU.
+        """
+        g = self._grid
+        counts = np.asarray(g.counts)
+        u = np.clip((verts.astype(np.float64) - g.lo) / g.step, 0.0, counts - 1 - 1e-6)
+        i0 = np.floor(u).astype(np.int64)
+        frac = u - i0
+        strides = np.array([counts[1] * counts[2], counts[2], 1], np.int64)
+        base = i0 @ strides
+        out = np.zeros((len(verts), values.shape[1]), np.float64)
+        for corner in range(8):
+            bits = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
+            w = np.where(bits.astype(bool), frac, 1.0 - frac).prod(-1)
+            out += w[:, None] * values[base + bits @ strides]
+        return torch.as_tensor(out.astype(np.float32), device=self.model.light.device)
+
+    def _extract(self, z_s: torch.Tensor, key: bytes) -> _Surface:
+        from skimage.measure import marching_cubes
+
+        from palm.bake import _largest_component
+        from palm.deform import SkinningField
+
+        g = self._grid
+        grid_feature = self._geometry_grid(z_s)
+        volume = grid_feature[:, 0].reshape(g.counts).cpu().numpy()
+        if not (volume.min() < 0 < volume.max()):
+            raise PalmError(getattr(self.prior, "path", "prior"), "the prior's SDF has no surface in the hand's box")
+        verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(g.step,) * 3, gradient_direction="ascent")
+        verts, faces = _largest_component(verts + g.lo, faces)
+        verts, faces = verts.astype(np.float32), faces.astype(np.int32)
+        model = self.model
+        v_t = torch.as_tensor(verts, device=g.rest_v.device)
+        if self._skin is None:
+            self._skin = SkinningField.from_hand(g.rest_v, model.hand.skin_weights, model.cfg)
+        weights = self._skin.query(v_t).clamp(min=0).cpu().numpy().astype(np.float32)
+        weights /= np.maximum(weights.sum(1, keepdims=True), 1e-12)
+        if self.exact:
+            cg = torch.cat([self._z_p, z_s]).expand(v_t.shape[0], -1)
+            _, feature = model.geometry(v_t, cg)
+            h_r = model.radiance.encode(v_t)
+        else:
+            feature = self._interpolate(grid_feature.cpu().numpy(), verts)
+            h_r = self._interpolate(g.h_r, verts)
+        return _Surface(key, verts, faces, vertex_normals(verts, faces), weights, h_r, feature)
+
+    def bake(self, shape_coeffs=None, appearance_coeffs=None, shape_code=None, appearance_code=None,
+             cancel=None) -> BakedAvatar:
+        """The avatar for these coefficients (or codes, which override them), as ``bake_from_prior``.
+
+        Args:
+            shape_coeffs, appearance_coeffs: (K,) PCA coefficients (None = the mean subject).
+            shape_code, appearance_code: (32,) codes (personalised avatars).
+            cancel: a cancel token, checked while the grid cache is built.
+        """
+        model = self.model
+        dev = model.light.device
+        with self._lock, torch.no_grad():
+            z_s, z_a = self.prior.codes_from_coeffs(shape_coeffs, appearance_coeffs)
+            if shape_code is not None:
+                z_s = torch.as_tensor(np.asarray(shape_code, np.float32), device=dev).reshape(-1)
+            if appearance_code is not None:
+                z_a = torch.as_tensor(np.asarray(appearance_code, np.float32), device=dev).reshape(-1)
+            if self._grid is None:
+                self._grid = self._build_grid(cancel)
+            key = z_s.detach().cpu().numpy().astype(np.float32).tobytes()
+            if self._surface is None or self._surface.key != key:
+                self._surface = self._extract(z_s, key)
+            s = self._surface
+            ca = torch.cat([self._z_p, z_a]).expand(len(s.verts), -1)
+            mat = model.material(s.h_r, s.feature, ca)
+            return BakedAvatar(
+                vertices=s.verts, faces=s.faces, normals=s.normals, skin_weights=s.weights,
+                albedo=mat.albedo.cpu().numpy().astype(np.float32),
+                roughness=mat.roughness.cpu().numpy().astype(np.float32),
+                metallic=mat.metallic.cpu().numpy().astype(np.float32),
+                joints=self._grid.rest_j.cpu().numpy().astype(np.float32),
+                parents=np.asarray(model.hand.parents.cpu() if hasattr(model.hand.parents, "cpu")
+                                   else model.hand.parents, np.int32).reshape(16),
+            )
