@@ -153,7 +153,7 @@ class PriorBaker:
     def _extract(self, z_s: torch.Tensor, key: bytes) -> _Surface:
         from skimage.measure import marching_cubes
 
-        from palm.bake import _largest_component
+        from palm.bake import largest_component
         from palm.deform import SkinningField
 
         g = self._grid
@@ -162,7 +162,7 @@ class PriorBaker:
         if not (volume.min() < 0 < volume.max()):
             raise PalmError(getattr(self.prior, "path", "prior"), "the prior's SDF has no surface in the hand's box")
         verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(g.step,) * 3, gradient_direction="ascent")
-        verts, faces = _largest_component(verts + g.lo, faces)
+        verts, faces = largest_component(verts + g.lo, faces)
         verts, faces = verts.astype(np.float32), faces.astype(np.int32)
         model = self.model
         v_t = torch.as_tensor(verts, device=g.rest_v.device)

@@ -98,9 +98,13 @@ def run(photo, prior, cfg, preset: str, work_res: int) -> dict:
 
 def scaled(cfg, steps: int):
     f = steps / cfg.max_steps
-    s = lambda n: max(1, int(round(n * f)))  # noqa: E731
+    s = lambda n: max(1, round(n * f))
     return dataclasses.replace(cfg, max_steps=steps, shape_freeze_step=s(cfg.shape_freeze_step),
                                pbr_start_step=s(cfg.pbr_start_step), warmup_steps=s(cfg.warmup_steps), preview_every=0)
+
+
+def _round(x, digits: int = 3):
+    return None if x is None else round(x, digits)
 
 
 def main() -> None:
@@ -111,13 +115,21 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fast-steps", type=int, default=None, help="fast-preset steps (quick: 6; full: the preset's)")
     ap.add_argument("--paper-steps", type=int, default=None, help="paper-preset steps to run (quick: 1; full: 50)")
-    ap.add_argument("--work-res", type=int, default=128, help="working crop side in pixels (default 128)")
+    ap.add_argument("--fast-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="change a field of the fast preset, e.g. --fast-set images_per_step=1 --fast-set weights.lap=0")
+    ap.add_argument("--work-res", type=int, default=None,
+                    help="working crop side in pixels (default 128; quick: 80, for cheaper final renders)")
     args = ap.parse_args()
 
     from palm.data.photo import preprocess_photo
 
     device = torch.device(args.device)
+    args.work_res = args.work_res or (80 if args.quick else 128)
     fast_cfg = PERSONALIZE_PRESETS["fast"]
+    if args.fast_set:
+        from palm.config import apply_overrides
+
+        fast_cfg = apply_overrides(fast_cfg, args.fast_set, "--fast-set")
     paper_cfg = PERSONALIZE_PRESETS["paper"]
     fast_steps = args.fast_steps or (6 if args.quick else fast_cfg.max_steps)
     paper_steps = args.paper_steps or (1 if args.quick else 50)
@@ -143,11 +155,12 @@ def main() -> None:
         "device": str(device) if device.type != "cpu" else f"cpu ({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})",
         "prior": prior_name,
         "quick": bool(args.quick),
+        "fast_overrides": args.fast_set,
         "work_res": args.work_res,
         "preprocess_seconds": round(t_pre, 2),
         "psnr_init": init["psnr"],
         "seconds_per_step_fast": round(fast["seconds_per_step"], 3),
-        "cpu_seconds_per_step_fast": round(fast.get("cpu_seconds_per_step", float("nan")), 3),
+        "cpu_seconds_per_step_fast": _round(fast.get("cpu_seconds_per_step")),
         "fast_steps_run": fast_steps,
         "fast_steps_full": fast_cfg.max_steps,
         "psnr_fast": fast["psnr"],
@@ -156,7 +169,7 @@ def main() -> None:
         "seconds_fast": fast["seconds"],
         "est_seconds_fast_full": round(fast["seconds_per_step"] * fast_cfg.max_steps, 1),
         "seconds_per_step_paper": round(paper["seconds_per_step"], 3),
-        "cpu_seconds_per_step_paper": round(paper.get("cpu_seconds_per_step", float("nan")), 3),
+        "cpu_seconds_per_step_paper": _round(paper.get("cpu_seconds_per_step")),
         "paper_steps_run": paper_steps,
         "paper_steps_full": paper_cfg.max_steps,
         "psnr_paper_steps": paper["psnr"],

@@ -96,7 +96,9 @@ def ess_fraction(cfg: C.PalmNetConfig, hand, device) -> dict:
     o_s, d_s = world_to_local((o, d), prep.w2s)
     extra = cfg.sampler.importance_rounds * cfg.sampler.importance_samples
     with_skip, without = sampling.count_evals(o_s, d_s, prep.grid, n_steps=cfg.sampler.n_steps, extra_per_ray=extra)
-    return {"with": with_skip, "without": without, "fraction": with_skip / max(without, 1)}
+    march_with, march_without = sampling.count_evals(o_s, d_s, prep.grid, n_steps=cfg.sampler.n_steps)
+    return {"with": with_skip, "without": without, "fraction": with_skip / max(without, 1),
+            "fraction_marching": march_with / max(march_without, 1)}
 
 
 def main() -> None:
@@ -112,9 +114,9 @@ def main() -> None:
     evals = net_evals_per_s(paper_cfg, 16384 if q else 262144, device, 2 if q else 5)
     evals_cpu = net_evals_per_s(cpu_cfg, 16384 if q else 262144, device, 2 if q else 5)
     log("rays/s, cpu preset ...")
-    rps_cpu = rays_per_s(cpu_cfg, hand, device, 64 if q else 512, 1 if q else 3)
+    rps_cpu = rays_per_s(cpu_cfg, hand, device, 32 if q else 512, 1 if q else 3)
     log("rays/s, paper preset ...")
-    rps_paper = rays_per_s(paper_cfg, hand, device, 8 if q else 128, 1 if q else 2)
+    rps_paper = rays_per_s(paper_cfg, hand, device, 4 if q else 128, 1 if q else 2)
     log("empty-space skipping, 256x256 ...")
     ess = ess_fraction(paper_cfg, hand, device)
     result = {
@@ -125,6 +127,7 @@ def main() -> None:
         "rays_per_s_cpu": round(rps_cpu, 2),
         "rays_per_s_paper": round(rps_paper, 3),
         "ess_eval_fraction": round(ess["fraction"], 4),
+        "ess_eval_fraction_marching": round(ess["fraction_marching"], 4),
         "ess_evals_with_skipping": ess["with"],
         "ess_evals_without_skipping": ess["without"],
         "torch_threads": torch.get_num_threads(),

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         r.set_bones(bones)
         t0 = time.perf_counter()
         r.set_environment(lobes)
-        result["preintegrate_s"] = round(time.perf_counter() - t0, 3)
+        result.setdefault("preintegrate_s", round(time.perf_counter() - t0, 3))  # first: not yet cached
         cam = OrbitCamera(elevation=0.6)
         cam.frame(np.asarray(avatar.vertices))
         for label, flag in (("fps", True), ("fps_exact", False)):

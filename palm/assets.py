@@ -23,3 +23,7 @@ DEFAULT_ENV = "studio"
 def asset(*parts: str) -> Path:
     """Path of a shipped asset, e.g. ``asset("envmaps", "studio.json")``."""
     return ASSETS.joinpath(*parts)
+
+#: The licence-clear material beside the repository (HDR maps, photos, models); used by the tools
+#: that build assets and by tests, never needed at run time.
+SHARED = Path(os.environ.get("PALM_SHARED", ROOT.parent / "shared"))

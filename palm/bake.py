@@ -162,7 +162,7 @@ def bake_from_prior(
     # 'ascent': values grow outwards (negative inside), so faces wind counter-clockwise seen from outside
     verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(step, step, step), gradient_direction="ascent")
     verts = verts + lo.cpu().numpy()
-    verts, faces = _largest_component(verts, faces)
+    verts, faces = largest_component(verts, faces)
     from palm.deform import SkinningField
 
     with torch.no_grad():
@@ -199,7 +199,7 @@ def _sdf_only(model: Any, points: Any, shape_code: Any) -> Any:
     return model.geometry(points, cond)[0]
 
 
-def _largest_component(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def largest_component(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keep the connected piece with the most faces (drops floaters of an imperfect SDF)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

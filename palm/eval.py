@@ -28,8 +28,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -276,7 +277,7 @@ def table_json(table: dict[str, Any]) -> dict[str, Any]:
 
 def tiny_model_config():
     """A very small PalmNet config (CPU preset shrunk further) for tests: 4-level grids, 32-wide MLPs."""
-    from palm.config import PRESETS, HashGridConfig, LightConfig, PBRConfig, SamplerConfig
+    from palm.config import PRESETS, HashGridConfig, LightConfig, PBRConfig
 
     m = PRESETS["cpu"].model
     grid = HashGridConfig(n_levels=4, log2_hashmap_size=12, base_resolution=8, per_level_scale=2.0, start_level=4,

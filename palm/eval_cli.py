@@ -90,8 +90,8 @@ def run_eval(args: argparse.Namespace) -> int:
         if not isinstance(event, Log) or not (args.quiet or args.json):
             bar(event)
 
-    common_kw = dict(preset=args.preset, max_images=args.max_images, work_res=args.work_res, out_dir=args.out,
-                     emit=emit)
+    common_kw = {"preset": args.preset, "max_images": args.max_images, "work_res": args.work_res,
+                 "out_dir": args.out, "emit": emit}
     if args.eval_command == "interhand":
         seqs = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
         table = eval_interhand(args.root, prior, cfg, sequences=seqs, **common_kw)

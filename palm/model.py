@@ -36,6 +36,9 @@ from palm.render.pbr import pbr_uniform_light
 from palm.render.rays import Camera, local_dirs_to_world, pixel_rays, world_to_local
 from palm.render.sg import sg_eval, sg_init
 
+#: Largest change of the betas (max abs) for which a cached skinning-weight field is reused.
+SKINNING_BETAS_TOL = 1e-2
+
 #: Secondary rays start this far (metres) from their interaction point, against self-shadowing.
 SECONDARY_NEAR = 4e-3
 
@@ -153,10 +156,14 @@ class PalmNet(nn.Module):
     # -----------------------------------------------------------------------------------------
 
     def skinning_field(self, betas: Tensor) -> SkinningField:
-        """The subject's skinning-weight field (cached for the last ``betas``)."""
+        """The subject's skinning-weight field, cached while ``betas`` stay within
+        :data:`SKINNING_BETAS_TOL` of those it was built for (a pose-correction drift of the shape
+        does not change the weights, and a rebuild costs about 0.5 s on a CPU)."""
         key = betas.detach().cpu()
-        if self._skin_cache is not None and torch.equal(self._skin_cache[0], key):
-            return self._skin_cache[1]
+        cached = self._skin_cache
+        if cached is not None and cached[0].shape == key.shape and float((cached[0] - key).abs().max(
+                initial=0.0)) <= SKINNING_BETAS_TOL:
+            return cached[1]
         verts, _ = self.hand.rest(betas.detach()[None])
         skin = SkinningField.from_hand(verts[0], self.hand.skin_weights, self.cfg)
         self._skin_cache = (key, skin)
@@ -404,9 +411,9 @@ class PalmNet(nn.Module):
                 out = self.render_rays(origins[idx], dirs[idx], prep, light, background, options)
             except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
                 text = str(exc).lower()
-                if ("out of memory" not in text and "can't allocate memory" not in text) or chunk <= 1:
+                if ("out of memory" not in text and "can't allocate memory" not in text) or idx.numel() <= 1:
                     raise
-                chunk //= 2  # out of memory: retry the same rays in smaller chunks
+                chunk = idx.numel() // 2  # out of memory: retry the same rays in chunks half as large
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue

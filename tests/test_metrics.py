@@ -17,7 +17,9 @@ from palm.errors import PalmError
 from palm.lpips import convert_jax_checkpoint, lpips_loss
 from palm.metrics import lpips_masked, mask_bbox, psnr_masked, ssim, ssim_masked, white_background
 
-PHOTO = "/work/shared/data/photos/opencv_doc/handSrc.jpg"
+from palm.assets import SHARED  # noqa: E402
+
+PHOTO = str(SHARED / "data/photos/opencv_doc/handSrc.jpg")
 
 
 @pytest.fixture(scope="module")

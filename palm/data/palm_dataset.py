@@ -131,7 +131,8 @@ def read_poses(path: str | os.PathLike) -> PoseTable:
     """Read ``poses.npy`` (``betas``, ``hand_pose`` (F,45), ``global_orient`` (F,3), ``transl`` (F,3))."""
     data = load_npy_dict(path)
     try:
-        betas = np.asarray(data["betas"], dtype=np.float32).reshape(-1, np.asarray(data["betas"]).shape[-1])[0]
+        betas = np.atleast_1d(np.asarray(data["betas"], dtype=np.float32))
+        betas = betas.reshape(-1, betas.shape[-1])[0]
         hand_pose = np.asarray(data["hand_pose"], dtype=np.float32)
         glob = np.asarray(data["global_orient"], dtype=np.float32)
         transl = np.asarray(data["transl"], dtype=np.float32)

@@ -13,22 +13,33 @@ keypoint orders and left-hand mirroring are documented in :mod:`palm.hand.model`
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING
 
 from palm.errors import PalmError
-from palm.hand.model import (
-    JOINT_NAMES,
-    KEYPOINT_FROM_JOINT,
-    KEYPOINT_NAMES,
-    PARENTS,
-    HandModel,
-    HandOutput,
-    hand_from_arrays,
-    mirror_points,
-    mirror_pose,
-    mirror_transforms,
-)
-from palm.hand.poses import POSE_PRESETS, load_pose
+
+if TYPE_CHECKING:
+    from palm.hand.model import HandModel
+
+#: Public names and the module that defines them; loaded on first use (PEP 562), so importing
+#: ``palm.hand.cli`` for ``palm --help`` does not import torch.
+_LAZY = {
+    **{name: "palm.hand.model" for name in (
+        "JOINT_NAMES", "KEYPOINT_FROM_JOINT", "KEYPOINT_NAMES", "PARENTS", "HandModel", "HandOutput",
+        "hand_from_arrays", "mirror_points", "mirror_pose", "mirror_transforms")},
+    "POSE_PRESETS": "palm.hand.poses",
+    "load_pose": "palm.hand.poses",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'palm.hand' has no attribute '{name}'")
+
 
 HAND_SOURCES = ("open", "mano")
 
@@ -44,6 +55,7 @@ def load_hand(source: str = "open", path: str | os.PathLike | None = None) -> Ha
         PalmError: unknown source, or a missing / malformed model file (naming the file).
     """
     from palm.hand import mano
+    from palm.hand.model import hand_from_arrays
 
     if source == "open":
         file = path or mano.OPEN_HAND_FILE

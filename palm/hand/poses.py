@@ -70,8 +70,11 @@ def pose_from_json(data: object, path: str | os.PathLike) -> np.ndarray:
             hand = _as_pose(data["hand_pose"], path)
             if np.shape(data["hand_pose"]) not in ((45,), (15, 3)):
                 raise PalmError(path, f"'hand_pose' has shape {np.shape(data['hand_pose'])}, expected (45,)")
-            glob = np.asarray(data.get("global_orient", [0.0, 0.0, 0.0]), dtype=np.float64)
-            if glob.size != 3:
+            try:
+                glob = np.asarray(data.get("global_orient", [0.0, 0.0, 0.0]), dtype=np.float64)
+            except (TypeError, ValueError):
+                raise PalmError(path, "'global_orient' is not 3 numbers") from None
+            if glob.size != 3 or not np.isfinite(glob).all():
                 raise PalmError(path, f"'global_orient' has shape {glob.shape}, expected (3,)")
             hand[0] = glob.reshape(3)
             return hand
@@ -101,8 +104,8 @@ def load_pose(name_or_path: str | os.PathLike) -> np.ndarray:
     if path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise PalmError(path, f"not a .npy array ({exc})") from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise PalmError(path, f"not a .npy array ({exc or 'empty file'})") from None
         return _as_pose(arr, path)
     return pose_from_json(read_json(path), path)
 

@@ -1,8 +1,8 @@
 """``palm env``: fit HDR environment maps to spherical Gaussians, list presets, preview SG sets.
 
-    palm env fit FILE --lobes N --out OUT.json [--json] [--preview OUT.png]
-    palm env list [--json]
-    palm env preview NAME_OR_FILE --out X.png|X.exr [--height H]
+palm env fit FILE --lobes N --out OUT.json [--json] [--preview OUT.png]
+palm env list [--json]
+palm env preview NAME_OR_FILE --out X.png|X.exr [--height H]
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "preview", parents=[common()], help="render a preset, SG .json or HDR map (fitted) to an equirect image"
     )
     prev.add_argument("source", metavar="NAME_OR_FILE", help="preset name, SG .json, .exr or .hdr")
-    prev.add_argument("--out", required=True, metavar="X.png|X.exr", help="image to write (PNG tone-mapped, EXR linear)")
+    prev.add_argument(
+        "--out", required=True, metavar="X.png|X.exr", help="image to write (PNG tone-mapped, EXR linear)"
+    )
     prev.add_argument("--height", type=int, default=256, help="image height; width = 2 x height (default 256)")
     prev.add_argument("--lobes", type=int, default=64, help="lobes when fitting an HDR map (default 64)")
     prev.set_defaults(func=run_preview)

@@ -164,7 +164,10 @@ def load_hdr(path: str | os.PathLike) -> np.ndarray:
         n_bad = int(bad.any(axis=-1).sum())
         warnings.warn(f"{path}: {n_bad} pixel(s) with NaN/Inf replaced by 0", UserWarning, stacklevel=2)
         rgb = np.where(bad, 0.0, rgb)
-    return np.ascontiguousarray(np.maximum(rgb, 0.0), dtype=np.float32)
+    rgb = np.ascontiguousarray(np.maximum(rgb, 0.0), dtype=np.float32)
+    if not rgb.any():
+        raise PalmError(path, "map has no light (every pixel is zero, negative, NaN or infinite)")
+    return rgb
 
 
 def save_exr(path: str | os.PathLike, image: Any) -> None:
@@ -185,9 +188,8 @@ def save_exr(path: str | os.PathLike, image: Any) -> None:
         raise PalmError(path, f"expected an (H, W, 3|4) image to write, got shape {tuple(arr.shape)}")
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     name = "RGB" if arr.shape[2] == 3 else "RGBA"
-    with atomic_write(path, suffix=".exr") as tmp:
-        with OpenEXR.File(header, {name: arr}) as exr:
-            exr.write(str(tmp))
+    with atomic_write(path, suffix=".exr") as tmp, OpenEXR.File(header, {name: arr}) as exr:
+        exr.write(str(tmp))
 
 
 def _read_exr(path: Path) -> np.ndarray:
@@ -197,7 +199,7 @@ def _read_exr(path: Path) -> np.ndarray:
         with OpenEXR.File(str(path)) as exr:
             channels = exr.channels()
             merged = {k: np.asarray(v.pixels) for k, v in channels.items()}
-    except Exception as exc:  # the OpenEXR binding raises plain Exceptions on bad files
+    except Exception as exc:  # noqa: BLE001 - the OpenEXR binding raises plain Exceptions on bad files
         raise PalmError(path, f"not a readable OpenEXR file ({_short(exc)})") from None
     for key in ("RGB", "RGBA"):
         if key in merged and merged[key].ndim == 3:
@@ -213,7 +215,7 @@ def _read_exr(path: Path) -> np.ndarray:
 def _read_radiance_hdr(path: Path) -> np.ndarray:
     """Radiance RGBE: text header, blank line, resolution line, flat or new-style RLE scanlines."""
     data = path.read_bytes()
-    if not (data.startswith(b"#?RADIANCE") or data.startswith(b"#?RGBE")):
+    if not data.startswith((b"#?RADIANCE", b"#?RGBE")):
         raise PalmError(path, "not a Radiance HDR file (missing '#?RADIANCE' signature)")
     pos = 0
     fmt = None

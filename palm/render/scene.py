@@ -9,6 +9,9 @@ import torch
 
 from palm.jobs import Emit, Progress, null_emit
 
+#: Own-view renders of an avatar without a working camera are scaled to at most this long side.
+OWN_VIEW_MAX_SIDE = 256
+
 
 @dataclass
 class Scene:
@@ -18,6 +21,8 @@ class Scene:
     light: torch.Tensor  # (K, 7)
     background: torch.Tensor  # (3,) linear
     prior_hash: str = ""
+    mirror: bool = False
+    """Flip the image left-right (a left-hand avatar seen in its own photo's view)."""
 
 
 def load_scene(
@@ -50,7 +55,15 @@ def load_scene(
         light, _ = load_environment(env or DEFAULT_ENV)
         light = light.to(device)
     if own_view:
-        camera = av.camera_obj().to(device)
+        # the photo's view at the resolution personalisation worked at (the crop around the hand),
+        # or the whole photo scaled so that its long side is at most OWN_VIEW_MAX_SIDE
+        from palm.render.rays import Camera
+
+        if "work_camera" in av.extra:
+            camera = Camera.from_dict(av.extra["work_camera"], "avatar.json").to(device)
+        else:
+            camera = av.camera_obj()
+            camera = camera.scaled(min(1.0, OWN_VIEW_MAX_SIDE / max(camera.height, camera.width))).to(device)
         pose_t = torch.as_tensor(av.pose, device=device)
         transl = torch.as_tensor(av.transl, device=device)
     else:
@@ -63,7 +76,8 @@ def load_scene(
         camera = orbit_camera(centre, framing_radius(verts), res or 256, azimuth or 0.0, elevation).to(device)
     frame = Frame(shape_code=z_s, appearance_code=z_a, pose=pose_t, betas=betas, transl=transl)
     return Scene(model=model, frame=frame, camera=camera, light=light,
-                 background=torch.ones(3, device=device), prior_hash=p.content_hash)
+                 background=torch.ones(3, device=device), prior_hash=p.content_hash,
+                 mirror=bool(own_view and av.left))
 
 
 def render_scene(scene: Scene, image: str = "pbr", emit: Emit = null_emit, cancel=None) -> torch.Tensor:
@@ -81,4 +95,5 @@ def render_scene(scene: Scene, image: str = "pbr", emit: Emit = null_emit, cance
     premult = srgb_to_linear((out["rgb_pbr"] if image == "pbr" else out["rgb_rf"]).clamp(0, 1))
     alpha = out["opacity"].clamp(0, 1)
     rgb = torch.where(alpha > 1e-4, premult / alpha.clamp(min=1e-4), torch.zeros_like(premult))
-    return torch.cat([rgb, alpha], dim=-1)
+    image = torch.cat([rgb, alpha], dim=-1)
+    return image.flip(1) if scene.mirror else image

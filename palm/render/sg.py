@@ -130,9 +130,7 @@ def _lobe_integral(lam: torch.Tensor) -> torch.Tensor:
     return _TWO_PI * (-torch.expm1(-2.0 * lam)) / lam
 
 
-def sg_inner_product(
-    xi1: torch.Tensor, lam1: torch.Tensor, xi2: torch.Tensor, lam2: torch.Tensor
-) -> torch.Tensor:
+def sg_inner_product(xi1: torch.Tensor, lam1: torch.Tensor, xi2: torch.Tensor, lam2: torch.Tensor) -> torch.Tensor:
     """Exact integral over the sphere of the product of two unit-amplitude SGs.
 
     ``int exp(l1 (w.x1 - 1)) exp(l2 (w.x2 - 1)) dw = 2pi (1 - e^{-2 d}) / d * e^{d - l1 - l2}``,
@@ -193,24 +191,27 @@ def sg_cosine_lobe(lam: torch.Tensor, cos_theta: torch.Tensor) -> torch.Tensor:
     return torch.where(small, series, fitted)
 
 
-#: ``(2l + 1) * C_l`` for the bands kept; ``C_l = 2 pi int_0^1 t P_l(t) dt`` (clamped cosine).
-_CLAMPED_COSINE_BANDS = ((0, math.pi), (1, 2.0 * math.pi), (2, 1.25 * math.pi), (4, -0.375 * math.pi))
+#: Legendre bands kept, ``(2l + 1) * C_l`` with ``C_l = 2 pi int_0^1 t P_l(t) dt`` (clamped
+#: cosine; ``C_3 = 0``), and ``(2l + 1)!!``.
+_BANDS = (0, 1, 2, 4)
+_BAND_WEIGHTS = (math.pi, 2.0 * math.pi, 1.25 * math.pi, -0.375 * math.pi)
+_DOUBLE_FACTORIALS = (1.0, 3.0, 15.0, 945.0)
 
 
 def _cosine_lobe_series(lam: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    half_sq = 0.5 * lam * lam
-    decay = torch.exp(-lam)
-    legendre = {0: torch.ones_like(t), 1: t, 2: 0.5 * (3.0 * t * t - 1.0), 4: (35.0 * t**4 - 30.0 * t * t + 3.0) / 8.0}
-    out = torch.zeros_like(t)
-    for l, weight in _CLAMPED_COSINE_BANDS:
-        # i_l(x) = x^l sum_k (x^2/2)^k / (k! (2l + 2k + 1)!!)
-        term = lam**l / math.prod(range(1, 2 * l + 2, 2))
-        total = term
-        for k in range(1, 9):  # next term < 1e-7 of the sum for lam <= 3
-            term = term * half_sq / (k * (2 * l + 2 * k + 1))
-            total = total + term
-        out = out + weight * decay * total * legendre[l]
-    return out
+    """``sum_l (2l+1) C_l e^{-lam} i_l(lam) P_l(t)``; ``i_l(x) = x^l sum_k (x^2/2)^k / (k! (2l+2k+1)!!)``."""
+    bands = torch.tensor(_BANDS, dtype=lam.dtype, device=lam.device)  # (4,)
+    lam4 = lam[..., None]  # (..., 1)
+    half_sq = 0.5 * lam4 * lam4
+    term = lam4**bands / torch.tensor(_DOUBLE_FACTORIALS, dtype=lam.dtype, device=lam.device)  # (..., 4)
+    total = term
+    for k in range(1, 9):  # the next term is < 1e-7 of the sum for lam <= 3
+        term = term * half_sq / (k * (2.0 * bands + 2 * k + 1))
+        total = total + term
+    t2 = t * t
+    legendre = torch.stack([torch.ones_like(t), t, 1.5 * t2 - 0.5, (35.0 * t2 * t2 - 30.0 * t2 + 3.0) / 8.0], dim=-1)
+    weights = torch.tensor(_BAND_WEIGHTS, dtype=lam.dtype, device=lam.device)
+    return torch.exp(-lam) * (weights * total * legendre).sum(dim=-1)
 
 
 def _cosine_lobe_fitted(lam: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -416,6 +417,19 @@ def fit_sg(
     Returns:
         ``P`` ``(K, 7)`` float32 raw lobes (unit axes, positive sharpness and amplitudes) and the report.
     """
+    # The fit is thousands of small tensor ops: intra-op threading only adds synchronisation
+    # (5x slower on a loaded 2-core machine), so it runs single-threaded and restores the setting.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_sg(equirect, n_lobes, steps, fit_height, lr, irradiance_weight, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_sg(
+    equirect: Any, n_lobes: int, steps: int, fit_height: int, lr: float, irradiance_weight: float, progress: Any
+) -> tuple[torch.Tensor, dict[str, Any]]:
     start = time.perf_counter()
     image = torch.as_tensor(np.asarray(equirect) if not isinstance(equirect, torch.Tensor) else equirect)
     image = image.detach().to(torch.float32).cpu()
@@ -443,7 +457,9 @@ def fit_sg(
     log_lam = lam0.log().clone().requires_grad_(True)
     log_mu = (mu0 + floor).log().clone().requires_grad_(True)
     opt = torch.optim.Adam([axis, log_lam, log_mu], lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0)))
+    )
     flat_dirs = dirs.reshape(-1, 3)
     flat_target = target.reshape(-1, 3)
     flat_w = weights.reshape(-1)

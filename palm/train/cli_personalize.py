@@ -59,7 +59,7 @@ def scaled_schedule(cfg, steps: int):
     import dataclasses
 
     f = steps / cfg.max_steps
-    s = lambda n: max(1, int(round(n * f)))  # noqa: E731
+    s = lambda n: max(1, round(n * f))
     return dataclasses.replace(cfg, max_steps=steps, shape_freeze_step=s(cfg.shape_freeze_step),
                                pbr_start_step=s(cfg.pbr_start_step), warmup_steps=s(cfg.warmup_steps),
                                preview_every=max(1, min(cfg.preview_every, steps)))
@@ -67,7 +67,6 @@ def scaled_schedule(cfg, steps: int):
 
 def apply_camera(result, path):
     """Replace the fit's camera by the user's camera JSON (K rescaled to the photo's size)."""
-    import numpy as np
 
     from palm.errors import PalmError
     from palm.io import read_json
@@ -130,9 +129,7 @@ def run_personalize(args: argparse.Namespace) -> int:
     bar = ConsoleProgress("personalize", quiet=args.quiet)
 
     def emit(event):
-        if isinstance(event, Log) and event.level == "warning":
-            bar(event)
-        elif not isinstance(event, Log):
+        if not isinstance(event, Log) or event.level == "warning":
             bar(event)
 
     avatar = personalize(result, prior, cfg, out, emit, None, preset=args.preset, work_res=work_res)

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,7 +152,7 @@ def crop_view(view: PersonalizeView, work_res: int | None = WORK_RES, scale: flo
     h, w = mask.shape
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     cy, cx = (rows[0] + rows[-1] + 1) / 2, (cols[0] + cols[-1] + 1) / 2
-    side = int(math.ceil(scale * max(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0])))
+    side = math.ceil(scale * max(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]))
     sh, sw = min(side, h), min(side, w)
     y0 = int(min(max(round(cy - sh / 2), 0), h - sh))
     x0 = int(min(max(round(cx - sw / 2), 0), w - sw))
@@ -424,12 +425,13 @@ def personalize(
 
             preds, preds_pbr, opac, targets, mask_vals = [], [], [], [], []
             lap_terms = []
+            # normals depend on the shape code only through the SDF gradient's own graph: keep it
+            # (a double backward) while the shape is fitted, drop it afterwards
             options = RenderOptions(training=True, importance=True, pbr=use_pbr, curvature=use_lap,
-                                    generator=dev_gen if device.type != "cpu" else gen)
+                                    geometry_grad=shape_on, generator=dev_gen if device.type != "cpu" else gen)
             for vi in order:
                 px = torch.cat(per_view[vi] + ([patch_px[1]] if vi == patch_px[0] else []))
                 frame = state.frame(vi, poses[vi], betas0, transls[vi])
-                _reuse_skinning_field(model, frame.betas)
                 prep = model.prepare(frame)
                 o, d = pixel_rays(cams[vi], (px - 0.5).to(device))
                 out = model.render_rays(o, d, prep, state.light, bg, options)
@@ -523,25 +525,6 @@ def personalize(
             write_side_by_side(Path(out_dir) / "preview.png", views[0].image, render)
     avatar.extra["report"] = report
     return avatar
-
-
-#: Largest change of the betas (max abs) for which the cached skinning-weight field is reused.
-SKINNING_BETAS_TOL = 1e-2
-
-
-def _reuse_skinning_field(model, betas: Tensor) -> None:
-    """Keep the prior's cached skinning-weight field while the betas only drift by the pose correction.
-
-    ``PalmNet.skinning_field`` rebuilds the field whenever the betas differ at all (about 0.5 s on
-    a CPU); the correction moves them by ~1e-5 per step, which does not change the weights. The
-    field is re-keyed to the current betas when they are within :data:`SKINNING_BETAS_TOL`.
-    """
-    cache = getattr(model, "_skin_cache", None)
-    if cache is None:
-        return
-    key = betas.detach().cpu()
-    if cache[0].shape == key.shape and float((cache[0] - key).abs().max()) < SKINNING_BETAS_TOL:
-        model._skin_cache = (key, cache[1])
 
 
 #: AlexNet's LPIPS needs inputs of at least this many pixels a side.

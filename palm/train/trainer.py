@@ -132,8 +132,10 @@ class Trainer:
                 changed = C.apply_overrides(cfg, list(opts.overrides))
             except ValueError as exc:
                 raise PalmError("--set", str(exc)) from None
-            if changed.model != cfg.model:
-                raise PalmError("--set", "a resumed run cannot change the model configuration (model.*)")
+            weights_only = lambda m: dataclasses.replace(m, pbr=C.PBRConfig(), sampler=C.SamplerConfig())  # noqa: E731
+            if weights_only(changed.model) != weights_only(cfg.model):
+                raise PalmError("--set", "a resumed run cannot change the model's parameters (only model.pbr.* and "
+                                         "model.sampler.* may change)")
             cfg = changed
         self.cfg = cfg
         self.dataset = PalmDataset(opts.data, subjects=list(opts.subjects) if opts.subjects else None,

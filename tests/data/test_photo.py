@@ -19,14 +19,15 @@ from palm.data import photo as P
 from palm.data.imageio_checks import read_image
 from palm.errors import PalmError
 
-PHOTO = "/work/shared/data/photos/opencv_doc/handSrc.jpg"
+from palm.assets import SHARED  # noqa: E402
+
+PHOTO = str(SHARED / "data/photos/opencv_doc/handSrc.jpg")
 TIPS = (4, 8, 12, 16, 20)
 MCPS = (2, 5, 9, 13, 17)
 REPROJECTION_BOUND_PX = 8.0  # measured 6.7 px on this 640x480 photo
 
 
 def _palm(monkeypatch, argv, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", tuple(cli.COMMAND_MODULES) + ("palm.data.photo_cli",))
     rc = cli.main(argv)
     out = capsys.readouterr()
     return rc, out.out, out.err
@@ -36,7 +37,6 @@ def _palm(monkeypatch, argv, capsys):
 def cli_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("photo")
     mp = pytest.MonkeyPatch()
-    mp.setattr(cli, "COMMAND_MODULES", tuple(cli.COMMAND_MODULES) + ("palm.data.photo_cli",))
     import contextlib
     import io
 

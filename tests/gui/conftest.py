@@ -17,7 +17,9 @@ import pytest
 
 from app.xvfb import start_xvfb
 
-PHOTO = "/work/shared/data/photos/opencv_doc/handSrc.jpg"
+from palm.assets import SHARED  # noqa: E402
+
+PHOTO = str(SHARED / "data/photos/opencv_doc/handSrc.jpg")
 
 
 def _gui_ready() -> str:

@@ -28,7 +28,7 @@ TINY_MODEL = (
 def run_palm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m palm ARGS`` from the repository root and capture its output."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    return subprocess.run([sys.executable, "-m", "palm", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "palm", *args], capture_output=True, text=True, cwd=ROOT, check=False,
                           timeout=timeout, env=env)
 
 

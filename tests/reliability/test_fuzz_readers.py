@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -150,8 +150,6 @@ def test_pose_reader_on_pose_dicts_with_random_values(work, value, key, shape):
     _checked_pose(path)
 
 
-@pytest.mark.xfail(reason="palm/hand/poses.py pose_from_json converts 'global_orient' without catching "
-                          "ValueError/TypeError (owner: palm/hand)", raises=(ValueError, TypeError), strict=False)
 @pytest.mark.parametrize("value", ["", {}, [[1, 2], [3]]], ids=["empty-string", "dict", "ragged"])
 def test_pose_reader_on_non_numeric_global_orient(work, value):
     path = work / "pose.json"
@@ -173,15 +171,13 @@ def test_pose_reader_on_random_arrays(work, array, as_json):
 
 
 @FUZZ
-@given(data=st.binary(min_size=1, max_size=600))  # the empty file: see the xfail test below
+@given(data=st.binary(min_size=0, max_size=600))
 def test_pose_reader_on_random_npy_bytes(work, data):
     path = work / "pose.npy"
     path.write_bytes(data)
     _checked_pose(path)
 
 
-@pytest.mark.xfail(reason="palm/hand/poses.py load_pose lets numpy's EOFError through for an empty .npy "
-                          "(owner: palm/hand)", raises=EOFError, strict=False)
 def test_pose_reader_on_empty_npy(work):
     path = work / "pose.npy"
     path.write_bytes(b"")
@@ -313,7 +309,6 @@ def test_dataset_reader_on_mutated_cameras(work, valid_dataset, key, value, drop
 @given(key=st.sampled_from(["betas", "hand_pose", "global_orient", "transl"]),
        value=st.one_of(json_values, numeric_arrays(max_dims=3, max_side=50)), drop=st.booleans())
 def test_dataset_reader_on_mutated_poses(work, valid_dataset, key, value, drop):
-    assume(drop or key != "betas" or not _scalar_number(value))  # known bug: see the xfail test below
     root = _fresh_dataset(work, valid_dataset)
     path = root / "0000" / "poses.npy"
     data = np.load(path, allow_pickle=True).item()
@@ -325,18 +320,6 @@ def test_dataset_reader_on_mutated_poses(work, valid_dataset, key, value, drop):
     _checked_dataset(root)
 
 
-def _scalar_number(value) -> bool:
-    """Whether numpy makes a 0-d float array of ``value`` (None, a number, a 0-d array)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # complex -> real
-        try:
-            return np.asarray(value, dtype=np.float32).ndim == 0
-        except (TypeError, ValueError):
-            return False
-
-
-@pytest.mark.xfail(reason="palm/data/palm_dataset.py read_poses raises IndexError for scalar 'betas' "
-                          "(owner: palm/data/palm_dataset.py)", raises=IndexError, strict=False)
 @pytest.mark.parametrize("betas", [None, 0.5, np.float32(1)], ids=["none", "float", "numpy-scalar"])
 def test_dataset_reader_on_scalar_betas(work, valid_dataset, betas):
     root = _fresh_dataset(work, valid_dataset)

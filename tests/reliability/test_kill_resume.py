@@ -126,16 +126,35 @@ def test_sigkill_at_random_moments_then_exact_resume(dataset, tmp_path):
     assert kills >= 1
 
     final = _start(dataset, run, resume=bool(_complete_steps(run)))
-    out, err = final.communicate(timeout=600)
+    _, err = final.communicate(timeout=600)
     assert final.returncode == 0, err
     assert _check_checkpoints(run)[-1] == FINAL_STEP
-    out, err = reference.communicate(timeout=600)
+    _, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err
 
     a, b = _final_params(tmp_path / "reference"), _final_params(run)
     assert a.keys() == b.keys()
     changed = [k for k in a if not torch.equal(a[k], b[k])]
     assert changed == [], f"parameters differ after kill + resume: {changed}"
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_resumable_checkpoint(dataset, tmp_path):
+    run = tmp_path / "run"
+    proc = _start(dataset, run, resume=False)
+    deadline = time.monotonic() + 240
+    while not _complete_steps(run) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "error: interrupted"
+    steps = _check_checkpoints(run)
+    assert steps and steps[-1] < FINAL_STEP
+    final = _start(dataset, run, resume=True)
+    _, err = final.communicate(timeout=600)
+    assert final.returncode == 0, err
+    assert _check_checkpoints(run)[-1] == FINAL_STEP
 
 
 def test_half_written_files_are_not_checkpoints(tmp_path):

@@ -245,8 +245,22 @@ def test_cli_fit_list_preview(tmp_path, capsys):
     truth = torch.tensor([[0.0, 0.6, 0.8, 20.0, 1.0, 2.0, 3.0], [1.0, 0.0, 0.0, 4.0, 0.2, 0.2, 0.2]])
     save_exr(tmp_path / "map.exr", sg_to_equirect(truth, 24))
     out = tmp_path / "fit.json"
-    rc = _palm(["env", "fit", str(tmp_path / "map.exr"), "--lobes", "4", "--steps", "100", "--out", str(out),
-                "--json", "--preview", str(tmp_path / "fit.png")])
+    rc = _palm(
+        [
+            "env",
+            "fit",
+            str(tmp_path / "map.exr"),
+            "--lobes",
+            "4",
+            "--steps",
+            "100",
+            "--out",
+            str(out),
+            "--json",
+            "--preview",
+            str(tmp_path / "fit.png"),
+        ]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["lobes"] == 4 and report["rel_error"] < 0.1 and report["irradiance_rel_error"] < 0.05

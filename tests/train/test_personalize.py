@@ -25,9 +25,9 @@ TARGET_APPEARANCE = torch.tensor([2.5, -2.0, 0.0, 0.0, 0.0])
 
 
 def _cfg(**kw):
-    base = dict(max_steps=10, shape_freeze_step=5, pbr_start_step=1000, images_per_step=1, pixels_per_image=32,
-                patch_size=8, patch_choices=((8, 1), (16, 2)), lr=0.15, lr_light=0.05, warmup_steps=1,
-                preview_every=0, seed=0)
+    base = {"max_steps": 10, "shape_freeze_step": 5, "pbr_start_step": 1000, "images_per_step": 1,
+            "pixels_per_image": 32, "patch_size": 8, "patch_choices": ((8, 1), (16, 2)), "lr": 0.15,
+            "lr_light": 0.05, "warmup_steps": 1, "preview_every": 0, "seed": 0}
     base.update(kw)
     return dataclasses.replace(PERSONALIZE_PRESETS["fast"], **base)
 
@@ -153,3 +153,14 @@ def test_crop_view_keeps_the_projection(prior, target):
     assert crop.full_camera is view.camera
     with pytest.raises(PalmError):
         crop_view(dataclasses.replace(view, mask=np.zeros_like(view.mask)))
+
+
+def test_steps_override_scales_the_schedule():
+    from palm.train.cli_personalize import scaled_schedule
+
+    paper = PERSONALIZE_PRESETS["paper"]
+    cfg = scaled_schedule(paper, 520)
+    assert cfg.max_steps == 520 and cfg.shape_freeze_step == 150 and cfg.pbr_start_step == 200
+    assert cfg.warmup_steps == 100 and cfg.images_per_step == paper.images_per_step
+    one = scaled_schedule(PERSONALIZE_PRESETS["fast"], 1)
+    assert one.max_steps == 1 and one.shape_freeze_step >= 1 and one.preview_every == 1
