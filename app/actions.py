@@ -291,7 +291,9 @@ def load_environment(name_or_file: str) -> tuple[np.ndarray, dict]:
     """SG lobes (K, 7) float32 of a preset / SG JSON / HDR file, and its info dict."""
     from palm.render.envmap import load_environment as _load
 
-    lobes, info = _load(name_or_file)
+    from palm.render.scene import DISPLAY_EXPOSURE
+
+    lobes, info = _load(name_or_file, exposure=DISPLAY_EXPOSURE)
     return np.asarray(_np(lobes), np.float32).reshape(-1, 7), dict(info)
 
 

@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     render = cmds.add_parser("render", parents=[common()], help="a still as PNG (sRGB + alpha) or EXR (linear)")
     render.add_argument("--avatar", metavar="DIR", help="a personalised avatar folder")
+    render.add_argument("--prior", metavar="DIR", help="prior folder (default: the shipped assets/priors/default)")
     _pose_hand_args(render)
     render.add_argument("--env", metavar="E", help="environment: preset name, SG .json or .exr/.hdr")
     render.add_argument("--res", type=int, required=True, metavar="N", help="image side in pixels")
@@ -66,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     turn = cmds.add_parser("turntable", parents=[common()], help="a turntable video (MP4 or GIF)")
     turn.add_argument("--avatar", metavar="DIR", help="a personalised avatar folder")
+    turn.add_argument("--prior", metavar="DIR", help="prior folder (default: the shipped assets/priors/default)")
     _pose_hand_args(turn)
     turn.add_argument("--env", metavar="E", help="environment: preset name, SG .json or .exr/.hdr")
     turn.add_argument("--frames", type=int, required=True, metavar="N", help="number of frames (one turn)")
@@ -172,15 +174,17 @@ def load_lobes(args: argparse.Namespace) -> Any:
     from palm.export import default_lobes
     from palm.render.envmap import load_environment
 
+    from palm.render.scene import DISPLAY_EXPOSURE
+
     if getattr(args, "env", None):
-        return load_environment(args.env)[0]
+        return load_environment(args.env, exposure=DISPLAY_EXPOSURE)[0]
     if getattr(args, "avatar", None):
         from palm.avatar import load_avatar
 
         _require_dir(args.avatar, "avatar")
         return load_avatar(args.avatar).light
     if (ENVMAPS / f"{DEFAULT_ENV}.json").is_file():
-        return load_environment(DEFAULT_ENV)[0]
+        return load_environment(DEFAULT_ENV, exposure=DISPLAY_EXPOSURE)[0]
     return default_lobes()
 
 

@@ -85,12 +85,17 @@ class RenderOptions:
     curvature: bool = False
     geometry_grad: bool = True
     """Keep the graph of the SDF gradient (needed when the geometry trains: eikonal, curvature)."""
+    pbr_estimator: str | None = None
+    """None: the config's ``pbr.estimator``; 'mc' or 'sg' to choose."""
     geometry_outputs_grad: bool = True
     """Let gradients flow through the SDF and feature at all. False when nothing upstream of them
     trains (frozen geometry, no pose correction): the backward pass then skips the geometry network."""
     global_illumination: bool | None = None
     """None: the config's value."""
     generator: torch.Generator | None = None
+
+    def pbr_estimator_or(self, default: str) -> str:
+        return self.pbr_estimator or default
 
 
 @dataclass
@@ -161,8 +166,8 @@ class PalmNet(nn.Module):
         does not change the weights, and a rebuild costs about 0.5 s on a CPU)."""
         key = betas.detach().cpu()
         cached = self._skin_cache
-        if cached is not None and cached[0].shape == key.shape and float((cached[0] - key).abs().max(
-                initial=0.0)) <= SKINNING_BETAS_TOL:
+        if cached is not None and cached[0].shape == key.shape and (
+                key.numel() == 0 or float((cached[0] - key).abs().max()) <= SKINNING_BETAS_TOL):
             return cached[1]
         verts, _ = self.hand.rest(betas.detach()[None])
         skin = SkinningField.from_hand(verts[0], self.hand.skin_weights, self.cfg)
@@ -176,7 +181,9 @@ class PalmNet(nn.Module):
         seed, so renders are deterministic.
         """
         out = self.hand(frame.pose[None], frame.betas[None], frame.transl[None])
-        a_root = out.global_transforms[0, 0]
+        # A_root is the root's skinning transform (rest -> posed), so MANO space is the rest hand's
+        # own frame (the canonical box lies inside the [-0.15, 0.15]^3 AABB), rotated with the hand
+        a_root = out.bone_transforms[0, 0]
         w2s = torch.linalg.inv(a_root)
         bone_T = w2s[None] @ out.bone_transforms[0]
         posed = out.vertices[0] @ w2s[:3, :3].T + w2s[:3, 3]
@@ -310,7 +317,9 @@ class PalmNet(nn.Module):
             out.curvature = self.geometry.curvature(
                 x_c, cond_g, n_c, create_graph=options.training, generator=options.generator
             )
-        if options.pbr:
+        if options.pbr and options.pbr_estimator_or(cfg.pbr.estimator) == "sg":
+            out.rgb_pbr = linear_to_srgb(self._pbr_sg(out, o_s, d_s, dirs, prep, light, background).clamp(0, 1))
+        elif options.pbr:
             gi = cfg.pbr.global_illumination if options.global_illumination is None else options.global_illumination
             pbr = pbr_uniform_light(
                 vo.weights, samples.ray_indices, n_rays, x_s.detach(), normal_w, mat.albedo, mat.roughness,
@@ -323,6 +332,53 @@ class PalmNet(nn.Module):
             out.extras["n_secondary"] = pbr.n_secondary
         return out
 
+    def _pbr_sg(self, out: RayOutputs, o_s: Tensor, d_s: Tensor, dirs: Tensor, prep: PreparedFrame, light: Tensor,
+                background: Tensor) -> Tensor:
+        """PBR with the BRDF integrated analytically against the SG lobes (``PBRConfig.estimator='sg'``).
+
+        At each ray's composited surface point (expected depth; accumulated normal and material),
+        ``L = sum_g V_g shade_sg(n, v, albedo, roughness, metallic, lobes_g)`` over the lobe groups
+        of :func:`palm.render.sg.lobe_groups` (each of the strongest lobes alone, the rest together),
+        with ``V_g`` the visibility of a shadow ray toward the lobe's axis (1 for the rest). The pixel
+        is ``A L + (1 - A) bg``. Visibility carries no gradient; the shading does (material, normals
+        through their weights, and the light).
+
+        Returns:
+            (N, 3) linear RGB.
+        """
+        from palm.render.brdf import shade_sg
+        from palm.render.sg import lobe_groups
+
+        a = out.opacity
+        hit = a > 1e-4
+        rgb = background.expand(a.shape[0], 3) * (1 - a)[:, None]
+        if not bool(hit.any()):
+            return rgb
+        idx = hit.nonzero(as_tuple=True)[0]
+        inv = 1.0 / a[idx, None]
+        normal = nn.functional.normalize(out.normal[idx], dim=-1)
+        albedo = (out.albedo[idx] * inv).clamp(0, 1)
+        rough = (out.roughness[idx, None] * inv).clamp(0.01, 1)
+        metal = (out.metallic[idx, None] * inv).clamp(0, 1)
+        view = -dirs[idx]
+        groups = lobe_groups(light.detach(), self.cfg.pbr.sg_shadow_lobes)
+        xi = nn.functional.normalize(light[:, :3].detach(), dim=-1)
+        trace = self._secondary_tracer(prep, global_illumination=False)
+        points = (o_s[idx] + out.depth[idx, None] * d_s[idx]).detach()
+        shaded = torch.zeros_like(albedo)
+        for g in groups:
+            term = shade_sg(normal, view, albedo, rough, metal, light[g])
+            if g.numel() == 1:
+                with torch.no_grad():
+                    axis_world = xi[g].expand(idx.numel(), 3)
+                    lit = (normal.detach() * axis_world).sum(-1) > 0
+                    vis = torch.zeros(idx.numel(), device=a.device)
+                    if bool(lit.any()):
+                        vis[lit] = trace(points[lit], axis_world[lit])[0]
+                term = term * vis[:, None]
+            shaded = shaded + term
+        return rgb.index_add(0, idx, a[idx, None] * shaded)
+
     def _secondary_tracer(self, prep: PreparedFrame, global_illumination: bool) -> Callable:
         """Visibility (and indirect RF radiance) of secondary rays from MANO-space points."""
         cfg = self.cfg
@@ -331,9 +387,17 @@ class PalmNet(nn.Module):
             d_s = dirs_world @ prep.w2s[:3, :3].T
             sdf_fn = lambda p: self.sdf_at(p, prep)
             beta = float(self.beta.detach())
+            # Nothing can occlude beyond the AABB, so the secondary ray ends where it leaves it; the
+            # samples are spaced like the primary ones (at least secondary_samples of them): a fixed
+            # count over the full 1.5 m would make each interval several centimetres long, and one
+            # sample inside a finger would then shadow everything behind it.
+            _, t_exit = sampling.ray_aabb(origins_s, d_s, cfg.sampler.aabb_half)
+            far = min(cfg.sampler.secondary_far, float(t_exit.clamp(min=0).max()) if t_exit.numel() else 0.0)
+            step = sampling.default_step(cfg.sampler.aabb_half, cfg.sampler.n_steps)
+            n_samples = max(cfg.sampler.secondary_samples, int(math.ceil((far - SECONDARY_NEAR) / step)) + 1)
             samples = sampling.march_secondary(
-                origins_s, d_s, prep.grid, sdf_fn=sdf_fn, beta=beta, far=cfg.sampler.secondary_far,
-                n_samples=cfg.sampler.secondary_samples, n_importance=cfg.sampler.secondary_importance,
+                origins_s, d_s, prep.grid, sdf_fn=sdf_fn, beta=beta, far=max(far, 2 * SECONDARY_NEAR),
+                n_samples=n_samples, n_importance=cfg.sampler.secondary_importance,
                 chunk=cfg.sampler.chunk, near=SECONDARY_NEAR,
             )
             m = origins_s.shape[0]
@@ -377,8 +441,9 @@ class PalmNet(nn.Module):
         chunk: int = 2048,
         progress: Callable[[int, int], None] | None = None,
         cancel=None,
+        pbr_estimator: str | None = "sg",
     ) -> dict[str, Tensor]:
-        """Render a full image (no gradients), in chunks of rays.
+        """Render a full image (no gradients), in chunks of rays (PBR with the noise-free SG estimator by default).
 
         Returns:
             dict of (H, W, C) tensors: ``rgb_rf`` and ``rgb_pbr`` (sRGB), ``opacity``, ``depth``,
@@ -402,7 +467,7 @@ class PalmNet(nn.Module):
         result = {k: origins.new_zeros(n, chans[k]) for k in keys}
         result["rgb_rf"][:] = bg_srgb
         result["rgb_pbr"][:] = bg_srgb
-        options = RenderOptions(training=False, importance=True, pbr=pbr)
+        options = RenderOptions(training=False, importance=True, pbr=pbr, pbr_estimator=pbr_estimator)
         s, i = 0, 0
         while s < hit.numel():
             check_cancel(cancel)

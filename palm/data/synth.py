@@ -75,6 +75,7 @@ import torch
 from palm.data.palm_dataset import DEPTH_MAX_M, POSE_ABSOLUTE, frame_name
 from palm.data.types import CameraParams
 from palm.errors import PalmError
+from palm.render.sg import lobe_groups, normalise_exposure
 from palm.io import atomic_dir, atomic_write, write_json
 from palm.jobs import ETA, CancelToken, Emit, Log, Progress, check_cancel, null_emit
 
@@ -523,24 +524,6 @@ def rotation_y(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def normalise_exposure(lobes: torch.Tensor, target: float) -> tuple[torch.Tensor, float]:
-    """Scale SG amplitudes so that a white Lambertian surface's 95th-percentile radiance is ``target``.
-
-    Returns:
-        scaled (K, 7) lobes and the scale factor.
-    """
-    from palm.render.sg import fibonacci_sphere, sg_irradiance
-
-    normals = fibonacci_sphere(256, dtype=lobes.dtype)
-    irr = sg_irradiance(lobes, normals) / math.pi  # (256, 3)
-    lum = irr @ torch.tensor([0.2126, 0.7152, 0.0722], dtype=lobes.dtype)
-    level = float(torch.quantile(lum, 0.95))
-    scale = target / max(level, 1e-8)
-    out = lobes.clone()
-    out[:, 4:7] = out[:, 4:7] * scale
-    return out, scale
-
-
 def shadow_directions(lobes: torch.Tensor, n_axes: int, n_uniform: int) -> torch.Tensor:
     """Directions tested for shadows: the axes of the ``n_axes`` strongest lobes + a Fibonacci sphere.
 
@@ -553,22 +536,6 @@ def shadow_directions(lobes: torch.Tensor, n_axes: int, n_uniform: int) -> torch
     energy = sg_integral(lobes).abs().sum(dim=-1)  # (K,)
     top = torch.argsort(energy, descending=True)[: min(n_axes, lobes.shape[0])]
     return torch.cat([xi[top], fibonacci_sphere(n_uniform, dtype=lobes.dtype).to(lobes.device)], dim=0)
-
-
-def lobe_groups(lobes: torch.Tensor, n_single: int) -> list[torch.Tensor]:
-    """Split the lobes into shadow groups: each of the ``n_single`` strongest alone, the rest together.
-
-    Returns:
-        list of index tensors (empty groups dropped).
-    """
-    from palm.render.sg import sg_integral
-
-    energy = sg_integral(lobes).abs().sum(dim=-1)
-    order = torch.argsort(energy, descending=True)
-    groups = [order[i : i + 1] for i in range(min(n_single, len(order)))]
-    if len(order) > n_single:
-        groups.append(order[n_single:])
-    return groups
 
 
 def lobe_visibility(

@@ -24,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--env", default=None, help="environment preset name, SG .json, or HDR/EXR file")
     p.add_argument("--cam-azimuth", type=float, default=None, help="camera azimuth in degrees (default 0)")
     p.add_argument("--cam-elevation", type=float, default=10.0, help="camera elevation in degrees")
+    p.add_argument("--shape-pca", default=None, metavar="C1,C2,..",
+                   help="shape PCA coefficients of the prior (in standard deviations; default: the mean subject)")
+    p.add_argument("--appearance-pca", default=None, metavar="C1,C2,..",
+                   help="appearance PCA coefficients of the prior (in standard deviations)")
     p.add_argument("--image", choices=("pbr", "rf"), default="pbr", help="PBR image (default) or radiance-field image")
     p.set_defaults(func=run_render)
 
@@ -42,7 +46,9 @@ def run_render(args) -> int:
     from palm.render.scene import load_scene, render_scene
 
     scene = load_scene(prior=args.prior, avatar=args.avatar, pose=args.pose, env=args.env, res=args.res,
-                       azimuth=args.cam_azimuth, elevation=args.cam_elevation, device=device)
+                       azimuth=args.cam_azimuth, elevation=args.cam_elevation, device=device,
+                       shape_sigmas=_floats(args.shape_pca, "--shape-pca"),
+                       appearance_sigmas=_floats(args.appearance_pca, "--appearance-pca"))
     bar = ConsoleProgress("render")
     image = render_scene(scene, image=args.image, emit=bar)
     from palm.export import write_image
@@ -50,3 +56,14 @@ def run_render(args) -> int:
     write_image(out_path, image.cpu().numpy())
     print(f"wrote {out_path}")
     return 0
+
+
+def _floats(text, flag):
+    from palm.errors import PalmError
+
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PalmError(flag, f"expected comma-separated numbers, got '{text}'") from None

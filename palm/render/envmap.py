@@ -160,14 +160,13 @@ def load_hdr(path: str | os.PathLike) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise PalmError(path, "image has no pixels")
     bad = ~np.isfinite(rgb)
+    clean = np.ascontiguousarray(np.maximum(np.where(bad, 0.0, rgb), 0.0), dtype=np.float32)
+    if not clean.any():
+        raise PalmError(path, "map has no light (every pixel is zero, negative, NaN or infinite)")
     if bad.any():
         n_bad = int(bad.any(axis=-1).sum())
         warnings.warn(f"{path}: {n_bad} pixel(s) with NaN/Inf replaced by 0", UserWarning, stacklevel=2)
-        rgb = np.where(bad, 0.0, rgb)
-    rgb = np.ascontiguousarray(np.maximum(rgb, 0.0), dtype=np.float32)
-    if not rgb.any():
-        raise PalmError(path, "map has no light (every pixel is zero, negative, NaN or infinite)")
-    return rgb
+    return clean
 
 
 def save_exr(path: str | os.PathLike, image: Any) -> None:
@@ -348,17 +347,32 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in ENVMAPS.glob("*.json"))
 
 
-def load_environment(name_or_file: str | os.PathLike, n_lobes: int = 64) -> tuple[torch.Tensor, dict[str, Any]]:
+def load_environment(
+    name_or_file: str | os.PathLike, n_lobes: int = 64, exposure: float | None = None
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """SG lobes of a preset name, an SG ``.json`` file, or an ``.exr``/``.hdr`` map (fitted now).
 
     Args:
         name_or_file: preset name (see :func:`list_presets`) or a file path.
         n_lobes: lobes of the fit when an HDR map is given (ignored otherwise).
+        exposure: if given, scale the light so that a white Lambertian surface's 95th-percentile
+            radiance is ``exposure`` (:func:`palm.render.sg.normalise_exposure`: how the synthetic
+            training data is lit, and what renders and the studio use); None keeps the map's own scale.
 
     Returns:
         ``P`` ``(K, 7)`` float32 raw lobes and an info dict with ``name``, ``source`` and, where
         known, ``rel_error`` and ``irradiance_rel_error``.
     """
+    lobes, info = _load_environment(name_or_file, n_lobes)
+    if exposure is not None:
+        from palm.render.sg import normalise_exposure
+
+        lobes, scale = normalise_exposure(lobes, exposure)
+        info = {**info, "exposure_scale": scale}
+    return lobes, info
+
+
+def _load_environment(name_or_file: str | os.PathLike, n_lobes: int) -> tuple[torch.Tensor, dict[str, Any]]:
     from palm.assets import ENVMAPS
     from palm.render.sg import fit_sg, load_sg
 

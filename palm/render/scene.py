@@ -9,6 +9,10 @@ import torch
 
 from palm.jobs import Emit, Progress, null_emit
 
+#: Environment presets and HDR maps are scaled so that a white Lambertian surface's 95th-percentile
+#: radiance is this (the exposure of the synthetic training data; see palm.render.sg.normalise_exposure).
+DISPLAY_EXPOSURE = 1.0
+
 #: Own-view renders of an avatar without a working camera are scaled to at most this long side.
 OWN_VIEW_MAX_SIDE = 256
 
@@ -28,6 +32,8 @@ class Scene:
 def load_scene(
     prior=None, avatar=None, pose=None, env=None, res=None, azimuth=None, elevation=10.0, device="cpu",
     left: bool = False,
+    shape_sigmas=None,
+    appearance_sigmas=None,
 ) -> Scene:
     """Build a scene from command-line style arguments (see ``palm render --help``)."""
     from palm.assets import DEFAULT_ENV
@@ -48,11 +54,12 @@ def load_scene(
         light = av.light.to(device)
     else:
         av = None
-        z_s, z_a = p.codes_from_coeffs()
+        z_s, z_a = p.codes_from_coeffs(_coeffs(p.pca_shape, shape_sigmas, "--shape-pca"),
+                                       _coeffs(p.pca_appearance, appearance_sigmas, "--appearance-pca"))
         betas = torch.zeros(model.hand.n_betas, device=device)
         light = None
     if env is not None or light is None:
-        light, _ = load_environment(env or DEFAULT_ENV)
+        light, _ = load_environment(env or DEFAULT_ENV, exposure=DISPLAY_EXPOSURE)
         light = light.to(device)
     if own_view:
         # the photo's view at the resolution personalisation worked at (the crop around the hand),
@@ -97,3 +104,18 @@ def render_scene(scene: Scene, image: str = "pbr", emit: Emit = null_emit, cance
     rgb = torch.where(alpha > 1e-4, premult / alpha.clamp(min=1e-4), torch.zeros_like(premult))
     image = torch.cat([rgb, alpha], dim=-1)
     return image.flip(1) if scene.mirror else image
+
+
+def _coeffs(space, sigmas, flag):
+    """PCA coefficients from values in standard deviations of each component (None: the mean)."""
+    from palm.errors import PalmError
+
+    if sigmas is None:
+        return None
+    if space is None:
+        raise PalmError(flag, "the prior has no PCA space (run 'palm pca RUN')")
+    if len(sigmas) > space.n_components:
+        raise PalmError(flag, f"the prior's space has {space.n_components} components, got {len(sigmas)} values")
+    c = torch.zeros(space.n_components)
+    c[: len(sigmas)] = torch.as_tensor(sigmas, dtype=torch.float32)
+    return c * space.explained_variance.float().clamp(min=0).sqrt()

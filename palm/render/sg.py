@@ -527,3 +527,33 @@ def sg_fit_errors(P: torch.Tensor, equirect: Any, fit_height: int = 64) -> dict[
     irr_map = map_irradiance(downsample_equirect(image, 64), normals.reshape(-1, 3)).reshape(32, 64, 3)
     out["irradiance_rel_error"] = round(_relative_rms(sg_irradiance(P, normals), irr_map, solid_angles(32, 64)), 6)
     return out
+
+
+def normalise_exposure(lobes: torch.Tensor, target: float = 1.0) -> tuple[torch.Tensor, float]:
+    """Scale SG amplitudes so that a white Lambertian surface's 95th-percentile radiance is ``target``.
+
+    Returns:
+        scaled (K, 7) lobes and the scale factor.
+    """
+    normals = fibonacci_sphere(256, dtype=lobes.dtype)
+    irr = sg_irradiance(lobes, normals) / math.pi  # (256, 3)
+    lum = irr @ torch.tensor([0.2126, 0.7152, 0.0722], dtype=lobes.dtype)
+    level = float(torch.quantile(lum, 0.95))
+    scale = target / max(level, 1e-8)
+    out = lobes.clone()
+    out[:, 4:7] = out[:, 4:7] * scale
+    return out, scale
+
+
+def lobe_groups(lobes: torch.Tensor, n_single: int) -> list[torch.Tensor]:
+    """Split the lobes into shadow groups: each of the ``n_single`` strongest alone, the rest together.
+
+    Returns:
+        list of index tensors (empty groups dropped).
+    """
+    energy = sg_integral(lobes).abs().sum(dim=-1)
+    order = torch.argsort(energy, descending=True)
+    groups = [order[i : i + 1] for i in range(min(n_single, len(order)))]
+    if len(order) > n_single:
+        groups.append(order[n_single:])
+    return groups

@@ -59,7 +59,7 @@ def orbit_camera(
     return Camera.look_at(eye, t, up=(0.0, 1.0, 0.0), fov_deg=fov_deg, height=h, width=w)
 
 
-def framing_radius(points: np.ndarray | torch.Tensor, fov_deg: float = 30.0, margin: float = 1.15) -> float:
+def framing_radius(points: np.ndarray | torch.Tensor, fov_deg: float = 30.0, margin: float = 0.95) -> float:
     """Camera distance at which a sphere bounding ``points`` (N, 3) fills the field of view."""
     p = np.asarray(torch.as_tensor(points).detach().cpu(), dtype=np.float64)
     r = float(np.linalg.norm(p - p.mean(0), axis=1).max()) * margin

@@ -14,8 +14,12 @@ from palm.cli import main
 
 
 @pytest.fixture
-def toy_rig(monkeypatch, toy_hand):
-    """Run the commands on the toy hand (the CLI's only dependency on the rig is ``_load_hand``)."""
+def toy_rig(monkeypatch, toy_hand, tmp_path):
+    """Run the commands on the toy hand (the CLI's only dependency on the rig is ``_load_hand``),
+    with no default prior installed, so that the toy rig's own mesh is what gets exported."""
+    import palm.assets
+
+    monkeypatch.setattr(palm.assets, "DEFAULT_PRIOR", tmp_path / "no_default_prior")
     calls = []
 
     def load(args):
@@ -57,9 +61,11 @@ def test_missing_output_folder_exits_2(tmp_path, capsys, toy_rig):
 
 
 def test_neural_renderer_needs_a_prior(tmp_path, capsys, toy_rig):
-    rc = main(["export", "render", "--res", "32", "--renderer", "neural", "--out", str(tmp_path / "a.png")])
+    missing = tmp_path / "no_prior"
+    rc = main(["export", "render", "--res", "32", "--renderer", "neural", "--prior", str(missing),
+               "--out", str(tmp_path / "a.png")])
     lines = _error_lines(capsys)
-    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: --renderer neural: needs a prior")
+    assert rc == 2 and len(lines) == 1 and lines[0] == f"error: {missing}: prior not found"
     assert list(tmp_path.iterdir()) == []
 
 
