@@ -370,6 +370,7 @@ PRESETS: dict[str, TrainConfig] = {
     "cpu": _scaled_train(_cpu_model(), 0.1),
 }
 
+
 #: Personalisation presets. ``paper`` is the published schedule; ``fast`` is a few CPU minutes.
 PERSONALIZE_PRESETS: dict[str, PersonalizeConfig] = {
     "paper": PersonalizeConfig(),
@@ -448,3 +449,15 @@ def _has_default(f: dataclasses.Field) -> bool:
 
 def _tupleize(value: Any) -> Any:
     return tuple(_tupleize(v) for v in value) if isinstance(value, list) else value
+
+
+#: A miniature of the cpu preset whose steps take about a second: smoke runs and tests.
+PRESETS["tiny"] = apply_overrides(PRESETS["cpu"], [
+    "images_per_step=2", "pixels_per_image=12", "patch_size=4", "patch_choices=[[8,2]]", "pretrain_points=512",
+    "model.sampler.n_steps=32", "model.sampler.occ_grid_res=16", "model.deformer.skin_grid_res=16",
+    "model.deformer.max_iters=8", "model.deformer.n_inits=2", "model.hash_geometry.n_levels=4",
+    "model.hash_geometry.log2_hashmap_size=10", "model.hash_radiance.n_levels=4",
+    "model.hash_radiance.log2_hashmap_size=10", "importance_start_step=1", "pbr_start_step=2",
+    "model.pbr.light_grid=[2,2]", "model.sampler.secondary_samples=6", "model.sampler.secondary_importance=0",
+    "model.light.n_lobes=4", "checkpoint_every=1000",
+])

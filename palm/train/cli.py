@@ -19,7 +19,8 @@ def register(sub) -> None:
         ),
     )
     p.add_argument("--data", required=True, help="dataset folder in the PALM layout")
-    p.add_argument("--preset", default="cpu", choices=("cpu", "paper"), help="cpu (2-core machine) or paper")
+    p.add_argument("--preset", default="cpu", choices=("cpu", "paper", "tiny"),
+                   help="cpu (a 2-core machine, about 1.5 h), paper (the published configuration) or tiny (smoke runs)")
     p.add_argument("--out", required=True, help="run folder (created)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--max-steps", type=int, default=None,

@@ -27,16 +27,8 @@ from palm.errors import PalmError
 
 from .conftest import ROOT, run_palm
 
-#: A miniature configuration (the TINY tuple of tests/train/test_trainer.py), checkpointing every step.
-TINY = (
-    "images_per_step=2", "pixels_per_image=12", "patch_size=4", "patch_choices=[[8,2]]", "pretrain_points=512",
-    "model.sampler.n_steps=32", "model.sampler.occ_grid_res=16", "model.deformer.skin_grid_res=16",
-    "model.deformer.max_iters=8", "model.deformer.n_inits=2", "model.hash_geometry.n_levels=4",
-    "model.hash_geometry.log2_hashmap_size=10", "model.hash_radiance.n_levels=4",
-    "model.hash_radiance.log2_hashmap_size=10", "importance_start_step=1", "pbr_start_step=2",
-    "model.pbr.light_grid=[2,2]", "model.sampler.secondary_samples=6", "model.sampler.secondary_importance=0",
-    "model.light.n_lobes=4", "checkpoint_every=1",
-)
+#: The tiny preset, checkpointing every step.
+TINY = ("checkpoint_every=1",)
 #: Steps of the runs compared: 2 geometry pretraining steps, then image steps.
 FINAL_STEP = 7
 SEED = 5
@@ -54,7 +46,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def _train_argv(dataset: Path, run: Path, resume: bool) -> list[str]:
     sets = [x for s in TINY for x in ("--set", s)]
-    argv = [sys.executable, "-m", "palm", "train", "--data", str(dataset), "--out", str(run), "--preset", "cpu",
+    argv = [sys.executable, "-m", "palm", "train", "--data", str(dataset), "--out", str(run), "--preset", "tiny",
             "--max-steps", str(FINAL_STEP), "--pretrain-steps", "2", "--seed", str(SEED), "--no-tensorboard", *sets]
     return argv + (["--resume"] if resume else [])
 
@@ -185,7 +177,7 @@ def _trainer(dataset: Path, run: Path, emit=None):
     from palm.jobs import null_emit
     from palm.train.trainer import Trainer, TrainOptions
 
-    opts = TrainOptions(data=str(dataset), out=str(run), preset="cpu", max_steps=4, pretrain_steps=2, seed=SEED,
+    opts = TrainOptions(data=str(dataset), out=str(run), preset="tiny", max_steps=4, pretrain_steps=2, seed=SEED,
                         tensorboard=False, overrides=TINY)
     return Trainer(opts, emit=emit or null_emit)
 

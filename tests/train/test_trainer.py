@@ -14,17 +14,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: A miniature configuration: the cpu preset, shrunk further so a step takes about a second.
-TINY = (
-    "images_per_step=2", "pixels_per_image=12", "patch_size=4", "patch_choices=[[8,2]]", "pretrain_points=512",
-    "model.sampler.n_steps=32", "model.sampler.occ_grid_res=16", "model.deformer.skin_grid_res=16",
-    "model.deformer.max_iters=8", "model.deformer.n_inits=2", "model.hash_geometry.n_levels=4",
-    "model.hash_geometry.log2_hashmap_size=10", "model.hash_radiance.n_levels=4",
-    "model.hash_radiance.log2_hashmap_size=10", "importance_start_step=1", "pbr_start_step=2",
-    "model.pbr.light_grid=[2,2]", "model.sampler.secondary_samples=6", "model.sampler.secondary_importance=0",
-    "model.light.n_lobes=4", "checkpoint_every=1000",
-)
-
 
 def palm(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "palm", *args], capture_output=True, text=True, cwd=ROOT,
@@ -43,8 +32,8 @@ def dataset(tmp_path_factory) -> Path:
 def _train(dataset: Path, run: Path, max_steps: int, resume: bool = False):
     from palm.train.trainer import Trainer, TrainOptions
 
-    opts = TrainOptions(data=str(dataset), out=str(run), preset="cpu", max_steps=max_steps, resume=resume,
-                        pretrain_steps=2, seed=3, tensorboard=False, overrides=TINY)
+    opts = TrainOptions(data=str(dataset), out=str(run), preset="tiny", max_steps=max_steps, resume=resume,
+                        pretrain_steps=2, seed=3, tensorboard=False)
     trainer = Trainer(opts)
     trainer.fit(max_steps)
     return trainer
@@ -75,9 +64,8 @@ def test_both_stages_checkpoint_and_exact_resume(dataset, tmp_path):
 
 def test_two_gloo_ranks_equal_one_process(dataset, tmp_path):
     single = tmp_path / "single"
-    sets = [x for s in TINY for x in ("--set", s)]
-    args = ["--data", str(dataset), "--preset", "cpu", "--max-steps", "4", "--pretrain-steps", "2", "--seed", "3",
-            "--no-tensorboard", *sets]
+    args = ["--data", str(dataset), "--preset", "tiny", "--max-steps", "4", "--pretrain-steps", "2", "--seed", "3",
+            "--no-tensorboard"]
     r = palm("train", "--out", str(single), *args)
     assert r.returncode == 0, r.stderr[-2000:]
     multi = tmp_path / "multi"
