@@ -132,6 +132,8 @@ def read_poses(path: str | os.PathLike) -> PoseTable:
     data = load_npy_dict(path)
     try:
         betas = np.atleast_1d(np.asarray(data["betas"], dtype=np.float32))
+        if betas.size == 0:
+            raise PalmError(path, "'betas' is empty")
         betas = betas.reshape(-1, betas.shape[-1])[0]
         hand_pose = np.asarray(data["hand_pose"], dtype=np.float32)
         glob = np.asarray(data["global_orient"], dtype=np.float32)

@@ -164,7 +164,10 @@ def test_check_cli_lists_a_deleted_image(tiny: Path, capsys, tmp_path: Path):
     data = victim.read_bytes()
     victim.unlink()
     try:
-        assert main(["data", "check", str(tiny), "--json"]) == 1
+        assert main(["data", "check", str(tiny), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["missing"] == ["0001/images/MCU_02/000001.png"]
+        assert main(["data", "check", str(tiny), "--json", "--strict"]) == 1
         report = json.loads(capsys.readouterr().out)
         assert report["missing"] == ["0001/images/MCU_02/000001.png"]
         assert report["images"] == N_SUBJECTS * N_POSES * N_VIEWS - 1

@@ -9,6 +9,7 @@ application (start-up, screenshot, quitting) run it in a subprocess on the same 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import shutil
 import time
 
@@ -68,7 +69,7 @@ def studio(xvfb):
 def photo_path():
     if not os.path.isfile(PHOTO):
         pytest.skip("sample photo not available")
-    return PHOTO
+    return str(Path(PHOTO).resolve())  # the form a file manager drops (symbolic links resolved)
 
 
 # helpers (fixtures, because tests run with --import-mode=importlib)
