@@ -592,3 +592,23 @@ def _np(x: Any) -> np.ndarray:
 
 def angle_deg(rad: float) -> float:
     return math.degrees(rad)
+
+
+def studio_home() -> Path:
+    """Where the studio keeps what it makes (avatars): ``$PALM_STUDIO_HOME`` or ``~/palm-studio``.
+
+    Not beside the photo: photos often sit in read-only or shared folders.
+    """
+    return Path(os.environ.get("PALM_STUDIO_HOME", Path.home() / "palm-studio"))
+
+
+def new_avatar_folder(stem: str) -> Path:
+    """A fresh ``<studio home>/avatars/<stem>_avatar[_N]`` path (the folder itself is made by the job)."""
+    base = studio_home() / "avatars"
+    base.mkdir(parents=True, exist_ok=True)
+    out = base / f"{stem}_avatar"
+    n = 2
+    while out.exists():
+        out = base / f"{stem}_avatar_{n}"
+        n += 1
+    return out

@@ -265,7 +265,8 @@ class Controller:
         if why:
             self.error(why)
             return
-        out = str(Path(photo.path).with_suffix("")) + "_avatar"
+        out = str(actions.new_avatar_folder(Path(photo.path).stem))
+        self.log(f"personalising: the avatar goes to {out}")
         self.start_job("personalize", actions.job_personalize, photo.result, self.prior, out)
 
     def reject_photo(self) -> None:
