@@ -290,7 +290,6 @@ def env_presets() -> list[str]:
 def load_environment(name_or_file: str) -> tuple[np.ndarray, dict]:
     """SG lobes (K, 7) float32 of a preset / SG JSON / HDR file, and its info dict."""
     from palm.render.envmap import load_environment as _load
-
     from palm.render.scene import DISPLAY_EXPOSURE
 
     lobes, info = _load(name_or_file, exposure=DISPLAY_EXPOSURE)

@@ -49,7 +49,7 @@ def _jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def resolve_device(name: str = "auto") -> "Any":
+def resolve_device(name: str = "auto") -> Any:
     """``auto`` -> cuda when available, else cpu."""
     import torch
 

@@ -173,7 +173,6 @@ def load_lobes(args: argparse.Namespace) -> Any:
     from palm.assets import DEFAULT_ENV, ENVMAPS
     from palm.export import default_lobes
     from palm.render.envmap import load_environment
-
     from palm.render.scene import DISPLAY_EXPOSURE
 
     if getattr(args, "env", None):

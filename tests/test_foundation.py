@@ -20,10 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_atomic_write_leaves_old_file_on_error(tmp_path):
     target = tmp_path / "a.json"
     write_json(target, {"v": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_write(target) as tmp:
-            tmp.write_text('{"v": 2')
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), atomic_write(target) as tmp:
+        tmp.write_text('{"v": 2')
+        raise RuntimeError("killed mid-write")
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 

@@ -75,9 +75,9 @@ import torch
 from palm.data.palm_dataset import DEPTH_MAX_M, POSE_ABSOLUTE, frame_name
 from palm.data.types import CameraParams
 from palm.errors import PalmError
-from palm.render.sg import lobe_groups, normalise_exposure
 from palm.io import atomic_dir, atomic_write, write_json
 from palm.jobs import ETA, CancelToken, Emit, Log, Progress, check_cancel, null_emit
+from palm.render.sg import lobe_groups, normalise_exposure
 
 GENERATOR_VERSION = "1.0"
 CAMERA_IDS = tuple(f"MCU_{i:02d}" for i in range(1, 8))

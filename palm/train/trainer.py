@@ -132,7 +132,7 @@ class Trainer:
                 changed = C.apply_overrides(cfg, list(opts.overrides))
             except ValueError as exc:
                 raise PalmError("--set", str(exc)) from None
-            weights_only = lambda m: dataclasses.replace(m, pbr=C.PBRConfig(), sampler=C.SamplerConfig())  # noqa: E731
+            weights_only = lambda m: dataclasses.replace(m, pbr=C.PBRConfig(), sampler=C.SamplerConfig())
             if weights_only(changed.model) != weights_only(cfg.model):
                 raise PalmError("--set", "a resumed run cannot change the model's parameters (only model.pbr.* and "
                                          "model.sampler.* may change)")

@@ -15,11 +15,10 @@ import pytest
 from PIL import Image
 
 from palm import cli
+from palm.assets import SHARED
 from palm.data import photo as P
 from palm.data.imageio_checks import read_image
 from palm.errors import PalmError
-
-from palm.assets import SHARED  # noqa: E402
 
 PHOTO = str(SHARED / "data/photos/opencv_doc/handSrc.jpg")
 TIPS = (4, 8, 12, 16, 20)

@@ -9,16 +9,15 @@ application (start-up, screenshot, quitting) run it in a subprocess on the same 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.xvfb import start_xvfb
-
-from palm.assets import SHARED  # noqa: E402
+from palm.assets import SHARED
 
 PHOTO = str(SHARED / "data/photos/opencv_doc/handSrc.jpg")
 
