@@ -106,10 +106,7 @@ def _positive(value: int, name: str) -> None:
 
 
 def _load_hand(args: argparse.Namespace) -> Any:
-    try:
-        from palm.hand import load_hand
-    except ImportError:
-        raise PalmError("--hand", "hand models are not available in this build") from None
+    from palm.hand import load_hand
 
     kind = args.hand or ("mano" if args.mano else "open")
     return load_hand("mano", args.mano) if kind == "mano" else load_hand("open")
@@ -118,10 +115,7 @@ def _load_hand(args: argparse.Namespace) -> Any:
 def _load_pose(args: argparse.Namespace) -> Any:
     if not args.pose:
         return None
-    try:
-        from palm.hand import load_pose
-    except ImportError:
-        raise PalmError("--pose", "pose presets are not available in this build") from None
+    from palm.hand import load_pose
     return load_pose(args.pose)
 
 

@@ -14,6 +14,7 @@ avatar is never applied to another prior by mistake.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from palm import config as C
 from palm.assets import DEFAULT_PRIOR
 from palm.errors import PalmError
-from palm.io import atomic_dir, atomic_write, read_json
+from palm.io import atomic_dir, read_json
 
 FORMAT = "palm-prior-v1"
 
@@ -102,8 +103,6 @@ def save_prior(path: str | os.PathLike, model, meta: dict[str, Any] | None = Non
         save_file(tensors, str(tmp / "prior.safetensors"))
         if model.pca:
             save_pca(tmp / "pca.safetensors", model.pca)
-        import json
-
         (tmp / "prior.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return digest
 
@@ -163,4 +162,4 @@ def load_prior(path: str | os.PathLike | None = None, device: str | torch.device
     return Prior(model=model, meta=meta, path=folder, pca=pca)
 
 
-__all__ = ["Prior", "atomic_write", "load_prior", "save_prior", "tensor_hash"]
+__all__ = ["Prior", "load_prior", "model_tensors", "save_prior", "tensor_hash"]
