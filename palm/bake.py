@@ -155,7 +155,7 @@ def bake_from_prior(
         counts = [int(np.ceil(float(hi[i] - lo[i]) / step)) + 1 for i in range(3)]
         axes = [lo[i] + step * torch.arange(counts[i], device=dev) for i in range(3)]
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-        sdf = torch.cat([_sdf_only(model, p, z_s) for p in grid.split(65536)])
+        sdf = torch.cat([model.canonical_sdf(p, z_s)[0] for p in grid.split(65536)])
     volume = sdf.reshape(counts).cpu().numpy()
     if not (volume.min() < 0 < volume.max()):
         raise PalmError(getattr(prior, "path", "prior"), "the prior's SDF has no surface in the hand's box")
@@ -188,15 +188,6 @@ def bake_from_prior(
         joints=_numpy(rest_j[0]).astype(np.float32),
         parents=_numpy(hand.parents).astype(np.int32).reshape(16),
     )
-
-
-def _sdf_only(model: Any, points: Any, shape_code: Any) -> Any:
-    """SDF of the flat-hand pose code and ``shape_code`` at canonical points (P, 3) -> (P,)."""
-    import torch
-
-    z_p = model.pose_encoder(torch.zeros(1, 16, 3, device=points.device))[0]
-    cond = torch.cat([z_p, shape_code]).expand(points.shape[0], -1)
-    return model.geometry(points, cond)[0]
 
 
 def largest_component(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

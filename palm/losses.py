@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -77,10 +76,10 @@ def laplacian(curvature: Tensor) -> Tensor:
     return curvature.abs().mean()
 
 
-def latent(shape_code: Tensor | None, appearance_code: Tensor | None) -> Tensor:
-    """L_latent: mean over the batch of ||z_a||^2 plus mean of ||z_s||^2 (either may be None)."""
-    terms = [(z**2).sum(-1).mean() for z in (shape_code, appearance_code) if z is not None]
-    return torch.stack(terms).sum() if terms else torch.zeros(())
+def latent(code: Tensor) -> Tensor:
+    """L_latent of one code: mean over the batch of ``||z||^2`` (shape and appearance are separate
+    terms, with their own schedules). ``code``: (B, D)."""
+    return (code**2).sum(-1).mean()
 
 
 def patch_lpips(pred_patch: Tensor, target_patch: Tensor, lpips_fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:

@@ -204,8 +204,13 @@ class PalmNet(nn.Module):
     # Fields at deformed points
     # -----------------------------------------------------------------------------------------
 
-    def _canonical(self, x_s: Tensor, prep: PreparedFrame, training: bool) -> tuple[Tensor, Tensor]:
-        """Min-SDF canonical correspondence of MANO-space points: ``x_c (P, 3)``, ``valid (P,)``."""
+    def _canonical(self, x_s: Tensor, prep: PreparedFrame, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Min-SDF canonical correspondence of MANO-space points.
+
+        Returns:
+            ``x_c (P, 3)``, ``valid (P,)`` and the (detached) SDF there ``(P,)`` (``INVALID_SDF`` where
+            no candidate is valid).
+        """
         res = canonicalize(x_s, prep.bone_T, prep.skin, self.cfg, training=training)
         n, n_cand = res.valid.shape
         sdf_c = torch.full((n, n_cand), INVALID_SDF, device=x_s.device)
@@ -214,18 +219,20 @@ class PalmNet(nn.Module):
                 xc = res.x_canon.detach()[res.valid]
                 cond = prep.cond_geometry.detach().expand(xc.shape[0], -1)
                 sdf_c[res.valid] = self.geometry(xc, cond)[0]
-        _, index, any_valid = select_min_sdf(sdf_c, res.valid)
-        return gather_candidate(res.x_canon, index), any_valid
+        sdf_min, index, any_valid = select_min_sdf(sdf_c, res.valid)
+        return gather_candidate(res.x_canon, index), any_valid, sdf_min
 
     def sdf_at(self, x_s: Tensor, prep: PreparedFrame) -> Tensor:
         """SDF (no gradients) at MANO-space points ``(P, 3) -> (P,)``; empty where no correspondence."""
         with torch.no_grad():
-            x_c, valid = self._canonical(x_s, prep, training=False)
-            sdf = torch.full((x_s.shape[0],), INVALID_SDF, device=x_s.device)
-            if bool(valid.any()):
-                cond = prep.cond_geometry.expand(int(valid.sum()), -1)
-                sdf[valid] = self.geometry(x_c[valid], cond)[0]
-            return sdf
+            return self._canonical(x_s, prep, training=False)[2]
+
+    def canonical_sdf(self, x_c: Tensor, shape_code: Tensor, pose: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """SDF and geometry feature at canonical points ``x_c (P, 3)`` for a shape code, conditioned on
+        the pose code of ``pose`` (default: the flat hand)."""
+        pose = torch.zeros(16, 3, device=x_c.device) if pose is None else pose
+        z_p = self.pose_encoder(pose[None])[0]
+        return self.geometry(x_c, torch.cat([z_p, shape_code]).expand(x_c.shape[0], -1))
 
     def query_canonical(self, x_c: Tensor, shape_code: Tensor, appearance_code: Tensor, pose: Tensor | None = None):
         """Fields at canonical points (for baking): ``x_c (P, 3)`` -> sdf (P,), albedo (P, 3), roughness, metallic.
@@ -233,10 +240,9 @@ class PalmNet(nn.Module):
         The pose code is that of ``pose`` (default: the flat hand).
         """
         pose = torch.zeros(16, 3, device=x_c.device) if pose is None else pose
+        sdf, feature = self.canonical_sdf(x_c, shape_code, pose)
         z_p = self.pose_encoder(pose[None])[0]
-        cg = torch.cat([z_p, shape_code]).expand(x_c.shape[0], -1)
         ca = torch.cat([z_p, appearance_code]).expand(x_c.shape[0], -1)
-        sdf, feature = self.geometry(x_c, cg)
         material = self.material(self.radiance.encode(x_c), feature, ca)
         return sdf, material.albedo, material.roughness, material.metallic
 
@@ -275,7 +281,7 @@ class PalmNet(nn.Module):
             generator=options.generator, chunk=cfg.sampler.chunk,
         )
         x_s = samples.points(o_s, d_s)
-        x_c, valid = self._canonical(x_s, prep, training=options.training)
+        x_c, valid, _ = self._canonical(x_s, prep, training=options.training)
         samples = samples.select(valid)
         x_s, x_c = x_s[valid], x_c[valid]
         n_evals = int(valid.numel())
@@ -402,7 +408,7 @@ class PalmNet(nn.Module):
             )
             m = origins_s.shape[0]
             pts = samples.points(origins_s, d_s)
-            x_c, valid = self._canonical(pts, prep, training=False)
+            x_c, valid, _ = self._canonical(pts, prep, training=False)
             samples = samples.select(valid)
             x_c = x_c[valid]
             indirect = origins_s.new_zeros(m, 3)

@@ -14,23 +14,6 @@ import sys
 import numpy as np
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals.
-
-    Args:
-        vertices: (V,3). faces: (F,3).
-
-    Returns:
-        (V,3) unit normals.
-    """
-    tri = vertices[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-
-
 def look_rotation(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
     """World -> camera rotation (3,3) for a camera orbiting the origin (camera looks along -z)."""
     a, e = math.radians(azimuth_deg), math.radians(elevation_deg)
@@ -103,6 +86,8 @@ def render_view(vertices, faces, rotation, size=320, extent=0.12, centre=None):
     faces = np.asarray(faces)
     centre = (vertices.min(0) + vertices.max(0)) / 2 if centre is None else centre
     cam = (vertices - centre) @ rotation.T
+    from palm.bake import vertex_normals  # the one numpy implementation
+
     normals = vertex_normals(cam, faces)
     return rasterise(cam, faces, normals, size, extent)
 

@@ -18,25 +18,12 @@ from palm.render.rays import Camera
 UPRIGHT = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
-def _rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
-    theta = float(np.linalg.norm(v))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = v / theta
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(theta) * kx + (1 - math.cos(theta)) * kx @ kx
-
-
-def _matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(R).as_rotvec()
-
-
 def present_upright(pose: np.ndarray) -> np.ndarray:
     """The pose with its global orientation pre-multiplied by :data:`UPRIGHT`. ``pose``: (16, 3)."""
+    from scipy.spatial.transform import Rotation
+
     pose = np.array(pose, dtype=np.float64, copy=True)
-    pose[0] = _matrix_to_rotvec(UPRIGHT @ _rotvec_to_matrix(pose[0]))
+    pose[0] = Rotation.from_matrix(UPRIGHT @ Rotation.from_rotvec(pose[0]).as_matrix()).as_rotvec()
     return pose.astype(np.float32)
 
 

@@ -455,8 +455,8 @@ def personalize(
                 "rf": rgb_l1(pred, target, opacity),
                 "segm": segmentation_bce(opacity, mask_all),
                 "lpips": patch_lpips(pred[-p * p:].reshape(p, p, 3), target[-p * p:].reshape(p, p, 3), lpips_fn),
-                "latent_shape": latent(z_s[None], None),
-                "latent_appearance": latent(None, z_a[None]),
+                "latent_shape": latent(z_s[None]),
+                "latent_appearance": latent(z_a[None]),
             }
             if use_pbr:
                 terms["pbr"] = rgb_l1(torch.cat(preds_pbr), target, opacity)

@@ -321,8 +321,8 @@ class Trainer:
             "rf": L.rgb_l1(out.rgb_rf, target, out.opacity),
             "segm": L.segmentation_bce(out.opacity, m),
             "eikonal": L.eikonal(out.gradients) if geometry_trains else None,
-            "latent_shape": (z_s**2).sum(-1).mean(),
-            "latent_appearance": (z_a**2).sum(-1).mean(),
+            "latent_shape": L.latent(z_s),
+            "latent_appearance": L.latent(z_a),
         }
         if use_pbr:
             terms["pbr"] = L.rgb_l1(out.rgb_pbr, target, out.opacity)
