@@ -164,7 +164,7 @@ class PriorInfo:
 
     def baker(self, resolution: int, betas: np.ndarray | None = None, exact: bool = True):
         """The :class:`app.rebake.PriorBaker` of this resolution and rig shape (created once)."""
-        from app.rebake import PriorBaker
+        from palm.rebake import PriorBaker
 
         b = None if betas is None or not np.any(betas) else np.asarray(betas, np.float32).reshape(-1)
         key = (int(resolution), bool(exact), None if b is None else b.tobytes())
@@ -273,13 +273,13 @@ def random_coefficients(prior: PriorInfo, seed: int) -> tuple[np.ndarray, np.nda
 
 
 def env_presets() -> list[str]:
-    """Names of the shipped SG environments (``palm.render.envmap.list_presets``).
+    """Names of the shipped SG environments (``palm.render.environment.list_presets``).
 
     Raises:
         PalmError: none installed (``assets/envmaps/<name>.json`` missing).
     """
     from palm.assets import ENVMAPS
-    from palm.render.envmap import list_presets
+    from palm.render.environment import list_presets
 
     names = list(list_presets())
     if not names:
@@ -289,10 +289,9 @@ def env_presets() -> list[str]:
 
 def load_environment(name_or_file: str) -> tuple[np.ndarray, dict]:
     """SG lobes (K, 7) float32 of a preset / SG JSON / HDR file, and its info dict."""
-    from palm.render.envmap import load_environment as _load
-    from palm.render.scene import DISPLAY_EXPOSURE
+    from palm.render.environment import display_light
 
-    lobes, info = _load(name_or_file, exposure=DISPLAY_EXPOSURE)
+    lobes, info = display_light(name_or_file)
     return np.asarray(_np(lobes), np.float32).reshape(-1, 7), dict(info)
 
 
@@ -311,10 +310,10 @@ def env_thumbnail(name: str, size: tuple[int, int] = (96, 48)) -> np.ndarray:
         rgb = np.asarray(img, np.float32) / 255.0
     else:
         from app.gl_renderer import equirect_from_sg
-        from palm.render.envmap import tonemap_preview
+        from palm.imageio import to_srgb8
 
         lobes, _ = load_environment(name)
-        rgb = np.asarray(tonemap_preview(equirect_from_sg(lobes, size[1])), np.float32)[..., :3]
+        rgb = np.asarray(to_srgb8(equirect_from_sg(lobes, size[1])), np.float32)[..., :3]
         rgb = rgb / 255.0 if rgb.max() > 1.0 else rgb
     return np.concatenate([rgb, np.ones((size[1], size[0], 1), np.float32)], -1)
 
@@ -333,7 +332,7 @@ def export_environment(path: str, lobes: np.ndarray, name: str = "") -> None:
     """Save lobes as SG JSON (``.json``), as a linear equirect ``.exr`` or a tone-mapped ``.png`` (512x256)."""
     import torch
 
-    from palm.render.envmap import save_exr, save_preview
+    from palm.imageio import write_exr, write_image
     from palm.render.sg import save_sg, sg_to_equirect
 
     p = torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7)
@@ -342,7 +341,7 @@ def export_environment(path: str, lobes: np.ndarray, name: str = "") -> None:
         save_sg(path, p, {"source": name or "palm-studio"})
     elif suffix in (".exr", ".png"):
         image = sg_to_equirect(p, 256)
-        (save_exr if suffix == ".exr" else save_preview)(path, image)
+        (write_exr if suffix == ".exr" else write_image)(path, image)
     else:
         raise PalmError(path, "export an environment as .json (SG lobes), .exr or .png")
 
@@ -489,7 +488,7 @@ def job_neural_render(emit, cancel, prior: PriorInfo, subject: Subject, pose: np
     import torch
 
     from palm.render.rays import Camera
-    from palm.render.scene import Scene, render_scene
+    from palm.scene import Scene, render_scene
 
     frame = neural_frame(prior, subject, pose)
     camera = Camera(torch.as_tensor(view.K, dtype=torch.float32), torch.as_tensor(view.Rt, dtype=torch.float32),

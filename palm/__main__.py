@@ -1,3 +1,3 @@
-from palm.cli import entry
+from palm.cli.main import entry
 
 entry()

@@ -383,6 +383,15 @@ PERSONALIZE_PRESETS: dict[str, PersonalizeConfig] = {
 }
 
 
+def scaled_schedule(cfg: PersonalizeConfig, steps: int) -> PersonalizeConfig:
+    """``cfg`` with ``max_steps = steps`` and its milestones scaled by ``steps / cfg.max_steps``."""
+    f = steps / cfg.max_steps
+    s = lambda n: max(1, round(n * f))
+    return dataclasses.replace(cfg, max_steps=steps, shape_freeze_step=s(cfg.shape_freeze_step),
+                               pbr_start_step=s(cfg.pbr_start_step), warmup_steps=s(cfg.warmup_steps),
+                               preview_every=max(1, min(cfg.preview_every, steps)))
+
+
 # ---------------------------------------------------------------------------------------------
 # (De)serialisation
 # ---------------------------------------------------------------------------------------------

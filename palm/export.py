@@ -17,7 +17,6 @@ Every file goes through :func:`palm.io.atomic_write`.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -31,90 +30,13 @@ import numpy as np
 
 from palm.bake import BakedAvatar, _numpy
 from palm.errors import PalmError
+from palm.imageio import png_bytes, to_srgb8, write_exr, write_png
 from palm.io import atomic_write, check_output_path
 from palm.jobs import Emit, Progress, check_cancel, null_emit
-from palm.render.color import linear_to_srgb
 
-IMAGE_EXTENSIONS = (".png", ".exr")
 MESH_EXTENSIONS = (".glb", ".obj", ".ply")
 VIDEO_EXTENSIONS = (".mp4", ".gif")
 ENV_EXTENSIONS = (".exr", ".json")
-
-# ---------------------------------------------------------------------------------------------
-# Images
-# ---------------------------------------------------------------------------------------------
-
-
-def to_srgb8(rgba: np.ndarray, exposure: float = 1.0) -> np.ndarray:
-    """Tone-map linear RGB(A) to 8-bit sRGB: ``clamp(sRGB(exposure * rgb), 0, 1)``; alpha is linear.
-
-    Args:
-        rgba: (H, W, 3|4) float linear.
-        exposure: linear multiplier before encoding.
-
-    Returns:
-        (H, W, 3|4) uint8.
-    """
-    rgba = np.asarray(rgba, np.float32)
-    out = np.empty(rgba.shape, np.float32)
-    out[..., :3] = linear_to_srgb(np.nan_to_num(rgba[..., :3] * exposure))
-    if rgba.shape[-1] == 4:
-        out[..., 3] = np.nan_to_num(rgba[..., 3])
-    return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def write_image(path: str | os.PathLike, rgba: Any, exposure: float = 1.0) -> Path:
-    """Write a linear image: ``.png`` tone-mapped sRGB 8-bit, ``.exr`` linear float32.
-
-    Args:
-        path: output file (``.png`` or ``.exr``).
-        rgba: (H, W, 4) (or (H, W, 3)) float linear RGB(A), straight (not premultiplied) alpha.
-        exposure: linear multiplier (applied to PNG and EXR colour alike; alpha untouched).
-
-    Returns:
-        The path written.
-    """
-    path = check_output_path(path, IMAGE_EXTENSIONS)
-    image = np.asarray(_numpy(rgba), np.float32)
-    if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise PalmError(path, f"image must be (H, W, 3|4), got {image.shape}")
-    if path.suffix.lower() == ".png":
-        import imageio.v3 as iio
-
-        data = to_srgb8(image, exposure)
-        with atomic_write(path) as tmp:
-            iio.imwrite(tmp, data, extension=".png")
-        return path
-    if exposure != 1.0:
-        image = image.copy()
-        image[..., :3] *= np.float32(exposure)
-    write_exr(path, image)
-    return path
-
-
-def write_exr(path: str | os.PathLike, image: np.ndarray, compression: str = "zip") -> None:
-    """Write (H, W, 3|4) float32 linear RGB(A) as a scanline EXR (ZIP or no compression, lossless)."""
-    import OpenEXR
-
-    image = np.ascontiguousarray(np.asarray(image, np.float32))
-    comp = {"zip": OpenEXR.ZIP_COMPRESSION, "none": OpenEXR.NO_COMPRESSION}[compression]
-    header = {"compression": comp, "type": OpenEXR.scanlineimage}
-    name = "RGBA" if image.shape[-1] == 4 else "RGB"
-    with atomic_write(path) as tmp, OpenEXR.File(header, {name: image}) as exr:
-        exr.write(str(tmp))
-
-
-def read_exr(path: str | os.PathLike) -> np.ndarray:
-    """Read an EXR written by :func:`write_exr`: (H, W, 4|3) float32 (RGBA if it has alpha)."""
-    import OpenEXR
-
-    with OpenEXR.File(str(path)) as exr:
-        channels = exr.channels()
-        for name in ("RGBA", "RGB"):
-            if name in channels:
-                return np.asarray(channels[name].pixels, np.float32)
-    raise PalmError(path, f"no RGB(A) channels (found {', '.join(channels)})")
-
 
 # ---------------------------------------------------------------------------------------------
 # Posing (linear blend skinning of the baked avatar)
@@ -494,19 +416,6 @@ def _apply_bones(avatar: BakedAvatar, bones: np.ndarray) -> BakedAvatar:
     )
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_bytes(_png_bytes(image))
-
-
 def _write_ply(path: Path, avatar: BakedAvatar, vertex_colors: bool) -> None:
     """Binary little-endian PLY: positions, normals, optional uchar sRGB colours, triangle faces."""
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
@@ -548,7 +457,7 @@ def _write_obj(path: Path, avatar: BakedAvatar, atlas: UVAtlas, textures: BakedT
         "normal": textures.normal,
     }
     for name, image in tex.items():
-        _write_png(path.with_name(f"{stem}_{name}.png"), image)
+        write_png(path.with_name(f"{stem}_{name}.png"), image)
     mtl = (
         "# palm-studio baked hand avatar\nnewmtl skin\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
         f"Pr {float(avatar.roughness.mean()):.4f}\nPm {float(avatar.metallic.mean()):.4f}\n"
@@ -723,7 +632,7 @@ def _write_glb(
         ("metallicRoughness", textures.metallic_roughness),
         ("normal", textures.normal),
     ):
-        images.append({"name": name, "mimeType": "image/png", "bufferView": buf.view(_png_bytes(image))})
+        images.append({"name": name, "mimeType": "image/png", "bufferView": buf.view(png_bytes(image))})
 
     nodes = []
     parents = avatar.parents.astype(np.int64)

@@ -78,7 +78,7 @@ def test_score_sample_prefers_the_right_subject(prior):
 
 
 def test_eval_synthetic_cli_prints_a_table(prior, tmp_path, capsys):
-    from palm.cli import main
+    from palm.cli.main import main
     from palm.data.synth import SynthConfig, generate
 
     data = tmp_path / "synth"

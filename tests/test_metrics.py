@@ -13,8 +13,8 @@ from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
 from palm.assets import SHARED
-from palm.data.imageio_checks import read_image
 from palm.errors import PalmError
+from palm.imageio import read_image
 from palm.lpips import convert_jax_checkpoint, lpips_loss
 from palm.metrics import lpips_masked, mask_bbox, psnr_masked, ssim, ssim_masked, white_background
 

@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import shutil
 
+    from palm.imageio import load_hdr, write_image
     from palm.io import atomic_write
-    from palm.render.envmap import downsample_equirect, load_hdr, save_preview
+    from palm.render.envmap import downsample_equirect
     from palm.render.sg import fit_sg, save_sg, sg_to_equirect
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         lobes, report = fit_sg(image, n_lobes=args.lobes, steps=args.steps)
         meta = {"name": name, "source": f"blender_studiolights/{name}.exr", "license": "CC0-1.0", **report}
         save_sg(args.out / f"{name}.json", lobes, meta)
-        save_preview(args.out / f"{name}.png", downsample_equirect(image, 64))
-        save_preview(args.out / f"{name}_sg.png", sg_to_equirect(lobes, 64))
+        write_image(args.out / f"{name}.png", downsample_equirect(image, 64))
+        write_image(args.out / f"{name}_sg.png", sg_to_equirect(lobes, 64))
         print(
             f"{name:<10} rel_error {report['rel_error']:.3f}  irradiance_rel_error "
             f"{report['irradiance_rel_error']:.4f}  ({report['seconds']:.1f} s)",

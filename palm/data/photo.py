@@ -1056,7 +1056,7 @@ def preprocess_photo(
     Raises:
         PalmError: unreadable inputs, or ``(path, "no hand found")``.
     """
-    from palm.data.imageio_checks import read_image_alpha, read_mask
+    from palm.imageio import read_image_alpha, read_mask
 
     if hand is None:
         from palm.hand import load_hand

@@ -75,6 +75,7 @@ import torch
 from palm.data.palm_dataset import DEPTH_MAX_M, POSE_ABSOLUTE, frame_name
 from palm.data.types import CameraParams
 from palm.errors import PalmError
+from palm.imageio import to_srgb8, to_u8, write_png
 from palm.io import atomic_dir, atomic_write, write_json
 from palm.jobs import ETA, CancelToken, Emit, Log, Progress, check_cancel, null_emit
 from palm.render.sg import lobe_groups, normalise_exposure
@@ -755,15 +756,6 @@ def render_view(scene: FrameScene, cam: CameraParams, supersample: int) -> dict[
 # ---------------------------------------------------------------------------------------------
 
 
-def write_png(path: Path, array: np.ndarray) -> None:
-    """Write a uint8/uint16 image atomically (folders are created)."""
-    import imageio.v3 as iio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        iio.imwrite(tmp, array, extension=".png")
-
-
 def write_npy(path: Path, obj: Any) -> None:
     """``np.save`` of a dict (the release's pickled-dict ``.npy`` format), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -771,14 +763,9 @@ def write_npy(path: Path, obj: Any) -> None:
         np.save(tmp, obj, allow_pickle=True)
 
 
-def to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(np.asarray(x) * 255.0), 0, 255).astype(np.uint8)
-
-
-def encode_srgb(linear: np.ndarray) -> np.ndarray:
-    from palm.render.color import linear_to_srgb
-
-    return to_u8(np.clip(linear_to_srgb(np.clip(linear, 0.0, None)), 0.0, 1.0))
+def _write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(path, array)
 
 
 def encode_normals(n_gl: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -801,7 +788,7 @@ class _Environments:
     """Loads each environment once: SG lobes and, where found, the source HDR for the background."""
 
     def __init__(self, names: tuple[str, ...] | None):
-        from palm.render.envmap import list_presets
+        from palm.render.environment import list_presets
 
         self.names = list(names) if names else list_presets()
         if not self.names:
@@ -810,7 +797,9 @@ class _Environments:
 
     def get(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         if name not in self._cache:
-            from palm.render.envmap import HDR_EXTENSIONS, downsample_equirect, load_environment, load_hdr
+            from palm.imageio import HDR_EXTENSIONS, load_hdr
+            from palm.render.environment import load_environment
+            from palm.render.envmap import downsample_equirect
 
             loaded = load_environment(name)
             lobes, info = loaded if isinstance(loaded, tuple) else (loaded, {})
@@ -1008,17 +997,17 @@ def _generate(
                 for cam_id, cam in cams.items():
                     with torch.no_grad():
                         views = render_view(scene, cam, cfg.supersample)
-                    write_png(sdir / "images" / cam_id / f"{fname}.png", encode_srgb(views["rgb"]))
-                    write_png(sdir / "masks" / cam_id / f"{fname}.png", views["mask"].astype(np.uint8) * 255)
-                    write_png(
+                    _write_png(sdir / "images" / cam_id / f"{fname}.png", to_srgb8(views["rgb"]))
+                    _write_png(sdir / "masks" / cam_id / f"{fname}.png", views["mask"].astype(np.uint8) * 255)
+                    _write_png(
                         sdir / "normals" / cam_id / f"{fname}.png", encode_normals(views["normal_gl"], views["mask"])
                     )
-                    write_png(sdir / "depth" / cam_id / f"{fname}.png", encode_depth(views["depth"]))
-                    write_png(sdir / "albedo" / cam_id / f"{fname}.png", encode_srgb(views["albedo"]))
+                    _write_png(sdir / "depth" / cam_id / f"{fname}.png", encode_depth(views["depth"]))
+                    _write_png(sdir / "albedo" / cam_id / f"{fname}.png", to_srgb8(views["albedo"]))
                     rgba = np.dstack(
                         [np.repeat(to_u8(views["shade"])[..., None], 3, -1), views["mask"].astype(np.uint8) * 255]
                     )
-                    write_png(sdir / "mano" / cam_id / f"{fname}.png", rgba)
+                    _write_png(sdir / "mano" / cam_id / f"{fname}.png", rgba)
                     kp2d[cam_id][f] = cam.project(posed.keypoints[0].cpu().numpy().astype(np.float64))
                 poses[f], transl[f] = pose, t
                 kp3d[f] = posed.keypoints[0].cpu().numpy()
@@ -1049,8 +1038,8 @@ def _generate(
             write_npy(sdir / "keypoints.npy", {"keypoints_3d": kp3d, "keypoints_2d": kp2d})
             write_json(sdir / "lighting.json", lighting)
             if material["albedo_map"] is not None:
-                write_png(sdir / "albedo_map.png", encode_srgb(material["albedo_map"].numpy()))
-                write_png(sdir / "roughness_map.png", to_u8(material["roughness_map"].numpy()[..., 0]))
+                _write_png(sdir / "albedo_map.png", to_srgb8(material["albedo_map"].numpy()))
+                _write_png(sdir / "roughness_map.png", to_u8(material["roughness_map"].numpy()[..., 0]))
             write_json(
                 sdir / "subject.json",
                 {

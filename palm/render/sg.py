@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from palm.config import LightConfig
 from palm.errors import PalmError
 from palm.io import read_json, write_json
 from palm.render.envmap import downsample_equirect, equirect_dirs, solid_angles
@@ -70,7 +71,7 @@ def fibonacci_sphere(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor
     return torch.stack([r * torch.sin(phi), y, r * torch.cos(phi)], dim=-1).to(dtype)
 
 
-def sg_init(n_lobes: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
+def sg_init(n_lobes: int = LightConfig.n_lobes, generator: torch.Generator | None = None) -> torch.Tensor:
     """The spec's initial environment (section 6.1).
 
     ``P ~ N(0, 1)``; amplitudes made grey (channel 0 copied to 1, 2); ``lambda = 10 + |20 P3|``;
@@ -385,7 +386,7 @@ def _nonnegative_amplitudes(
 
 def fit_sg(
     equirect: Any,
-    n_lobes: int = 64,
+    n_lobes: int = LightConfig.n_lobes,
     steps: int = 600,
     fit_height: int = 64,
     lr: float = 0.05,
@@ -436,7 +437,7 @@ def _fit_sg(
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 2 or image.shape[1] < 2:
         raise ValueError(f"fit_sg expects an (H, W, 3) map, got shape {tuple(image.shape)}")
     if not bool(torch.isfinite(image).all()) or bool((image < 0).any()):
-        raise ValueError("fit_sg expects a finite, non-negative map (load it with envmap.load_hdr)")
+        raise ValueError("fit_sg expects a finite, non-negative map (load it with palm.imageio.load_hdr)")
 
     target = downsample_equirect(image, fit_height)
     h, w = target.shape[:2]

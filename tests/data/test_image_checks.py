@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from palm.data.imageio_checks import read_image, read_image_alpha, read_image_info, read_mask
 from palm.errors import PalmError
+from palm.imageio import read_image, read_image_alpha, read_image_info, read_mask
 
 
 def _gradient(w=64, h=48) -> np.ndarray:
@@ -117,7 +117,7 @@ def test_tiny_and_missing(tmp_path):
 
 
 def test_huge_image_is_downscaled(tmp_path, monkeypatch):
-    import palm.data.imageio_checks as ic
+    import palm.imageio as ic
 
     monkeypatch.setattr(ic, "MAX_PIXELS", 100 * 100)
     path = _save(tmp_path, "big.png", Image.fromarray((_gradient(300, 200) * 255).astype(np.uint8)))

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from palm import cli
+from palm.cli import main as cli
 from palm.assets import SHARED
 from palm.data import photo as P
-from palm.data.imageio_checks import read_image
 from palm.errors import PalmError
+from palm.imageio import read_image
 
 PHOTO = str(SHARED / "data/photos/opencv_doc/handSrc.jpg")
 TIPS = (4, 8, 12, 16, 20)

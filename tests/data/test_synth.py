@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from palm.cli import main
+from palm.cli.main import main
 from palm.data.palm_dataset import POSE_ABSOLUTE, PalmDataset
 from palm.data.synth import sample_subject, skin_albedo
 from palm.render.raster import (

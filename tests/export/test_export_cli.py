@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from palm import export_cli
-from palm.cli import main
+from palm.cli import export as export_cli
+from palm.cli.main import main
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_export_render_png_and_exr(tmp_path, toy_rig):
     png = iio.imread(tmp_path / "a.png")
     assert png.shape == (40, 40, 4) and (png[..., 3] == 255).any() and (png[..., 3] == 0).any()
     assert main(["export", "render", "--res", "40", "--out", str(tmp_path / "a.exr")]) == 0
-    from palm.export import read_exr
+    from palm.imageio import read_exr
 
     exr = read_exr(tmp_path / "a.exr")
     assert exr.shape == (40, 40, 4)
@@ -113,6 +113,6 @@ def test_export_env_json_and_exr(tmp_path):
         )
         == 0
     )
-    from palm.export import read_exr
+    from palm.imageio import read_exr
 
     assert read_exr(tmp_path / "env.exr").shape == (16, 32, 3)

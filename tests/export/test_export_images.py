@@ -10,7 +10,8 @@ import OpenEXR
 import pytest
 
 from palm.errors import PalmError
-from palm.export import default_lobes, export_env, read_exr, to_srgb8, write_exr, write_image
+from palm.export import default_lobes, export_env
+from palm.imageio import read_exr, to_srgb8, write_exr, write_image
 from palm.render.color import linear_to_srgb
 
 

@@ -14,15 +14,8 @@ import pytest
 import trimesh
 from PIL import Image
 
-from palm.export import (
-    bone_transforms,
-    export_mesh,
-    glb_accessor,
-    read_glb,
-    skin_vertices,
-    to_srgb8,
-    top4_weights,
-)
+from palm.export import bone_transforms, export_mesh, glb_accessor, read_glb, skin_vertices, top4_weights
+from palm.imageio import to_srgb8
 
 ROOT = Path(__file__).resolve().parents[2]
 TEX = 128

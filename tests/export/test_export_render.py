@@ -8,15 +8,8 @@ import numpy as np
 import pytest
 
 from palm.errors import PalmError
-from palm.export import (
-    default_lobes,
-    export_turntable,
-    framing_camera,
-    posed_avatar,
-    raster_render,
-    rasterize,
-    write_image,
-)
+from palm.export import default_lobes, export_turntable, framing_camera, posed_avatar, raster_render, rasterize
+from palm.imageio import write_image
 from palm.jobs import Progress
 
 

@@ -16,9 +16,9 @@ RES = (20, 28)  # small grids: coarse, refine
 
 def test_baker_matches_bake_from_prior(standin_prior):
     """The cached exact baker equals the engine's bake; the interpolating one has the same mesh."""
-    from app.rebake import PriorBaker
     from palm.bake import bake_from_prior
     from palm.prior import load_prior
+    from palm.rebake import PriorBaker
 
     prior = load_prior(standin_prior)
     shape, appearance = np.array([2.0, -1.0, 0, 0, 0], np.float32), np.array([1.0, 0.5, 0, 0, 0], np.float32)
@@ -162,7 +162,7 @@ def test_viewport_follows_personalisation_snapshots(xvfb, standin_prior, wait_jo
 def test_missing_environment_presets_are_a_clear_error(monkeypatch):
     from app import actions
     from palm.errors import PalmError
-    from palm.render import envmap
+    from palm.render import environment as envmap
 
     assert actions.env_presets()  # the shipped presets
     thumb = actions.env_thumbnail(actions.env_presets()[0])

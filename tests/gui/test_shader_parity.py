@@ -176,7 +176,7 @@ def _relative_errors(gl: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 
 
 def _environments():
-    from palm.render.envmap import list_presets, load_environment
+    from palm.render.environment import list_presets, load_environment
 
     envs = [("random", _lobes())]
     envs += [(name, load_environment(name)[0]) for name in list_presets()[:2]]

@@ -96,7 +96,7 @@ def _image(fmt: str, size: int = 48) -> bytes:
 @FUZZ
 @given(data=st.binary(max_size=4096), ext=st.sampled_from([".png", ".jpg", ".tif", ".webp", ".bmp"]))
 def test_image_reader_on_random_bytes(work, data, ext):
-    from palm.data.imageio_checks import read_image
+    from palm.imageio import read_image
 
     path = work / f"photo{ext}"
     path.write_bytes(data)
@@ -108,7 +108,7 @@ def test_image_reader_on_random_bytes(work, data, ext):
 @FUZZ
 @given(data=st.one_of(byte_mutations(_image("PNG")), byte_mutations(_image("JPEG"))))
 def test_image_reader_on_mutated_png_and_jpeg(work, data):
-    from palm.data.imageio_checks import read_image
+    from palm.imageio import read_image
 
     path = work / "photo.img"
     path.write_bytes(data)

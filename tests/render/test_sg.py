@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from palm.errors import PalmError
-from palm.render.envmap import load_hdr
+from palm.imageio import load_hdr
 from palm.render.sg import (
     fit_sg,
     load_sg,

@@ -156,7 +156,7 @@ def test_crop_view_keeps_the_projection(prior, target):
 
 
 def test_steps_override_scales_the_schedule():
-    from palm.train.cli_personalize import scaled_schedule
+    from palm.config import scaled_schedule
 
     paper = PERSONALIZE_PRESETS["paper"]
     cfg = scaled_schedule(paper, 520)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from palm.cliutil import common
+from palm.cli.common import common
 from palm.errors import PalmError
 
 MESH_EXTENSIONS = (".glb", ".obj", ".ply")
@@ -166,8 +166,7 @@ def load_lobes(args: argparse.Namespace) -> Any:
     """SG lobes (K, 7): ``--env`` (preset, JSON or HDR), else the avatar's fitted light, else the default preset."""
     from palm.assets import DEFAULT_ENV, ENVMAPS
     from palm.export import default_lobes
-    from palm.render.envmap import load_environment
-    from palm.render.scene import DISPLAY_EXPOSURE
+    from palm.render.environment import DISPLAY_EXPOSURE, load_environment
 
     if getattr(args, "env", None):
         return load_environment(args.env, exposure=DISPLAY_EXPOSURE)[0]
@@ -183,9 +182,9 @@ def load_lobes(args: argparse.Namespace) -> Any:
 
 def neural_render(args: argparse.Namespace, azimuth: float | None = None) -> Any:
     """(H, W, 4) linear straight-alpha image from PALM-Net's volume renderer (``--renderer neural``)."""
-    from palm.cliutil import resolve_device
+    from palm.cli.common import resolve_device
     from palm.jobs import ConsoleProgress
-    from palm.render.scene import load_scene, render_scene
+    from palm.scene import load_scene, render_scene
 
     scene = load_scene(prior=getattr(args, "prior", None), avatar=getattr(args, "avatar", None),
                        pose=args.pose or "relaxed", env=getattr(args, "env", None), res=args.res,
@@ -222,7 +221,8 @@ def run_render(args: argparse.Namespace) -> int:
 
     out = check_output_path(args.out, IMAGE_EXTENSIONS)
     _positive(args.res, "--res")
-    from palm.export import framing_camera, posed_avatar, raster_render, write_image
+    from palm.export import framing_camera, posed_avatar, raster_render
+    from palm.imageio import write_image
 
     if args.renderer == "neural":
         write_image(out, neural_render(args), exposure=args.exposure)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from palm.cliutil import common
+from palm.cli.common import common
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
@@ -58,14 +58,13 @@ def run_eval(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from palm.cliutil import print_json, resolve_device
-    from palm.config import PERSONALIZE_PRESETS
+    from palm.cli.common import print_json, resolve_device
+    from palm.config import PERSONALIZE_PRESETS, scaled_schedule
     from palm.errors import PalmError
     from palm.eval import eval_interhand, eval_synthetic, format_markdown, table_json
     from palm.io import atomic_write, write_json
     from palm.jobs import ConsoleProgress, Log
     from palm.prior import load_prior
-    from palm.train.cli_personalize import scaled_schedule
 
     if args.steps is not None and args.steps < 1:
         raise PalmError("--steps", f"must be at least 1, got {args.steps}")

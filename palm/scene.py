@@ -41,7 +41,7 @@ def load_scene(
     from palm.hand import load_pose
     from palm.model import Frame
     from palm.prior import load_prior
-    from palm.render.envmap import load_environment
+    from palm.render.environment import load_environment
     from palm.render.views import framing_radius, orbit_camera, present_upright
 
     p = load_prior(prior, device=device)

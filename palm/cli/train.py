@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from palm.cliutil import common
+from palm.cli.common import common
 
 
 def register(sub) -> None:
@@ -45,7 +45,7 @@ def register(sub) -> None:
 def run_train(args) -> int:
     from pathlib import Path
 
-    from palm.cliutil import resolve_device
+    from palm.cli.common import resolve_device
     from palm.errors import PalmError
     from palm.jobs import ConsoleProgress
     from palm.train.trainer import Trainer, TrainOptions, export_prior, init_distributed
@@ -121,7 +121,7 @@ def fit_run_pca(run, components: int = 5) -> dict:
 def run_pca(args) -> int:
     from pathlib import Path
 
-    from palm.cliutil import print_json
+    from palm.cli.common import print_json
     from palm.errors import PalmError
 
     if args.components < 1:

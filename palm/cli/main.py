@@ -1,34 +1,24 @@
 """The ``palm`` command: train, personalise, render, export, evaluate, data and hand tools.
 
-Sub-commands live in their own modules (listed in ``COMMAND_MODULES``); each exposes
-``register(subparsers)``. Errors about inputs are :class:`palm.errors.PalmError` and print as one
+Each sub-command lives in its own module of this package (``palm/cli/<command>.py``), which
+exposes ``register(subparsers)`` and imports heavy libraries inside its ``run_*`` function so that
+``palm --help`` stays fast. Errors about inputs are :class:`palm.errors.PalmError` and print as one
 line ``error: <path>: <what is wrong>`` with exit status 2 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import traceback
 import warnings
 
 from palm import __version__
+from palm.cli import data, doctor, env, eval, export, hand, personalize, photo, render, train
 from palm.errors import PalmError
 
-#: Modules that add sub-commands, in the order ``palm --help`` lists them.
-COMMAND_MODULES = (
-    "palm.doctor",
-    "palm.hand.cli",
-    "palm.render.cli",
-    "palm.render.env_cli",
-    "palm.data.cli",
-    "palm.data.photo_cli",
-    "palm.train.cli",
-    "palm.train.cli_personalize",
-    "palm.export_cli",
-    "palm.eval_cli",
-)
+#: Command modules, in the order ``palm --help`` lists them.
+COMMAND_MODULES = (doctor, hand, render, env, data, photo, train, personalize, export, eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"palm-studio {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a command group that is not part of this build
-            if exc.name == name:
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 

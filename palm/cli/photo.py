@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from palm.cliutil import common, print_json
+from palm.cli.common import common, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from palm.cliutil import common
+from palm.cli.common import common
 
 
 def register(sub) -> None:
@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 def run_render(args) -> int:
 
-    from palm.cliutil import resolve_device
+    from palm.cli.common import resolve_device
     from palm.errors import PalmError
     from palm.io import check_output_path
     from palm.jobs import ConsoleProgress
@@ -43,7 +43,7 @@ def run_render(args) -> int:
     if args.res is not None and not 8 <= args.res <= 8192:
         raise PalmError("--res", f"must be between 8 and 8192, got {args.res}")
     device = resolve_device(args.device)
-    from palm.render.scene import load_scene, render_scene
+    from palm.scene import load_scene, render_scene
 
     scene = load_scene(prior=args.prior, avatar=args.avatar, pose=args.pose, env=args.env, res=args.res,
                        azimuth=args.cam_azimuth, elevation=args.cam_elevation, device=device,
@@ -51,7 +51,7 @@ def run_render(args) -> int:
                        appearance_sigmas=_floats(args.appearance_pca, "--appearance-pca"))
     bar = ConsoleProgress("render")
     image = render_scene(scene, image=args.image, emit=bar)
-    from palm.export import write_image
+    from palm.imageio import write_image
 
     write_image(out_path, image.cpu().numpy())
     print(f"wrote {out_path}")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from palm.cliutil import common, print_json
+from palm.cli.common import common, print_json
 
 _GL_PROBE = """
 import moderngl

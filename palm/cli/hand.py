@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from palm.cliutil import common
+from palm.cli.common import common
 
 EXPORT_EXTENSIONS = (".glb", ".obj", ".ply")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from palm.cliutil import common, print_json
+from palm.cli.common import common, print_json
+from palm.config import LightConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fit", parents=[common()], help="fit an equirect .exr/.hdr map with SG lobes and save them as JSON"
     )
     fit.add_argument("file", metavar="FILE", help="equirectangular .exr or .hdr map (+y up)")
-    fit.add_argument("--lobes", type=int, default=64, help="number of SG lobes (default 64)")
+    fit.add_argument("--lobes", type=int, default=LightConfig.n_lobes, help=f"number of SG lobes (default {LightConfig.n_lobes})")
     fit.add_argument("--out", required=True, metavar="OUT.json", help="SG file to write")
     fit.add_argument("--steps", type=int, default=600, help="optimiser steps (default 600)")
     fit.add_argument("--fit-height", type=int, default=64, help="rows of the map the fit sees (default 64)")
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", required=True, metavar="X.png|X.exr", help="image to write (PNG tone-mapped, EXR linear)"
     )
     prev.add_argument("--height", type=int, default=256, help="image height; width = 2 x height (default 256)")
-    prev.add_argument("--lobes", type=int, default=64, help="lobes when fitting an HDR map (default 64)")
+    prev.add_argument("--lobes", type=int, default=LightConfig.n_lobes, help=f"lobes when fitting an HDR map (default {LightConfig.n_lobes})")
     prev.set_defaults(func=run_preview)
 
 
@@ -65,8 +66,8 @@ def _positive(value: int, name: str) -> None:
 def run_fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from palm.imageio import write_image
     from palm.io import check_output_path
-    from palm.render.envmap import save_preview
     from palm.render.sg import fit_sg, save_sg, sg_to_equirect
 
     _positive(args.lobes, "--lobes")
@@ -80,7 +81,7 @@ def run_fit(args: argparse.Namespace) -> int:
     meta = {"source": Path(args.file).name, **report}
     save_sg(out, lobes, meta)
     if args.preview:
-        save_preview(args.preview, sg_to_equirect(lobes, 256))
+        write_image(args.preview, sg_to_equirect(lobes, 256))
     result = {"out": str(out), "source": str(args.file), **report}
     if args.json:
         print_json(result)
@@ -100,7 +101,7 @@ def _load_map(path: str):
     import numpy as np
 
     from palm.errors import PalmError
-    from palm.render.envmap import load_hdr
+    from palm.imageio import load_hdr
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -114,7 +115,7 @@ def _load_map(path: str):
 
 def run_list(args: argparse.Namespace) -> int:
     from palm.assets import DEFAULT_ENV, ENVMAPS
-    from palm.render.envmap import list_presets
+    from palm.render.environment import list_presets
     from palm.render.sg import load_sg
 
     rows = []
@@ -139,13 +140,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
+    from palm.imageio import write_image
     from palm.io import check_output_path
-    from palm.render.envmap import load_environment, save_preview
+    from palm.render.environment import load_environment
     from palm.render.sg import sg_to_equirect
 
     _positive(args.height, "--height")
     out = check_output_path(args.out, (".png", ".exr"))
     lobes, _ = load_environment(args.source, n_lobes=args.lobes)
-    save_preview(out, sg_to_equirect(lobes, args.height))
+    write_image(out, sg_to_equirect(lobes, args.height))
     print(out)
     return 0

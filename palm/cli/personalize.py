@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from palm.cliutil import common
+from palm.cli.common import common
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,17 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 WORK_RES = {"fast": 128, "paper": 256}
 
 
-def scaled_schedule(cfg, steps: int):
-    """``cfg`` with ``max_steps = steps`` and its milestones scaled by ``steps / cfg.max_steps``."""
-    import dataclasses
-
-    f = steps / cfg.max_steps
-    s = lambda n: max(1, round(n * f))
-    return dataclasses.replace(cfg, max_steps=steps, shape_freeze_step=s(cfg.shape_freeze_step),
-                               pbr_start_step=s(cfg.pbr_start_step), warmup_steps=s(cfg.warmup_steps),
-                               preview_every=max(1, min(cfg.preview_every, steps)))
-
-
 def apply_camera(result, path):
     """Replace the fit's camera by the user's camera JSON (K rescaled to the photo's size)."""
 
@@ -90,8 +79,8 @@ def run_personalize(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from palm.cliutil import resolve_device
-    from palm.config import PERSONALIZE_PRESETS
+    from palm.cli.common import resolve_device
+    from palm.config import PERSONALIZE_PRESETS, scaled_schedule
     from palm.data.photo import preprocess_photo, write_outputs
     from palm.errors import PalmError
     from palm.io import require_file

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from palm.cliutil import common, print_json
+from palm.cli.common import common, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from palm.cliutil import resolve_device
+    from palm.cli.common import resolve_device
     from palm.data.synth import SynthConfig, generate
     from palm.errors import PalmError
     from palm.jobs import ConsoleProgress
