@@ -104,8 +104,7 @@ def load_avatar(path: str | os.PathLike, prior_hash: str | None = None) -> Avata
         if key not in t:
             raise PalmError(weights, f"missing tensor '{key}'")
     pose, betas, transl = _hand_arrays(meta, folder / "avatar.json")
-    if t["light"].dim() != 2 or t["light"].shape[1] != 7:
-        raise PalmError(weights, f"light must be (K, 7), found {tuple(t['light'].shape)}")
+    _check_tensors(t, weights)
     if prior_hash is not None and meta["prior_hash"] != prior_hash:
         raise PalmError(folder, f"made for prior {meta['prior_hash']}, not for the loaded prior {prior_hash}")
     extra = {k: v for k, v in meta.items() if k not in {"format", "prior_hash", "pose", "betas", "transl", "camera",
@@ -117,6 +116,31 @@ def load_avatar(path: str | os.PathLike, prior_hash: str | None = None) -> Avata
         camera=meta["camera"], prior_hash=meta["prior_hash"], left=bool(meta.get("left", False)),
         photo=str(meta.get("photo", "")), extra=extra,
     )
+
+
+MAX_CODE = 4096
+"""Longest code or coefficient vector an avatar may hold (the paper's codes have 32 entries)."""
+MAX_BETAS = 300
+"""Most shape parameters (MANO has 10; SMPL-X-style rigs up to 300)."""
+
+
+def _check_tensors(t: dict[str, torch.Tensor], path: Path) -> None:
+    """Shapes, finiteness and a light that lights: refuse what would render as garbage."""
+    from palm.render.bounds import MAX_LOBES, MAX_SG_AMPLITUDE
+
+    for key in ("shape_coeffs", "appearance_coeffs", "shape_code", "appearance_code"):
+        if t[key].dim() != 1 or not 0 < t[key].numel() <= MAX_CODE:
+            raise PalmError(path, f"'{key}' must be a vector of 1 to {MAX_CODE} numbers, found {tuple(t[key].shape)}")
+    for key, value in t.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise PalmError(path, f"'{key}' contains NaN or infinite values")
+    light = t["light"]
+    if light.dim() != 2 or light.shape[1] != 7 or not 0 < light.shape[0] <= MAX_LOBES:
+        raise PalmError(path, f"light must be (K, 7) with 1 to {MAX_LOBES} lobes, found {tuple(light.shape)}")
+    if float(light[:, 4:7].abs().max()) > MAX_SG_AMPLITUDE or not bool((light[:, 4:7] > 0).any()):
+        raise PalmError(path, f"light has no positive amplitude or one beyond {MAX_SG_AMPLITUDE:g}")
+    if bool((light[:, 0:3].norm(dim=-1) == 0).any()):
+        raise PalmError(path, "light has a lobe with a zero axis")
 
 
 def _hand_arrays(meta: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,7 +155,7 @@ def _hand_arrays(meta: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarr
         raise PalmError(path, f"pose, betas and transl must be arrays of numbers ({exc})") from None
     if pose.shape != (16, 3):
         raise PalmError(path, f"pose must be 16x3, found {pose.shape}")
-    if betas.ndim != 1 or transl.shape != (3,):
+    if betas.ndim != 1 or betas.size > MAX_BETAS or transl.shape != (3,):
         raise PalmError(path, f"betas must be a list of numbers and transl 3 numbers, found {betas.shape} and "
                               f"{transl.shape}")
     if not (np.isfinite(pose).all() and np.isfinite(betas).all() and np.isfinite(transl).all()):

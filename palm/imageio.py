@@ -39,6 +39,7 @@ import numpy as np
 
 from palm.errors import PalmError
 from palm.io import atomic_write, check_output_path, require_file
+from palm.render.bounds import MAX_MAP_PIXELS, MAX_RADIANCE
 from palm.render.color import linear_to_srgb
 
 # ---------------------------------------------------------------------------------------------
@@ -167,6 +168,16 @@ def read_exr(path: str | os.PathLike) -> np.ndarray:
 
     path = Path(path)
     try:
+        with OpenEXR.File(str(path), header_only=True) as exr:
+            (x0, y0), (x1, y1) = exr.header()["dataWindow"]
+    except Exception as exc:  # noqa: BLE001 - the OpenEXR binding raises plain Exceptions on bad files
+        raise PalmError(path, f"not a readable OpenEXR file ({_short(exc)})") from None
+    width, height = int(x1) - int(x0) + 1, int(y1) - int(y0) + 1
+    if width <= 0 or height <= 0:
+        raise PalmError(path, "image has no pixels")
+    if width * height > MAX_MAP_PIXELS:
+        raise PalmError(path, f"image is {width}x{height} pixels, larger than the {MAX_MAP_PIXELS // 2**20} Mpx limit")
+    try:
         with OpenEXR.File(str(path)) as exr:
             merged = {k: np.asarray(v.pixels) for k, v in exr.channels().items()}
     except Exception as exc:  # noqa: BLE001 - the OpenEXR binding raises plain Exceptions on bad files
@@ -208,6 +219,9 @@ def load_hdr(path: str | os.PathLike) -> np.ndarray:
     clean = np.ascontiguousarray(np.maximum(np.where(bad, 0.0, rgb), 0.0), dtype=np.float32)
     if not clean.any():
         raise PalmError(path, "map has no light (every pixel is zero, negative, NaN or infinite)")
+    peak = float(clean.max())
+    if peak > MAX_RADIANCE:
+        raise PalmError(path, f"pixel value {peak:.3g} is beyond the supported range ({MAX_RADIANCE:.0e}); the file is corrupt or wrongly scaled")
     if bad.any():
         n_bad = int(bad.any(axis=-1).sum())
         warnings.warn(f"{path}: {n_bad} pixel(s) with NaN/Inf replaced by 0", UserWarning, stacklevel=2)
@@ -244,6 +258,11 @@ def _read_radiance_hdr(path: Path) -> np.ndarray:
         raise PalmError(path, "malformed Radiance resolution line") from None
     if height <= 0 or width <= 0:
         raise PalmError(path, "image has no pixels")
+    if height * width > MAX_MAP_PIXELS:
+        raise PalmError(path, f"image is {width}x{height} pixels, larger than the {MAX_MAP_PIXELS // 2**20} Mpx limit")
+    if height * width > len(data):  # even run-length encoding needs about a byte per 32 pixels
+        if height * width > 32 * len(data):
+            raise PalmError(path, f"header declares {width}x{height} pixels but the file holds far fewer")
     rgbe = np.empty((height, width, 4), dtype=np.uint8)
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
@@ -254,8 +273,8 @@ def _read_radiance_hdr(path: Path) -> np.ndarray:
     if parts[0] == b"+Y":
         rgbe = rgbe[::-1]
     exponent = rgbe[..., 3:4].astype(np.int32)
-    scale = np.where(exponent == 0, 0.0, np.ldexp(1.0, exponent - (128 + 8)))
-    return ((rgbe[..., :3].astype(np.float64) + 0.5) * scale).astype(np.float32)
+    scale = np.where(exponent == 0, 0.0, np.ldexp(np.float32(1.0), exponent - (128 + 8))).astype(np.float32)
+    return (rgbe[..., :3].astype(np.float32) + 0.5) * scale
 
 
 def _read_scanline(buf: np.ndarray, pos: int, out: np.ndarray, width: int) -> int:

@@ -132,7 +132,7 @@ def load_prior(path: str | os.PathLike | None = None, device: str | torch.device
             raise PalmError(folder / "prior.json", f"missing key '{key}'")
     try:
         cfg = C.from_dict(C.PalmNetConfig, meta["config"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise PalmError(folder / "prior.json", f"config from another version: {exc}") from None
     weights = folder / "prior.safetensors"
     if not weights.is_file():
@@ -143,12 +143,17 @@ def load_prior(path: str | os.PathLike | None = None, device: str | torch.device
         raise PalmError(weights, f"not a readable safetensors file ({exc})") from None
     if tensor_hash(tensors) != meta["content_hash"]:
         raise PalmError(weights, "content hash does not match prior.json (corrupt or from another prior)")
+    n_subjects = meta["n_subjects"]
+    rows = tensors["codes.shape.weight"].shape[0] if "codes.shape.weight" in tensors else None
+    if not isinstance(n_subjects, int) or isinstance(n_subjects, bool) or n_subjects < 1 or n_subjects != rows:
+        raise PalmError(folder / "prior.json", f"n_subjects must be the number of subject codes ({rows}), "
+                                               f"found {str(n_subjects)[:40]}")
     if hand is None:
         from palm.hand import load_hand
 
         hand = load_hand(meta.get("hand", "open"))
     hand = hand.to(device)
-    model = PalmNet(cfg, hand, int(meta["n_subjects"]))
+    model = PalmNet(cfg, hand, n_subjects)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:

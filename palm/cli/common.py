@@ -10,8 +10,78 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+
+class PalmParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, ``error: <flag>: <what>``, exit 2.
+
+    Sub-parsers created from it (``add_subparsers().add_parser``) are of this class too.
+    """
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("argument "):
+            flag, _, what = message[len("argument "):].partition(": ")
+            message = f"{flag.split('/')[-1]}: {what}"
+        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[lo, hi]`` (written as digits, at most 12 of them)."""
+
+    def parse(text: str) -> int:
+        body = text.strip().lstrip("+-")
+        if not body.isdigit() or len(body) > 12:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got '{text[:40]}'")
+        value = int(text)
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def bounded_float(lo: float = -math.inf, hi: float = math.inf, *, open_lo: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite float in ``[lo, hi]`` (``(lo, hi]`` with ``open_lo``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text[:40]}'") from None
+        if not math.isfinite(value) or value < lo or value > hi or (open_lo and value == lo):
+            span = f"{'(' if open_lo else '['}{lo:g}, {hi:g}]"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {span}, got {text[:40]}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def check_distinct(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> Path:
+    """Refuse an output path that is one of the command's inputs (same file, also via links).
+
+    Returns:
+        ``out`` as a Path.
+    """
+    from palm.errors import PalmError
+
+    out = Path(out)
+    for item in inputs:
+        if item is None:
+            continue
+        source = Path(item)
+        same = out.resolve() == source.resolve() or (out.exists() and source.exists() and os.path.samefile(out, source))
+        if same:
+            raise PalmError(out, "output is also an input of this command; choose another output path")
+    return out
 
 
 def common() -> argparse.ArgumentParser:

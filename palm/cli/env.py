@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-from palm.cli.common import common, print_json
+from palm.cli.common import bounded_int, common, print_json
 from palm.config import LightConfig
+from palm.render.bounds import MAX_LOBES
+
+MAX_PREVIEW_HEIGHT = 8192
+"""Tallest preview (8192 x 16384 float32 RGB is 1.6 GB in memory)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,10 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fit", parents=[common()], help="fit an equirect .exr/.hdr map with SG lobes and save them as JSON"
     )
     fit.add_argument("file", metavar="FILE", help="equirectangular .exr or .hdr map (+y up)")
-    fit.add_argument("--lobes", type=int, default=LightConfig.n_lobes, help=f"number of SG lobes (default {LightConfig.n_lobes})")
+    fit.add_argument("--lobes", type=bounded_int(1, MAX_LOBES), default=LightConfig.n_lobes, help=f"number of SG lobes (default {LightConfig.n_lobes})")
     fit.add_argument("--out", required=True, metavar="OUT.json", help="SG file to write")
-    fit.add_argument("--steps", type=int, default=600, help="optimiser steps (default 600)")
-    fit.add_argument("--fit-height", type=int, default=64, help="rows of the map the fit sees (default 64)")
+    fit.add_argument("--steps", type=bounded_int(1, 100_000), default=600, help="optimiser steps (default 600)")
+    fit.add_argument("--fit-height", type=bounded_int(4, 1024), default=64, help="rows of the map the fit sees (default 64)")
     fit.add_argument("--preview", metavar="OUT.png", default=None, help="also write the fitted SG set as an image")
     fit.add_argument("--json", action="store_true", help="print one JSON object with the fit report")
     fit.set_defaults(func=run_fit)
@@ -46,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     prev.add_argument(
         "--out", required=True, metavar="X.png|X.exr", help="image to write (PNG tone-mapped, EXR linear)"
     )
-    prev.add_argument("--height", type=int, default=256, help="image height; width = 2 x height (default 256)")
-    prev.add_argument("--lobes", type=int, default=LightConfig.n_lobes, help=f"lobes when fitting an HDR map (default {LightConfig.n_lobes})")
+    prev.add_argument("--height", type=bounded_int(2, MAX_PREVIEW_HEIGHT), default=256,
+                      help=f"image height, at most {MAX_PREVIEW_HEIGHT}; width = 2 x height (default 256)")
+    prev.add_argument("--lobes", type=bounded_int(1, MAX_LOBES), default=LightConfig.n_lobes, help=f"lobes when fitting an HDR map (default {LightConfig.n_lobes})")
     prev.set_defaults(func=run_preview)
 
 
@@ -56,28 +61,26 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _positive(value: int, name: str) -> None:
-    from palm.errors import PalmError
-
-    if value < 1:
-        raise PalmError(name, f"must be a positive integer, got {value}")
-
-
 def run_fit(args: argparse.Namespace) -> int:
+    import sys
+    import warnings
     from pathlib import Path
 
+    from palm.cli.common import check_distinct
     from palm.imageio import write_image
     from palm.io import check_output_path
-    from palm.render.sg import fit_sg, save_sg, sg_to_equirect
+    from palm.render.environment import fit_environment
+    from palm.render.sg import save_sg, sg_to_equirect
 
-    _positive(args.lobes, "--lobes")
-    _positive(args.steps, "--steps")
-    _positive(args.fit_height, "--fit-height")
     out = check_output_path(args.out, (".json",))
+    check_distinct(out, args.file)
     if args.preview:
-        check_output_path(args.preview, (".png", ".exr"))
-    image = _load_map(args.file)
-    lobes, report = fit_sg(image, n_lobes=args.lobes, steps=args.steps, fit_height=args.fit_height)
+        check_distinct(check_output_path(args.preview, (".png", ".exr")), args.file, out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lobes, report = fit_environment(args.file, args.lobes, steps=args.steps, fit_height=args.fit_height)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     meta = {"source": Path(args.file).name, **report}
     save_sg(out, lobes, meta)
     if args.preview:
@@ -91,26 +94,6 @@ def run_fit(args: argparse.Namespace) -> int:
             f"irradiance rel. error {report['irradiance_rel_error']:.4f} ({report['seconds']:.1f} s)"
         )
     return 0
-
-
-def _load_map(path: str):
-    """``load_hdr`` that refuses a map without light and prints its clamping warning on one line."""
-    import sys
-    import warnings
-
-    import numpy as np
-
-    from palm.errors import PalmError
-    from palm.imageio import load_hdr
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        image = load_hdr(path)
-    if not (np.asarray(image) > 0).any():
-        raise PalmError(path, "map has no light: every pixel is zero, negative, NaN or infinite")
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    return image
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -140,13 +123,13 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
+    from palm.cli.common import check_distinct
     from palm.imageio import write_image
     from palm.io import check_output_path
     from palm.render.environment import load_environment
     from palm.render.sg import sg_to_equirect
 
-    _positive(args.height, "--height")
-    out = check_output_path(args.out, (".png", ".exr"))
+    out = check_distinct(check_output_path(args.out, (".png", ".exr")), args.source)
     lobes, _ = load_environment(args.source, n_lobes=args.lobes)
     write_image(out, sg_to_equirect(lobes, args.height))
     print(out)

@@ -18,6 +18,7 @@ from palm.config import LightConfig
 from palm.errors import PalmError
 from palm.imageio import HDR_EXTENSIONS, load_hdr
 from palm.io import require_file
+from palm.render.bounds import MAX_LOBES
 from palm.render.sg import fit_sg, load_sg, normalise_exposure
 
 DISPLAY_EXPOSURE = 1.0
@@ -55,6 +56,26 @@ def load_environment(
     return lobes, info
 
 
+def fit_environment(path: str | os.PathLike, n_lobes: int = LightConfig.n_lobes, **fit_options: Any
+                    ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Fit SG lobes to an equirect ``.exr``/``.hdr`` map (:func:`palm.render.sg.fit_sg`).
+
+    Raises:
+        PalmError: unreadable map, not equirectangular (width about twice the height), too many
+            lobes, or a fit that does not converge (naming ``path``).
+    """
+    image = load_hdr(path)
+    h, w = image.shape[:2]
+    if h < 4 or not 1.5 <= w / h <= 2.5:
+        raise PalmError(path, f"a {w}x{h} image is not an equirectangular map (width should be twice the height)")
+    if not 1 <= n_lobes <= MAX_LOBES:
+        raise PalmError(path, f"cannot fit {n_lobes} lobes (1 to {MAX_LOBES})")
+    try:
+        return fit_sg(image, n_lobes=n_lobes, **fit_options)
+    except ValueError as exc:
+        raise PalmError(path, str(exc)) from None
+
+
 def display_light(name_or_file: str | os.PathLike | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """The light a render shows: ``name_or_file`` (default :data:`palm.assets.DEFAULT_ENV`) at
     :data:`DISPLAY_EXPOSURE`."""
@@ -70,7 +91,7 @@ def _load(name_or_file: str | os.PathLike, n_lobes: int) -> tuple[torch.Tensor, 
             lobes, meta = load_sg(path)
             return lobes, {**meta, "name": meta.get("name", path.stem), "path": str(path)}
         if suffix in HDR_EXTENSIONS:
-            lobes, report = fit_sg(load_hdr(path), n_lobes=n_lobes)
+            lobes, report = fit_environment(path, n_lobes)
             return lobes, {**report, "name": path.stem, "source": path.name, "path": str(path)}
         require_file(path, "environment")
         raise PalmError(path, "unsupported environment file (use a preset name, .json, .exr or .hdr)")

@@ -22,6 +22,9 @@ import torch
 
 from palm.errors import PalmError
 
+MAX_IMAGE_SIDE = 16384
+"""Largest image side a camera may declare."""
+
 
 @dataclass
 class Camera:
@@ -124,9 +127,29 @@ class Camera:
             raise PalmError(path, f"camera K must be 3x3 and Rt 4x4, got {tuple(K.shape)} and {tuple(Rt.shape)}")
         if height <= 0 or width <= 0:
             raise PalmError(path, f"camera image size must be positive, got {height}x{width}")
+        if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
+            raise PalmError(path, f"camera image size {width}x{height} is beyond {MAX_IMAGE_SIDE} pixels per side")
         if not (torch.isfinite(K).all() and torch.isfinite(Rt).all()):
             raise PalmError(path, "camera K/Rt contain non-finite values")
+        check_camera(K.double(), Rt.double(), path)
         return cls(K, Rt, height, width)
+
+
+def check_camera(K: torch.Tensor, Rt: torch.Tensor, path: str = "camera") -> None:
+    """Refuse a degenerate pinhole: focal lengths must be positive and K invertible, ``Rt`` a rigid
+    transform (orthonormal rotation with determinant +1, bottom row ``0 0 0 1``).
+
+    Args:
+        K: (3, 3) intrinsics.  Rt: (4, 4) world -> camera.
+    """
+    if not (K[0, 0] > 0 and K[1, 1] > 0) or abs(float(torch.linalg.det(K))) < 1e-12:
+        raise PalmError(path, "camera K must have positive focal lengths (K[0][0], K[1][1]) and be invertible")
+    R = Rt[:3, :3]
+    eye = torch.eye(3, dtype=R.dtype)
+    if float((R @ R.T - eye).abs().max()) > 1e-3 or float(torch.linalg.det(R)) <= 0:
+        raise PalmError(path, "camera Rt must be a rotation and translation (its 3x3 block is not a rotation)")
+    if float((Rt[3] - torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=Rt.dtype)).abs().max()) > 1e-6:
+        raise PalmError(path, "camera Rt's bottom row must be 0 0 0 1")
 
 
 def pixel_grid(height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:

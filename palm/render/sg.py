@@ -24,6 +24,7 @@ import torch
 from palm.config import LightConfig
 from palm.errors import PalmError
 from palm.io import read_json, write_json
+from palm.render.bounds import MAX_LOBES, MAX_SG_AMPLITUDE, MAX_SG_SHARPNESS
 from palm.render.envmap import downsample_equirect, equirect_dirs, solid_angles
 
 #: Format tag of SG JSON files.
@@ -299,6 +300,8 @@ def load_sg(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, Any]]:
     lobes = data["lobes"]
     if not isinstance(lobes, list) or not lobes:
         raise PalmError(path, "'lobes' must be a non-empty list")
+    if len(lobes) > MAX_LOBES:
+        raise PalmError(path, f"{len(lobes)} lobes, more than the limit of {MAX_LOBES}")
     for i, row in enumerate(lobes):
         ok = isinstance(row, list) and len(row) == 7
         ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row)
@@ -306,6 +309,12 @@ def load_sg(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, Any]]:
             raise PalmError(path, f"lobe {i} is not a list of 7 finite numbers")
         if row[0] ** 2 + row[1] ** 2 + row[2] ** 2 == 0.0:
             raise PalmError(path, f"lobe {i} has a zero axis")
+        if not 0.0 <= row[3] <= MAX_SG_SHARPNESS:
+            raise PalmError(path, f"lobe {i} has sharpness {row[3]:g} outside [0, {MAX_SG_SHARPNESS:g}]")
+        if max(abs(v) for v in row[4:7]) > MAX_SG_AMPLITUDE:
+            raise PalmError(path, f"lobe {i} has an amplitude beyond {MAX_SG_AMPLITUDE:g}")
+    if not any(v > 0 for row in lobes for v in row[4:7]):
+        raise PalmError(path, "the environment has no light (every amplitude is zero or negative)")
     meta = {k: v for k, v in data.items() if k != "lobes"}
     return torch.tensor(lobes, dtype=torch.float32), meta
 
@@ -439,7 +448,10 @@ def _fit_sg(
     if not bool(torch.isfinite(image).all()) or bool((image < 0).any()):
         raise ValueError("fit_sg expects a finite, non-negative map (load it with palm.imageio.load_hdr)")
 
-    target = downsample_equirect(image, fit_height)
+    peak = float(image.max())
+    if peak <= 0.0:
+        raise ValueError("fit_sg: the map is black")
+    target = downsample_equirect(image / peak, fit_height)  # unit peak: no float32 overflow in sums
     h, w = target.shape[:2]
     dirs = equirect_dirs(h, w)
     weights = solid_angles(h, w)
@@ -487,7 +499,9 @@ def _fit_sg(
 
     with torch.no_grad():
         P = lobes()
-        P = sg_encode(P[:, 0:3], P[:, 3], P[:, 4:7] * scale).to(torch.float32)
+        P = sg_encode(P[:, 0:3], P[:, 3], P[:, 4:7].double() * scale * peak).to(torch.float32)
+        if not bool(torch.isfinite(P).all()):
+            raise ValueError("fit_sg: the fit did not converge to finite lobes")
         report = sg_fit_errors(P, image, fit_height)
     report.update(
         {"lobes": n_lobes, "fit_resolution": [h, w], "steps": steps, "seconds": round(time.perf_counter() - start, 2)}
