@@ -41,7 +41,8 @@ def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got '{text[:40]}'")
         value = int(text)
         if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {value}")
+            what = f"a positive integer (at most {hi})" if lo == 1 else f"an integer in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
         return value
 
     parse.__name__ = "int"

@@ -172,6 +172,28 @@ def _resume(ctx: Ctx, change: Callable[[Path], None], named: str) -> tuple[list[
     return argv, str(ckpt.with_suffix(named))
 
 
+def _edit_tensors(path: Path, **changes) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    for key, change in changes.items():
+        tensors[key] = change(tensors[key]).contiguous()
+    save_file(tensors, str(path))
+
+
+def _sg_json(lobes: list[list[float]]) -> str:
+    return json.dumps({"format": "palm-sg-v1", "lobes": lobes})
+
+
+def _rgbe_hdr(exponent: int) -> bytes:
+    pixels = bytes([128, 128, 128, exponent]) * (4 * 8)
+    return b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 4 +X 8\n" + pixels
+
+
+def _preview(ctx: Ctx, source: str, out: str = "sky.png") -> tuple[list[str], str]:
+    return ["env", "preview", source, "--lobes", "2", "--out", str(ctx.out / out)], source
+
+
 def _truncate(path: Path, keep: int) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 
@@ -312,6 +334,46 @@ CASES = [
          "must be a positive integer"),
     Case("data-synth-res-0", lambda c: (["data", "synth", "--out", str(c.out / "data"), "--res", "0", "--quiet"],
                                         "--res"), "must be in"),
+    # --- absurd numbers in files and flags (issue 16) -------------------------------------------
+    Case("env-preview-height-huge", lambda c: (["env", "preview", "studio", "--height", "100000000", "--out",
+                                                str(c.out / "e.png")], "--height"), "[2, 8192]"),
+    Case("env-fit-lobes-huge", lambda c: (_env_fit(c, c.file("sky.hdr", "x"))[0] + ["--lobes", "10000000"], "--lobes"),
+         "at most 1024"),
+    Case("env-preview-height-not-int", lambda c: (["env", "preview", "studio", "--height", "1e8", "--out",
+                                                   str(c.out / "e.png")], "--height"), "expected an integer"),
+    Case("sg-too-many-lobes", lambda c: _preview(c, c.file("sky.json", _sg_json([[0, 1, 0, 1, 1, 1, 1]] * 200_000))),
+         "more than the limit"),
+    Case("sg-amplitude-1e300", lambda c: _preview(c, c.file("sky.json", _sg_json([[0, 1, 0, 1, 1e300, 1, 1]]))),
+         "amplitude beyond"),
+    Case("sg-zero-light", lambda c: _preview(c, c.file("sky.json", _sg_json([[0, 1, 0, 1, 0, 0, 0]]))), "no light"),
+    Case("hdr-header-huge", lambda c: _env_fit(c, c.file(
+        "sky.hdr", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 10000000 +X 10000000\n" + bytes(64))), "larger than"),
+    Case("hdr-exponent-255", lambda c: _env_fit(c, c.file("sky.hdr", _rgbe_hdr(255))), "beyond the supported range"),
+    Case("exr-one-huge-pixel", lambda c: _env_fit(c, _exr(c, "sky.exr", np.where(
+        np.arange(16 * 32 * 3).reshape(16, 32, 3) == 7, 3e38, 1.0))), "beyond the supported range"),
+    Case("exr-not-equirect", lambda c: _env_fit(c, _exr(c, "sky.exr", np.ones((1, 4000, 3)))),
+         "not an equirectangular map"),
+    Case("env-preview-out-is-input", lambda c: (
+        ["env", "preview", _exr(c, "sky.exr", np.ones((16, 32, 3))), "--lobes", "2", "--out", str(c.inp / "sky.exr")],
+        str(c.inp / "sky.exr")), "also an input"),
+    Case("avatar-nan-codes", lambda c: _broken_avatar(c, lambda a: _edit_tensors(
+        a / "avatar.safetensors", shape_code=lambda x: x * float("nan")), "avatar.safetensors"), "nan"),
+    Case("avatar-zero-light", lambda c: _broken_avatar(c, lambda a: _edit_tensors(
+        a / "avatar.safetensors", light=lambda x: x * 0), "avatar.safetensors"), "light"),
+    Case("avatar-zero-rt", lambda c: _broken_avatar(c, lambda a: _edit_json(
+        a / "avatar.json", camera={**json.loads((a / "avatar.json").read_text())["camera"], "Rt": [[0.0] * 4] * 4}),
+        "avatar.json"), "rotation"),
+    Case("avatar-k-zero", lambda c: _broken_avatar(c, lambda a: _edit_json(
+        a / "avatar.json", camera={**json.loads((a / "avatar.json").read_text())["camera"], "K": [[0.0] * 3] * 3}),
+        "avatar.json"), "focal"),
+    Case("avatar-too-many-betas", lambda c: _broken_avatar(c, lambda a: _edit_json(
+        a / "avatar.json", betas=[0.0] * 301), "avatar.json"), "betas"),
+    Case("prior-n-subjects-negative", lambda c: _broken_prior(
+        c, lambda p: _edit_json(p / "prior.json", n_subjects=-1), "prior.json"), "n_subjects"),
+    Case("prior-n-subjects-text", lambda c: _broken_prior(
+        c, lambda p: _edit_json(p / "prior.json", n_subjects="abc"), "prior.json"), "n_subjects"),
+    Case("prior-n-subjects-huge", lambda c: _broken_prior(
+        c, lambda p: _edit_json(p / "prior.json", n_subjects=10**9), "prior.json"), "n_subjects"),
     Case("train-max-steps-0", lambda c: (["train", "--data", str(c.inp), "--out", str(c.out / "run"),
                                           "--max-steps", "0"], "--max-steps"), "must be at least 1"),
 ]
@@ -345,6 +407,11 @@ EXTRA = frozenset({
     "prior-no-sidecar",
     "prior-other-version-config",
     "train-max-steps-0",
+    "env-preview-height-not-int",
+    "sg-zero-light",
+    "avatar-k-zero",
+    "prior-n-subjects-text",
+    "prior-n-subjects-huge",
 })
 CASES = [pytest.param(c, marks=pytest.mark.slow, id=c.id) if isinstance(c, Case) and c.id in EXTRA else c
          for c in CASES]
@@ -412,6 +479,38 @@ def test_bad_input_gives_one_clear_error_line(case: Case, outcomes: dict[str, Ou
 # ---------------------------------------------------------------------------------------------
 # Behaviour around the table
 # ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("err", [28, 30, 21, 20, 17], ids=["ENOSPC", "EROFS", "EISDIR", "ENOTDIR", "EEXIST"])
+def test_os_errors_name_the_users_path_not_a_temporary(tmp_path, monkeypatch, capsys, err):
+    """A write that fails in the middle (disk full, read-only mount, ...) is one line naming the output."""
+    import palm.io
+    from palm.cli.main import main
+
+    def failing_replace(src, dst):
+        raise OSError(err, os.strerror(err), str(src))
+
+    monkeypatch.setattr(palm.io.os, "replace", failing_replace)
+    out = tmp_path / "sky.png"
+    rc = main(["env", "preview", "studio", "--height", "8", "--out", str(out)])
+    err_text = capsys.readouterr().err
+    assert rc == 2
+    assert err_text.strip().splitlines() == [f"error: {out}: {os.strerror(err).lower()}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_memory_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    import palm.render.sg
+    from palm.cli.main import main
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(palm.render.sg, "sg_to_equirect", no_memory)
+    out = tmp_path / "sky.png"
+    rc = main(["env", "preview", "studio", "--height", "8", "--out", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {out}: out of memory")
 
 
 def test_debug_shows_the_traceback(tmp_path):
