@@ -109,6 +109,10 @@ def read_json(path: str | os.PathLike) -> Any:
         raise PalmError(path, "not a text file (expected JSON)") from None
     except json.JSONDecodeError as exc:
         raise PalmError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise PalmError(path, "JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal of thousands of digits
+        raise PalmError(path, f"malformed JSON ({str(exc)[:80]})") from None
 
 
 def require_file(path: str | os.PathLike, what: str = "file") -> Path:

@@ -121,9 +121,22 @@ def _jsonable(o: Any) -> Any:
 
 
 def resolve_device(name: str = "auto") -> Any:
-    """``auto`` -> cuda when available, else cpu."""
+    """``auto`` -> cuda when available, else cpu; an unknown or absent device is a clear error."""
     import torch
+
+    from palm.errors import PalmError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise PalmError("--device", f"unknown device '{name[:40]}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PalmError("--device", f"'{name}' asked for, but this torch build or machine has no CUDA GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise PalmError("--device", f"'{name}' asked for, but only {torch.cuda.device_count()} GPU(s) exist")
+    elif device.type != "cpu":
+        raise PalmError("--device", f"device type '{device.type}' is not supported (use auto, cpu, cuda or cuda:N)")
+    return device
