@@ -121,7 +121,7 @@ def main() -> None:
                     help="working crop side in pixels (default 128; quick: 80, for cheaper final renders)")
     args = ap.parse_args()
 
-    from palm.data.photo import preprocess_photo
+    from palm.data.photo.pipeline import preprocess_photo
 
     device = torch.device(args.device)
     args.work_res = args.work_res or (80 if args.quick else 128)

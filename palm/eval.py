@@ -6,7 +6,7 @@ Protocols:
   images, then render the avatar in each of the 20 images' camera and hand pose (shape from the
   personalisation) under the fitted environment and score them. InterHand2.6M ships no masks:
   each image's mask is U^2-Net-p saliency refined with the registered hand's silhouette
-  (:func:`palm.data.photo.segment_hand`), standing in for the paper's SAM masks.
+  (:func:`palm.data.photo.segment.segment_hand`), standing in for the paper's SAM masks.
 * **Synthetic** (``palm data synth`` folders): per held-out subject, personalise on its first
   image (first frame, first view); every other image is a novel pose/view. Images lit by the
   personalisation image's environment are rendered under the *fitted* light ("seen" rows);
@@ -210,7 +210,8 @@ def with_mask(sample, hand):
         return sample
     if sample.hand is None:
         raise PalmError(sample.meta.get("path", sample.subject), "no mask and no hand registration")
-    from palm.data.photo import HandFit, segment_hand
+    from palm.data.photo.fit import HandFit
+    from palm.data.photo.segment import segment_hand
 
     fit = HandFit(pose=sample.hand.pose, betas=sample.hand.betas[: int(hand.n_betas)], transl=sample.hand.transl,
                   K=sample.camera.K, Rt=sample.camera.Rt, width=sample.width, height=sample.height, left=False)

@@ -79,7 +79,8 @@ def test_score_sample_prefers_the_right_subject(prior):
 
 def test_eval_synthetic_cli_prints_a_table(prior, tmp_path, capsys):
     from palm.cli.main import main
-    from palm.data.synth import SynthConfig, generate
+    from palm.data.synth.config import SynthConfig
+    from palm.data.synth.generate import generate
 
     data = tmp_path / "synth"
     generate(data, SynthConfig(n_subjects=1, n_poses=2, n_views=1, resolution=40, supersample=1, texture_size=64))

@@ -1,12 +1,15 @@
 """``palm data``: make a synthetic dataset, validate a PALM-layout folder.
 
     palm data synth --out DIR --subjects N --poses P --views V --res R [--seed S]
-    palm data check DIR [--json]
+    palm data check DIR [--json] [--strict]
 
 ``check`` prints a summary (``--json``: one JSON object with ``subjects``, ``frames``, ``views``,
 ``images``, ``missing``, ``errors``) and exits 0 once the check has run (the report says what is
-missing; with ``--strict``, 1 when files are missing or malformed), and 2 (``error: ...``) when
-the folder is not a dataset at all.
+missing). ``--strict`` also decodes every per-view file and compares its size with its camera's
+(:func:`palm.data.check.check_dataset` with ``decode=True``, the check the trainer runs before
+stage 0) and exits 1 when files are missing or malformed. It exits 2 (``error: ...``) when the
+folder is not a dataset at all, or when a ``cameras.npy`` / ``poses.npy`` is a pickle the loader
+refuses (code to run, a size bomb: :mod:`palm.safepickle`).
 """
 
 from __future__ import annotations
@@ -62,7 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     c.add_argument("dir", metavar="DIR", help="dataset folder")
     c.add_argument("--json", action="store_true", help="print one JSON object")
-    c.add_argument("--strict", action="store_true", help="exit with status 1 when files are missing or malformed")
+    c.add_argument(
+        "--strict",
+        action="store_true",
+        help="decode every image and check its size against its camera; exit with status 1 when files are "
+        "missing or malformed",
+    )
     c.set_defaults(func=run_check)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -70,7 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from palm.cli.common import resolve_device
-    from palm.data.synth import SynthConfig, generate
+    from palm.data.synth.config import SynthConfig
+    from palm.data.synth.generate import generate
     from palm.errors import PalmError
     from palm.jobs import ConsoleProgress
 
@@ -107,9 +116,9 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from palm.data.palm_dataset import check_dataset
+    from palm.data.check import check_dataset
 
-    report = check_dataset(args.dir)
+    report = check_dataset(args.dir, decode=args.strict)
     ok = not report["missing"] and not report["errors"]
     if args.json:
         print_json(report)
@@ -127,5 +136,7 @@ def run_check(args: argparse.Namespace) -> int:
                 print(f"  ... and {len(report['missing']) - 50} more")
         for e in report["errors"]:
             print(f"malformed: {e}")
+        if args.strict:
+            print(f"decoded {report['decoded']} file(s)")
         print("complete" if ok else "incomplete")
     return 1 if (args.strict and not ok) else 0

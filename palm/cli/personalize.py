@@ -3,7 +3,7 @@
     palm personalize PHOTO --prior PRIOR --out AVATAR [--mask M] [--hand-params J] [--camera C]
                            [--left] [--preset paper|fast] [--steps N]
 
-The photo is preprocessed (:func:`palm.data.photo.preprocess_photo`: landmarks, hand fit, mask,
+The photo is preprocessed (:func:`palm.data.photo.pipeline.preprocess_photo`: landmarks, hand fit, mask,
 or the user's mask / hand parameters / camera), then :func:`palm.train.personalize.personalize`
 fits the prior's PCA codes, an SG environment and a pose correction. Writes the avatar folder
 (``avatar.safetensors``, ``avatar.json``, ``report.json``) and ``AVATAR/photo/`` (the
@@ -81,7 +81,7 @@ def run_personalize(args: argparse.Namespace) -> int:
 
     from palm.cli.common import resolve_device
     from palm.config import PERSONALIZE_PRESETS, scaled_schedule
-    from palm.data.photo import preprocess_photo, write_outputs
+    from palm.data.photo.pipeline import preprocess_photo, write_outputs
     from palm.errors import PalmError
     from palm.io import require_file
     from palm.jobs import ConsoleProgress, Log

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_photo(args: argparse.Namespace) -> int:
-    from palm.data.photo import preprocess_photo
+    from palm.data.photo.pipeline import preprocess_photo
     from palm.io import require_file
 
     require_file(args.photo, "photo")

@@ -20,7 +20,10 @@ synthetic sets store it absolute for a flat-hand-mean layer and say so in ``meta
 (``"hand_pose_convention": "absolute_flat_hand_mean"``). Samples always carry absolute poses: a
 mean-relative set needs MANO's mean pose (``pose_mean``, or the user's MANO file).
 
-Every missing or malformed file raises :class:`PalmError` naming it.
+Every missing or malformed file raises :class:`PalmError` naming it. The pickled ``.npy`` files go
+through :mod:`palm.safepickle` (numpy arrays and plain values only, size-bounded): a file that
+names anything else raises :class:`palm.safepickle.UnsafePickleError`. ``palm data check`` and the
+trainer's pre-flight check live in :mod:`palm.data.check`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import numpy as np
 from palm.data.types import CameraParams, FrameSample, HandParams
 from palm.errors import PalmError
 from palm.io import read_json
+from palm.safepickle import load_npy_dict
 
 #: Depth PNG scale: metres = value / 65535 * DEPTH_MAX_M.
 DEPTH_MAX_M = 1.8
@@ -61,22 +65,6 @@ def frame_index(name: str) -> int:
 # ---------------------------------------------------------------------------------------------
 # File readers (each raises PalmError naming the file)
 # ---------------------------------------------------------------------------------------------
-
-
-def load_npy_dict(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a ``.npy`` file that holds a pickled dict (the release's cameras.npy / poses.npy)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PalmError(path, "file not found")
-    try:
-        obj = np.load(path, allow_pickle=True)
-        if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-            obj = obj.item()
-    except Exception as exc:  # noqa: BLE001 - numpy raises many types for corrupt files
-        raise PalmError(path, f"cannot read numpy file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(obj, dict):
-        raise PalmError(path, f"expected a dict saved with numpy, got {type(obj).__name__}")
-    return obj
 
 
 def read_cameras(path: str | os.PathLike) -> dict[str, CameraParams]:
@@ -216,6 +204,23 @@ def read_normals(path: str | os.PathLike) -> np.ndarray:
     valid = rgb.sum(-1) > 0
     n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
     return np.where(valid[..., None], n, 0.0).astype(np.float32)
+
+
+def read_silhouette(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) bool: the alpha channel of an RGBA render (PALM's ``mano/`` files)."""
+    return read_binary(path, alpha=True)
+
+
+#: The reader of each per-view folder (``images`` and ``albedo`` as sRGB; ``albedo`` is made
+#: linear by :meth:`PalmDataset.load`).
+FOLDER_READERS = {
+    "images": read_rgb,
+    "masks": read_binary,
+    "mano": read_silhouette,
+    "normals": read_normals,
+    "depth": read_depth,
+    "albedo": read_rgb,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,10 +420,10 @@ class PalmDataset:
                 self.image_path(sid, frame, view), f"image is {w}x{h} but camera {view} says {cam.width}x{cam.height}"
             )
 
-        def optional(folder: str, reader) -> Any:
+        def modality(folder: str) -> Any:
             if not (self.root / sid / folder).is_dir():
                 return None
-            value = reader(self.image_path(sid, frame, view, folder))
+            value = FOLDER_READERS[folder](self.image_path(sid, frame, view, folder))
             if value.shape[:2] != (h, w):
                 raise PalmError(
                     self.image_path(sid, frame, view, folder),
@@ -428,11 +433,7 @@ class PalmDataset:
 
         from palm.render.color import srgb_to_linear
 
-        mask = optional("masks", read_binary)
-        mano = optional("mano", lambda p: read_binary(p, alpha=True))
-        normal = optional("normals", read_normals)
-        depth = optional("depth", read_depth)
-        albedo = optional("albedo", read_rgb)
+        mask, mano, normal, depth, albedo = (modality(f) for f in ("masks", "mano", "normals", "depth", "albedo"))
         if albedo is not None:
             albedo = srgb_to_linear(albedo).astype(np.float32)
         hand = HandParams(pose=table.pose[frame].copy(), betas=table.betas.copy(), transl=table.transl[frame].copy())
@@ -492,101 +493,3 @@ def list_subjects(root: str | os.PathLike) -> list[str]:
     return sorted(
         p.name for p in root.iterdir() if p.is_dir() and (p / "cameras.npy").exists() and not p.name.startswith(".")
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation (``palm data check``)
-# ---------------------------------------------------------------------------------------------
-
-
-def check_dataset(root: str | os.PathLike) -> dict[str, Any]:
-    """Validate a PALM-layout folder and summarise it.
-
-    Expected files per subject: ``cameras.npy``, ``poses.npy`` and, for every registered frame
-    (``poses.npy``) and every camera (``cameras.npy``), one file in each of ``images/``, ``masks/``
-    and every optional per-view folder the dataset uses (``mano``, ``normals``, ``depth``,
-    ``albedo``: required in all subjects once any subject has it).
-
-    Returns:
-        ``{"root", "subjects", "frames", "views", "images", "missing", "errors", "subject_ids",
-        "modalities"}``: counts (frames summed over subjects, views = distinct camera ids,
-        images = RGB images found), ``missing`` a sorted list of paths relative to ``root``
-        (empty when complete), ``errors`` a list of ``"path: problem"`` for malformed files.
-
-    Raises:
-        PalmError: ``root`` is not a folder or holds no subject at all.
-    """
-    root = Path(root)
-    if not root.exists():
-        raise PalmError(root, "folder not found")
-    if not root.is_dir():
-        raise PalmError(root, "not a folder")
-    candidates = sorted(
-        p.name
-        for p in root.iterdir()
-        if p.is_dir()
-        and not p.name.startswith(".")
-        and any((p / n).exists() for n in ("cameras.npy", "poses.npy", "images"))
-    )
-    if not candidates:
-        raise PalmError(root, "not a PALM-layout dataset (no <subject>/cameras.npy, poses.npy or images/)")
-    if (root / "meta.json").exists():
-        read_json(root / "meta.json")  # malformed meta.json is an error about the whole folder
-    modalities = [f for f in IMAGE_FOLDERS if f in REQUIRED_FOLDERS or any((root / s / f).is_dir() for s in candidates)]
-    missing: list[str] = []
-    errors: list[str] = []
-    views: set[str] = set()
-    n_frames = n_images = 0
-    for sid in candidates:
-        sdir = root / sid
-        cams: list[str] = []
-        frames: list[int] = []
-        for name in ("cameras.npy", "poses.npy"):
-            if not (sdir / name).exists():
-                missing.append(f"{sid}/{name}")
-        try:
-            if (sdir / "cameras.npy").exists():
-                cams = list(read_cameras(sdir / "cameras.npy"))
-        except PalmError as exc:
-            errors.append(str(exc))
-        try:
-            if (sdir / "poses.npy").exists():
-                frames = list(range(read_poses(sdir / "poses.npy").n_frames))
-        except PalmError as exc:
-            errors.append(str(exc))
-        if not cams:  # fall back to what is on disk
-            cams = (
-                sorted(p.name for p in (sdir / "images").iterdir() if p.is_dir()) if (sdir / "images").is_dir() else []
-            )
-        if not frames:
-            stems = {f.stem for c in cams for f in (sdir / "images" / c).glob("*") if f.stem.isdigit()}
-            frames = sorted(frame_index(s) for s in stems)
-        views.update(cams)
-        n_frames += len(frames)
-        for cam in cams:
-            for folder in modalities:
-                present = _stems(sdir / folder / cam)
-                for fr in frames:
-                    if frame_name(fr) not in present:
-                        ext = ".png"
-                        missing.append(f"{sid}/{folder}/{cam}/{frame_name(fr)}{ext}")
-                    elif folder == "images":
-                        n_images += 1
-    return {
-        "root": str(root),
-        "subjects": len(candidates),
-        "frames": n_frames,
-        "views": len(views),
-        "images": n_images,
-        "missing": sorted(missing),
-        "errors": errors,
-        "subject_ids": candidates,
-        "view_ids": sorted(views),
-        "modalities": modalities,
-    }
-
-
-def _stems(folder: Path) -> set[str]:
-    if not folder.is_dir():
-        return set()
-    return {f.stem for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS}

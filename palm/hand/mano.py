@@ -4,19 +4,20 @@ MANO's licence does not allow shipping its files, so MANO stays a file the user 
 comes from ``load_hand("mano", path)`` (the CLI's ``--mano PATH``) or ``$PALM_MANO_PATH``.
 
 The official pickle stores some arrays as ``chumpy`` objects. Rather than importing chumpy (and
-rather than running arbitrary pickled code), the file is read with a restricted unpickler that
-accepts numpy, scipy.sparse and chumpy leaf arrays only; the arrays are then handed to
-``smplx.MANO(data_struct=..., is_rhand=True, use_pca=False, flat_hand_mean=True)`` and read back from
-its buffers, so the user's model goes through smplx's own conversion before reaching the one
-loader, :func:`palm.hand.model.hand_from_arrays`.
+rather than running arbitrary pickled code), the file is read with the project's one restricted
+unpickler (:mod:`palm.safepickle`: numpy arrays and plain values, size-bounded) plus MANO's own
+allowances, scipy.sparse matrices and chumpy leaf arrays (as a stand-in class); the arrays are
+then handed to ``smplx.MANO(data_struct=..., is_rhand=True, use_pca=False, flat_hand_mean=True)``
+and read back from its buffers, so the user's model goes through smplx's own conversion before
+reaching the one loader, :func:`palm.hand.model.hand_from_arrays`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from palm.assets import HANDS
 from palm.errors import PalmError
+from palm.safepickle import MAX_ARRAY_BYTES, UnsafePickleError, load_pickle
 
 #: Environment variable with the path of the user's MANO_RIGHT.pkl.
 MANO_ENV = "PALM_MANO_PATH"
@@ -50,30 +52,30 @@ class _ChumpyArray:
         return np.asarray(state["x"])
 
 
-_SAFE_GLOBALS = {
-    ("copyreg", "_reconstructor"),
-    ("builtins", "object"),
-    ("_codecs", "encode"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-}
+#: scipy sparse matrix classes a MANO file may hold (its J_regressor).
+_SPARSE_CLASSES = frozenset({"csc_matrix", "csr_matrix", "coo_matrix"})
 
 
-class _MANOUnpickler(pickle.Unpickler):
-    """Only rebuilds numpy arrays, scipy sparse matrices and chumpy leaf arrays."""
+def _mano_globals(module: str, name: str) -> Any:
+    """MANO's allowances on top of :mod:`palm.safepickle`'s numpy allow-list: chumpy leaves (as
+    :class:`_ChumpyArray`), scipy sparse matrices and the Python 2 object reconstructor."""
+    if module.split(".")[0] == "chumpy":
+        return _ChumpyArray
+    if module.split(".")[:2] == ["scipy", "sparse"] and name in _SPARSE_CLASSES:
+        return getattr(importlib.import_module(module), name)
+    if (module, name) == ("copyreg", "_reconstructor"):
+        return _reconstructor
+    if (module, name) == ("builtins", "object"):
+        return object
+    return None
 
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] == "chumpy":
-            return _ChumpyArray
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if module.startswith("scipy.sparse") and name in {"csc_matrix", "csr_matrix", "coo_matrix"}:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refuses to load {module}.{name}")
+
+def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    """``copyreg._reconstructor`` limited to the classes :func:`_mano_globals` allows."""
+    allowed = cls is _ChumpyArray or (isinstance(cls, type) and cls.__name__ in _SPARSE_CLASSES)
+    if not allowed or base is not object or state is not None:
+        raise ValueError(f"cannot rebuild {cls!r} from {base!r}")
+    return object.__new__(cls)
 
 
 def read_mano_pickle(path: str | os.PathLike) -> dict[str, Any]:
@@ -88,12 +90,12 @@ def read_mano_pickle(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise PalmError(path, "expected a MANO_RIGHT.pkl file, found a folder")
     try:
-        with open(path, "rb") as fh:
-            data = _MANOUnpickler(fh, encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
-        raise PalmError(path, f"not a MANO model pickle ({exc})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, ImportError) as exc:
-        raise PalmError(path, f"not a MANO model pickle ({type(exc).__name__}: {exc})") from None
+        data = load_pickle(path, allow=_mano_globals)
+    except UnsafePickleError:
+        raise
+    except PalmError as exc:
+        detail = exc.message.removeprefix("not a readable pickle")
+        raise PalmError(path, f"not a MANO model pickle{detail}") from None
     if not isinstance(data, dict):
         raise PalmError(path, f"not a MANO model: the pickle holds a {type(data).__name__}, not a dict")
     out: dict[str, Any] = {}
@@ -103,8 +105,29 @@ def read_mano_pickle(path: str | os.PathLike) -> dict[str, Any]:
                 value = value.array()
             except ValueError as exc:
                 raise PalmError(path, f"key '{key}' is {exc}") from None
+        elif type(value).__name__ in _SPARSE_CLASSES:
+            value = _checked_sparse(value, path, str(key))
         out[str(key)] = value
     return out
+
+
+def _checked_sparse(value: Any, path: Path, key: str) -> Any:
+    """A sparse matrix rebuilt by scipy's constructors from the unpickled one, its indices checked
+    against its shape (scipy's kernels trust them) and its dense size bounded."""
+    import scipy.sparse as sp
+
+    try:
+        shape = tuple(int(n) for n in value.shape)
+        if len(shape) != 2 or min(shape) < 0 or shape[0] * shape[1] * 8 > MAX_ARRAY_BYTES:
+            raise ValueError(f"shape {shape}")
+        if isinstance(value, sp.coo_matrix):
+            rows, cols = np.asarray(value.row), np.asarray(value.col)
+            return sp.coo_matrix((np.asarray(value.data), (rows, cols)), shape=shape)  # checks the indices
+        matrix = type(value)((np.asarray(value.data), np.asarray(value.indices), np.asarray(value.indptr)), shape=shape)
+        matrix.check_format(full_check=True)
+        return matrix
+    except (AttributeError, TypeError, ValueError, IndexError, OverflowError) as exc:
+        raise PalmError(path, f"key '{key}' is a malformed sparse matrix ({exc})") from None
 
 
 def mano_arrays(path: str | os.PathLike) -> dict[str, Any]:

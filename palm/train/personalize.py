@@ -97,7 +97,7 @@ def _fit_betas(betas: np.ndarray, n_betas: int) -> np.ndarray:
 
 
 def view_from_input(item: Any, n_betas: int) -> PersonalizeView:
-    """A :class:`PersonalizeView` of a :class:`palm.data.photo.PhotoResult`, a
+    """A :class:`PersonalizeView` of a :class:`palm.data.photo.pipeline.PhotoResult`, a
     :class:`palm.data.types.FrameSample` or a view.
 
     Raises:
@@ -324,7 +324,7 @@ def personalize(
     """Personalise ``prior`` to one photo (or a few images) and return the avatar.
 
     Args:
-        inputs: a :class:`palm.data.photo.PhotoResult`, a :class:`palm.data.types.FrameSample`,
+        inputs: a :class:`palm.data.photo.pipeline.PhotoResult`, a :class:`palm.data.types.FrameSample`,
             a :class:`PersonalizeView`, or a sequence of them (images drawn at random per step).
         prior: :class:`palm.prior.Prior` (its model is used on its own device, frozen).
         cfg: the schedule (``palm.config.PERSONALIZE_PRESETS``).

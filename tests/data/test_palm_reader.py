@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from palm.data.check import check_dataset, verify_dataset
 from palm.data.palm_dataset import (
     DEPTH_MAX_M,
     PalmDataset,
-    check_dataset,
     frame_index,
     frame_name,
     read_cameras,
@@ -35,14 +36,14 @@ def _write_release_subject(root: Path, sid: str, rng: np.random.Generator) -> di
     """One subject as the PALM release lays it out (no meta.json: mean-relative poses)."""
     sdir = root / sid
     sdir.mkdir(parents=True)
-    np.save(sdir / "cameras.npy", {"cameras": {c: _camera(i) for i, c in enumerate(CAMS)}}, allow_pickle=True)
+    np.save(sdir / "cameras.npy", {"cameras": {c: _camera(i) for i, c in enumerate(CAMS)}})
     poses = {
         "betas": rng.normal(size=(1, 10)).astype(np.float32),
         "hand_pose": rng.normal(scale=0.2, size=(N_FRAMES, 45)).astype(np.float32),
         "global_orient": rng.normal(size=(N_FRAMES, 3)).astype(np.float32),
         "transl": rng.normal(scale=0.05, size=(N_FRAMES, 3)).astype(np.float32),
     }
-    np.save(sdir / "poses.npy", poses, allow_pickle=True)
+    np.save(sdir / "poses.npy", poses)
     for cam in CAMS:
         for f in range(N_FRAMES):
             name = f"{frame_name(f)}.png"
@@ -134,14 +135,12 @@ def test_corrupt_png_names_the_file(release):
 def test_malformed_cameras_and_poses_name_the_file(tmp_path: Path, release):
     root, _ = release
     cams = root / "0000" / "cameras.npy"
-    np.save(
-        cams, {"cameras": {"MCU_01": {"K": np.eye(2), "Rt": np.eye(4), "height": H, "width": W}}}, allow_pickle=True
-    )
+    np.save(cams, {"cameras": {"MCU_01": {"K": np.eye(2), "Rt": np.eye(4), "height": H, "width": W}}})
     with pytest.raises(PalmError, match="K must be 3x3") as err:
         read_cameras(cams)
     assert str(cams) in str(err.value)
     poses = root / "0001" / "poses.npy"
-    np.save(poses, {"betas": np.zeros((1, 10)), "hand_pose": np.zeros((2, 45))}, allow_pickle=True)
+    np.save(poses, {"betas": np.zeros((1, 10)), "hand_pose": np.zeros((2, 45))})
     with pytest.raises(PalmError, match="global_orient") as err:
         read_poses(poses)
     assert str(poses) in str(err.value)
@@ -183,3 +182,75 @@ def test_check_rejects_a_folder_that_is_not_a_dataset(tmp_path: Path):
         check_dataset(tmp_path / "nope")
     with pytest.raises(PalmError, match="not a PALM-layout dataset"):
         PalmDataset(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The strict check (palm data check --strict; the trainer's pre-flight)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_strict_check_decodes_every_file(release):
+    root, _ = release
+    assert check_dataset(root)["decoded"] == 0
+    report = check_dataset(root, decode=True)
+    assert report["missing"] == [] and report["errors"] == []
+    assert report["decoded"] == 2 * N_FRAMES * len(CAMS) * 4  # images, masks, normals, depth
+    assert verify_dataset(root)["decoded"] == report["decoded"]
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda root: (root / "0000" / "images" / "MCU_01" / "000001.png").write_bytes(b""), "empty file (0 bytes)"),
+        (
+            lambda root: iio.imwrite(
+                root / "0001" / "images" / "MCU_02" / "000002.png", np.zeros((H, W + 4, 3), np.uint8)
+            ),
+            f"image is {W + 4}x{H} but camera MCU_02 says {W}x{H}",
+        ),
+        (
+            lambda root: iio.imwrite(root / "0000" / "masks" / "MCU_02" / "000001.png", np.zeros((H + 1, W), np.uint8)),
+            f"image is {W}x{H + 1} but camera MCU_02 says {W}x{H}",
+        ),
+        (
+            lambda root: iio.imwrite(root / "0001" / "depth" / "MCU_01" / "000001.png", np.zeros((H, W), np.uint8)),
+            "expected a 16-bit single-channel depth PNG",
+        ),
+        (
+            lambda root: (root / "0000" / "normals" / "MCU_01" / "000002.png").write_bytes(b"\x89PNG broken"),
+            "cannot read",
+        ),
+        (
+            lambda root: (root / "meta.json").write_text('{"hand_pose_convention": "relative_to_something"}'),
+            "unknown hand_pose_convention 'relative_to_something'",
+        ),
+    ],
+    ids=["zero-bytes", "image-size", "mask-size", "depth-8-bit", "corrupt-normals", "unknown-convention"],
+)
+def test_strict_check_reports_broken_files(release, capsys, damage, expected):
+    from palm.cli.main import main
+
+    root, _ = release
+    damage(root)
+    report = check_dataset(root, decode=True)
+    assert report["missing"] == [] and len(report["errors"]) == 1
+    assert expected in report["errors"][0]
+    with pytest.raises(PalmError, match=re.escape(expected)) as err:
+        verify_dataset(root)
+    assert str(err.value).startswith(report["errors"][0].split(": ")[0])
+    assert main(["data", "check", str(root), "--strict"]) == 1
+    out = capsys.readouterr().out
+    assert "incomplete" in out and "complete\n" not in out.replace("incomplete", "")
+    assert main(["data", "check", str(root)]) == 0  # without --strict the report is all it gives
+    capsys.readouterr()
+
+
+def test_verify_names_the_first_missing_file(release):
+    root, _ = release
+    (root / "0001" / "depth" / "MCU_02" / "000002.png").unlink()
+    (root / "0000" / "masks" / "MCU_01" / "000001.png").unlink()
+    with pytest.raises(PalmError) as err:
+        verify_dataset(root)
+    msg = str(err.value)
+    assert msg.startswith(str(root / "0000" / "masks" / "MCU_01" / "000001.png") + ": file missing from the dataset")
+    assert "and 1 more problem(s)" in msg

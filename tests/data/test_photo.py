@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from palm.cli import main as cli
 from palm.assets import SHARED
-from palm.data import photo as P
+from palm.cli import main as cli
+from palm.data.photo.detect import detect_hand, ssd_anchors, weighted_nms
+from palm.data.photo.fit import keypoint_rig
+from palm.data.photo.pipeline import preprocess_photo
+from palm.data.photo.segment import silhouette_mask
 from palm.errors import PalmError
 from palm.imageio import read_image
 
@@ -103,7 +106,7 @@ def test_user_hand_params_and_mask_skip_detection(cli_run):
     split = dict(params, global_orient=params["pose"][0], hand_pose=np.asarray(params["pose"][1:]).ravel().tolist())
     del split["pose"]
     (out / "split.json").write_text(json.dumps(split))
-    res = P.preprocess_photo(PHOTO, mask_path=out / "mask.png", hand_params_path=out / "split.json")
+    res = preprocess_photo(PHOTO, mask_path=out / "mask.png", hand_params_path=out / "split.json")
     assert res.detections == [] and res.mask_source == "user" and res.left
     assert res.mask_fraction == pytest.approx(data["mask_fraction"], abs=1e-3)
     # the fitted keypoints reproduce the landmarks within the fit's reprojection error
@@ -116,7 +119,7 @@ def test_no_hand_is_an_error(tmp_path, monkeypatch, capsys):
     y, x = np.mgrid[0:240, 0:320]
     gradient = np.stack([x / 319, y / 239, 0.5 + 0 * x], -1).astype(np.float32)
     with pytest.raises(PalmError, match="no hand found"):
-        P.detect_hand(gradient, path="gradient.png")
+        detect_hand(gradient, path="gradient.png")
     path = tmp_path / "gradient.png"
     Image.fromarray((gradient * 255).astype(np.uint8)).save(path)
     rc, stdout, stderr = _palm(monkeypatch, ["photo", str(path), "--out", str(tmp_path / "o"), "--json"], capsys)
@@ -126,29 +129,29 @@ def test_no_hand_is_an_error(tmp_path, monkeypatch, capsys):
 
 
 def test_anchors_and_nms():
-    anchors = P.ssd_anchors()
+    anchors = ssd_anchors()
     assert anchors.shape == (2016, 2)
     assert np.allclose(anchors[0], [0.5 / 24, 0.5 / 24]) and np.allclose(anchors[-1], [11.5 / 12, 11.5 / 12])
     boxes = np.array([[0.5, 0.5, 0.2, 0.2], [0.51, 0.5, 0.2, 0.2], [0.1, 0.1, 0.05, 0.05]])
     kps = np.zeros((3, 7, 2))
     kps[1] += 1.0
-    merged = P.weighted_nms(boxes, kps, np.array([0.9, 0.6, 0.7]))
+    merged = weighted_nms(boxes, kps, np.array([0.9, 0.6, 0.7]))
     assert len(merged) == 2 and merged[0][2] == 0.9 and merged[1][2] == 0.7
     assert merged[0][0][0] == pytest.approx((0.5 * 0.9 + 0.51 * 0.6) / 1.5)
     assert merged[0][1][0, 0] == pytest.approx(0.6 / 1.5)
 
 
-def test_silhouette_rasteriser_fills_triangles():
+def test_silhouette_mask_fills_triangles():
     pts = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
-    sil = P.rasterize_silhouette(pts, np.array([[0, 1, 2], [1, 3, 2]]), 12, 12)
+    sil = silhouette_mask(pts, np.array([[0, 1, 2], [1, 3, 2]]), 12, 12)
     assert sil[:10, :10].all() and not sil[10:].any() and not sil[:, 10:].any()
-    tri = P.rasterize_silhouette(pts, np.array([[0, 1, 2]]), 12, 12)
+    tri = silhouette_mask(pts, np.array([[0, 1, 2]]), 12, 12)
     assert tri.sum() == 55  # pixel centres with x + y <= 10 (edges included)
 
 
 def test_photo_frame_mirroring():
     img = read_image(PHOTO)
-    det = P.detect_hand(img[:, ::-1].copy())[0]
+    det = detect_hand(img[:, ::-1].copy())[0]
     assert det.handedness == "right"  # the mirror image of a left hand
 
 
@@ -158,7 +161,7 @@ def test_keypoint_rig_matches_hand_model():
     from palm.hand import load_hand
 
     hand = load_hand("open")
-    rig = P.keypoint_rig(hand)
+    rig = keypoint_rig(hand)
     g = torch.Generator().manual_seed(0)
     pose = 0.3 * torch.randn(16, 3, generator=g, dtype=torch.float64)
     betas = torch.randn(hand.n_betas, generator=g, dtype=torch.float64)

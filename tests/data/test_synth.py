@@ -12,7 +12,7 @@ import torch
 
 from palm.cli.main import main
 from palm.data.palm_dataset import POSE_ABSOLUTE, PalmDataset
-from palm.data.synth import sample_subject, skin_albedo
+from palm.data.synth.subjects import sample_subject, skin_albedo
 from palm.render.raster import (
     cluster_mesh,
     interpolate,

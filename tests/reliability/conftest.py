@@ -46,11 +46,9 @@ def make_dataset(root: Path, res: int = 32, frames: int = 1) -> Path:
     Rt = np.eye(4)
     Rt[2, 3] = 0.5
     sdir.mkdir(parents=True)
-    np.save(sdir / "cameras.npy", {"cameras": {"cam0": {"K": K, "Rt": Rt, "height": res, "width": res}}},
-            allow_pickle=True)
+    np.save(sdir / "cameras.npy", {"cameras": {"cam0": {"K": K, "Rt": Rt, "height": res, "width": res}}})
     np.save(sdir / "poses.npy", {"betas": np.zeros(10), "hand_pose": np.zeros((frames, 45)),
-                                 "global_orient": np.zeros((frames, 3)), "transl": np.zeros((frames, 3))},
-            allow_pickle=True)
+                                 "global_orient": np.zeros((frames, 3)), "transl": np.zeros((frames, 3))})
     (root / "meta.json").write_text(json.dumps({"hand_pose_convention": POSE_ABSOLUTE}))
     rng = np.random.default_rng(0)
     for folder in ("images", "masks"):

@@ -3,8 +3,8 @@
 Readers covered: images (``read_image``), poses (``load_pose``), avatars (``load_avatar``) and
 datasets (``PalmDataset`` and ``check_dataset``). Inputs are random bytes, mutated valid files and
 structurally plausible but wrong contents (random JSON values, arrays of random shapes and types).
-Mutations of the pickled dataset files stay out of the pickle stream itself (only its ``.npy``
-header is flipped, or the file truncated): those files are pickles by design of the PALM release.
+The pickled dataset files (pickles by design of the PALM release) are read through
+:mod:`palm.safepickle`, so their pickle streams are mutated too, not only their ``.npy`` headers.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from palm.errors import PalmError
+from palm.safepickle import load_npy_dict
 
 from .conftest import make_avatar, make_dataset
 
@@ -271,7 +272,8 @@ def _fresh_dataset(work: Path, valid: Path) -> Path:
 
 
 def _checked_dataset(root: Path) -> None:
-    from palm.data.palm_dataset import PalmDataset, check_dataset
+    from palm.data.check import check_dataset
+    from palm.data.palm_dataset import PalmDataset
 
     report = only_palm_error(check_dataset, root)
     if report is not None:
@@ -295,13 +297,13 @@ camera_values = st.one_of(json_values, numeric_arrays(max_dims=2, max_side=5))
 def test_dataset_reader_on_mutated_cameras(work, valid_dataset, key, value, drop):
     root = _fresh_dataset(work, valid_dataset)
     path = root / "0000" / "cameras.npy"
-    data = np.load(path, allow_pickle=True).item()
+    data = load_npy_dict(path)
     cam = data["cameras"]["cam0"]
     if drop:
         cam.pop(key)
     else:
         cam[key] = value
-    np.save(path, data, allow_pickle=True)
+    np.save(path, data)
     _checked_dataset(root)
 
 
@@ -311,12 +313,12 @@ def test_dataset_reader_on_mutated_cameras(work, valid_dataset, key, value, drop
 def test_dataset_reader_on_mutated_poses(work, valid_dataset, key, value, drop):
     root = _fresh_dataset(work, valid_dataset)
     path = root / "0000" / "poses.npy"
-    data = np.load(path, allow_pickle=True).item()
+    data = load_npy_dict(path)
     if drop:
         data.pop(key)
     else:
         data[key] = value
-    np.save(path, data, allow_pickle=True)
+    np.save(path, data)
     _checked_dataset(root)
 
 
@@ -324,9 +326,9 @@ def test_dataset_reader_on_mutated_poses(work, valid_dataset, key, value, drop):
 def test_dataset_reader_on_scalar_betas(work, valid_dataset, betas):
     root = _fresh_dataset(work, valid_dataset)
     path = root / "0000" / "poses.npy"
-    data = np.load(path, allow_pickle=True).item()
+    data = load_npy_dict(path)
     data["betas"] = betas
-    np.save(path, data, allow_pickle=True)
+    np.save(path, data)
     _checked_dataset(root)
 
 
@@ -346,4 +348,15 @@ def test_dataset_reader_on_damaged_npy_files(work, valid_dataset, which, data):
         np.save(path, np.arange(6).reshape(2, 3))
     else:
         path.write_bytes(content)
+    _checked_dataset(root)
+
+
+@FUZZ
+@given(which=st.sampled_from(["cameras.npy", "poses.npy"]), data=st.data())
+def test_dataset_reader_on_mutated_pickle_streams(work, valid_dataset, which, data):
+    """Flips anywhere in the pickled payload: palm.safepickle turns every outcome into a PalmError."""
+    root = _fresh_dataset(work, valid_dataset)
+    path = root / "0000" / which
+    original = path.read_bytes()
+    path.write_bytes(data.draw(byte_mutations(original)))
     _checked_dataset(root)
