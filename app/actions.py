@@ -1,84 +1,45 @@
-"""The studio's only door into the engine: guarded adapters over ``palm`` and the job functions.
+"""The studio's door into the engine: thin adapters over ``palm`` and the job functions.
 
-Every engine feature the studio uses is reached through a function here. Features that a build
-may lack (a trained prior, personalisation, training, the neural renderer) are probed once; when
-missing, the adapter reports a short note that the panel shows, and the control is disabled.
+Every engine feature the studio uses is reached through a function here, with plain imports of
+``palm``. What can still be missing at run time is data, not code: without a trained prior the
+studio shows the hand rig, and the panels say why personalisation and the neural view wait for one.
 Job functions take ``(emit, cancel, ...)`` like every :mod:`palm.jobs` computation and run on a
 worker thread; they never touch Dear PyGui.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from palm.bake import to_numpy
 from palm.errors import PalmError
 from palm.jobs import Log, Preview, Progress, Snapshot, check_cancel
 
 RELAXED_PRESETS = ("relaxed", "rest", "neutral", "open", "flat")
-MIRROR_X = np.diag([-1.0, 1.0, 1.0, 1.0]).astype(np.float32)
-
-
-def optional(module: str, attr: str | None = None) -> Any:
-    """``module`` (or its ``attr``) when importable, else None."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    return getattr(mod, attr, None) if attr else mod
-
-
-def call_with(fn: Callable[..., Any], **available: Any) -> Any:
-    """Call ``fn`` with those of ``available`` that its signature accepts (keyword arguments).
-
-    The engine's long functions (personalise, train, neural render) are written by other parts of
-    the project; this keeps the studio working across small signature differences.
-    """
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return fn(**available)
-    return fn(**{k: v for k, v in available.items() if k in params})
 
 
 # ------------------------------------------------------------------------------------------------
-# Hand rig, poses
+# Poses
 # ------------------------------------------------------------------------------------------------
-
-
-def load_rig(name: str = "open") -> tuple[Any, str]:
-    """The hand model ``palm.hand.load_hand(name)``, or a procedural stand-in and a note why."""
-    load_hand = optional("palm.hand", "load_hand")
-    if load_hand is not None:
-        try:
-            return load_hand(name), ""
-        except (PalmError, OSError) as exc:
-            note = f"hand rig failed to load ({exc}): using a stand-in"
-    else:
-        note = "palm.hand.load_hand missing in this build: using a stand-in hand"
-    from app.standin import StandInHand
-
-    return StandInHand(), note
 
 
 def pose_presets() -> list[str]:
-    names = optional("palm.hand", "POSE_PRESETS")
-    return list(names) if names else []
+    from palm.hand import POSE_PRESETS
+
+    return list(POSE_PRESETS)
 
 
 def load_pose(name_or_file: str) -> np.ndarray:
-    """A preset name or pose JSON file -> (16, 3) float32 axis-angle."""
-    _load_pose = optional("palm.hand", "load_pose")
-    if _load_pose is None:
-        raise PalmError(name_or_file, "pose presets need palm.hand (missing in this build)")
+    """A preset name or pose file (``palm.hand.load_pose``) -> (16, 3) float32 axis-angle."""
+    from palm.hand import load_pose as _load_pose
+
     return np.asarray(_load_pose(name_or_file), np.float32).reshape(16, 3)
 
 
@@ -90,46 +51,11 @@ def default_preset(presets: list[str]) -> str:
 
 
 def save_pose(path: str | os.PathLike, pose: np.ndarray, left: bool = False) -> None:
-    """Write a pose JSON (``{"pose": [[3] x 16], "left": bool}``) atomically."""
+    """Write a palm-pose-v1 JSON (``palm.hand.poses.pose_json``, plus ``"left"``) atomically."""
+    from palm.hand.poses import pose_json
     from palm.io import write_json
 
-    write_json(path, {"pose": np.asarray(pose, float).round(6).tolist(), "left": bool(left)})
-
-
-def read_pose_file(path: str | os.PathLike) -> np.ndarray:
-    """A pose JSON written by :func:`save_pose` or a palm.hand pose file -> (16, 3)."""
-    from palm.io import read_json
-
-    try:
-        return load_pose(str(path))
-    except (ImportError, AttributeError):
-        pass
-    data = read_json(path)
-    pose = np.asarray(data.get("pose") if isinstance(data, dict) else data, np.float32)
-    if pose.size != 48:
-        raise PalmError(path, f"expected a (16, 3) pose, got {pose.size} numbers")
-    return pose.reshape(16, 3)
-
-
-def bone_transforms(hand: Any, pose: np.ndarray, betas: np.ndarray | None = None, left: bool = False) -> np.ndarray:
-    """LBS bone matrices (16, 4, 4) that move the canonical (right, flat) avatar into ``pose``.
-
-    For a left hand the rig mirrors at the boundary (``x -> -x``); the avatar mesh stays the
-    right-hand canonical mesh, so the mirror is folded into the matrices: ``B_left @ S``.
-    """
-    import torch
-
-    from app.standin import StandInHand
-
-    if isinstance(hand, StandInHand):
-        bones = _np(hand(pose, betas, left=left).bone_transforms).reshape(16, 4, 4).astype(np.float32)
-        return bones @ MIRROR_X if left else bones
-    p = torch.as_tensor(np.asarray(pose, np.float32)).reshape(1, 16, 3)
-    b = None if betas is None else torch.as_tensor(np.asarray(betas, np.float32)).reshape(1, -1)
-    with torch.no_grad():
-        out = hand(pose=p, betas=b, left=left) if left else hand(pose=p, betas=b)
-    bones = out.bone_transforms.reshape(16, 4, 4).cpu().numpy().astype(np.float32)
-    return bones @ MIRROR_X if left else bones
+    write_json(path, {**pose_json(np.asarray(pose, np.float64)), "left": bool(left)})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,7 +89,7 @@ class PriorInfo:
         return str(self.prior.content_hash)
 
     def baker(self, resolution: int, betas: np.ndarray | None = None, exact: bool = True):
-        """The :class:`app.rebake.PriorBaker` of this resolution and rig shape (created once)."""
+        """The :class:`palm.rebake.PriorBaker` of this resolution and rig shape (created once)."""
         from palm.rebake import PriorBaker
 
         b = None if betas is None or not np.any(betas) else np.asarray(betas, np.float32).reshape(-1)
@@ -227,7 +153,7 @@ def load_prior(path: str | os.PathLike | None = None) -> tuple[PriorInfo | None,
 
 def _std(pca: Any, n: int) -> np.ndarray:
     """Standard deviation of each PCA coefficient, (n,)."""
-    return np.sqrt(np.maximum(_np(pca.explained_variance).astype(np.float32).reshape(-1)[:n], 0.0))
+    return np.sqrt(np.maximum(to_numpy(pca.explained_variance).astype(np.float32).reshape(-1)[:n], 0.0))
 
 
 def bake_rig(hand: Any, betas: np.ndarray | None = None) -> Any:
@@ -264,7 +190,39 @@ def random_coefficients(prior: PriorInfo, seed: int) -> tuple[np.ndarray, np.nda
     g = torch.Generator().manual_seed(int(seed))
     shape = prior.prior.pca_shape.sample_coeffs(1, g)[0]
     appearance = prior.prior.pca_appearance.sample_coeffs(1, g)[0]
-    return _np(shape).astype(np.float32), _np(appearance).astype(np.float32)
+    return to_numpy(shape).astype(np.float32), to_numpy(appearance).astype(np.float32)
+
+
+#: Environment entry of a personalised avatar's fitted light.
+AVATAR_ENV = "fitted (avatar)"
+
+
+def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
+    """A personalised avatar folder (``palm.avatar.load_avatar``) as numpy values.
+
+    Returns:
+        ``{"shape", "appearance"}`` (K,) coefficients, ``{"shape_code", "appearance_code"}`` (32,),
+        ``"lobes"`` (L, 7), ``"pose"`` (16, 3), ``"betas"`` (n_betas,), ``"left"``, ``"camera"`` dict.
+
+    Raises:
+        PalmError: no prior loaded, or the avatar belongs to another prior.
+    """
+    from palm.avatar import load_avatar
+
+    if prior is None:
+        raise PalmError(folder, "an avatar needs the prior it was made from (none is loaded: use --prior DIR)")
+    a = load_avatar(folder, prior_hash=prior.content_hash)
+    return {
+        "shape": to_numpy(a.shape_coeffs).astype(np.float32).reshape(-1),
+        "appearance": to_numpy(a.appearance_coeffs).astype(np.float32).reshape(-1),
+        "shape_code": to_numpy(a.shape_code).astype(np.float32).reshape(-1),
+        "appearance_code": to_numpy(a.appearance_code).astype(np.float32).reshape(-1),
+        "lobes": to_numpy(a.light).astype(np.float32).reshape(-1, 7),
+        "pose": np.asarray(a.pose, np.float32).reshape(16, 3),
+        "betas": np.asarray(a.betas, np.float32).reshape(-1),
+        "left": bool(a.left),
+        "camera": dict(a.camera),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -292,7 +250,33 @@ def load_environment(name_or_file: str) -> tuple[np.ndarray, dict]:
     from palm.render.environment import display_light
 
     lobes, info = display_light(name_or_file)
-    return np.asarray(_np(lobes), np.float32).reshape(-1, 7), dict(info)
+    return np.asarray(to_numpy(lobes), np.float32).reshape(-1, 7), dict(info)
+
+
+def y_rotation(angle: float) -> np.ndarray:
+    """(3, 3) float32 rotation about world +y by ``angle`` radians (how the studio turns an environment)."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], np.float32)
+
+
+def turn_environment(lobes: np.ndarray, angle: float) -> np.ndarray:
+    """Lobes (K, 7) turned about +y by ``angle`` radians (``palm.render.sg.sg_rotate``)."""
+    import torch
+
+    from palm.render.sg import sg_rotate
+
+    p = torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7)
+    return sg_rotate(p, torch.from_numpy(y_rotation(angle))).numpy()
+
+
+def env_image(lobes: np.ndarray, height: int) -> np.ndarray:
+    """The environment as a linear equirect image (H, 2H, 3) float32, row 0 = sky (``sg_to_equirect``)."""
+    import torch
+
+    from palm.render.sg import sg_to_equirect
+
+    with torch.no_grad():
+        return sg_to_equirect(torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7), height).numpy()
 
 
 def env_thumbnail(name: str, size: tuple[int, int] = (96, 48)) -> np.ndarray:
@@ -303,18 +287,15 @@ def env_thumbnail(name: str, size: tuple[int, int] = (96, 48)) -> np.ndarray:
     from PIL import Image
 
     from palm.assets import ENVMAPS
+    from palm.imageio import to_srgb8
 
     path = ENVMAPS / f"{name}.png"
     if path.is_file():
         img = Image.open(path).convert("RGB").resize(size, Image.BILINEAR)
         rgb = np.asarray(img, np.float32) / 255.0
     else:
-        from app.gl_renderer import equirect_from_sg
-        from palm.imageio import to_srgb8
-
         lobes, _ = load_environment(name)
-        rgb = np.asarray(to_srgb8(equirect_from_sg(lobes, size[1])), np.float32)[..., :3]
-        rgb = rgb / 255.0 if rgb.max() > 1.0 else rgb
+        rgb = np.asarray(to_srgb8(env_image(lobes, size[1])), np.float32)[..., :3] / 255.0
     return np.concatenate([rgb, np.ones((size[1], size[0], 1), np.float32)], -1)
 
 
@@ -329,46 +310,35 @@ def job_fit_environment(emit, cancel, path: str):
 
 
 def export_environment(path: str, lobes: np.ndarray, name: str = "") -> None:
-    """Save lobes as SG JSON (``.json``), as a linear equirect ``.exr`` or a tone-mapped ``.png`` (512x256)."""
-    import torch
+    """Save lobes as SG JSON or a linear equirect ``.exr`` (``palm.export.preview.export_env``), or a
+    tone-mapped ``.png`` (512x256)."""
+    from palm.export.preview import export_env
+    from palm.imageio import write_image
 
-    from palm.imageio import write_exr, write_image
-    from palm.render.sg import save_sg, sg_to_equirect
-
-    p = torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7)
-    suffix = Path(path).suffix.lower()
-    if suffix == ".json":
-        save_sg(path, p, {"source": name or "palm-studio"})
-    elif suffix in (".exr", ".png"):
-        image = sg_to_equirect(p, 256)
-        (write_exr if suffix == ".exr" else write_image)(path, image)
+    if Path(path).suffix.lower() == ".png":
+        write_image(path, env_image(lobes, 256))
     else:
-        raise PalmError(path, "export an environment as .json (SG lobes), .exr or .png")
+        export_env(path, np.asarray(lobes, np.float32).reshape(-1, 7), source=name or "palm-studio")
 
 
 # ------------------------------------------------------------------------------------------------
-# Photo, personalisation, training, neural render, export, doctor
+# Photo, personalisation, training, export, doctor
 # ------------------------------------------------------------------------------------------------
 
 
-def personalize_available(prior: Any = "unchecked") -> str:
-    """'' when personalisation can run (with ``prior`` when given), else why not."""
-    if optional("palm.data.photo", "preprocess_photo") is None:
-        return "photo preprocessing (palm.data.photo.preprocess_photo) missing in this build"
-    if optional("palm.train.personalize", "personalize") is None:
-        return "personalisation (palm.train.personalize) missing in this build"
+def personalize_available(prior: PriorInfo | None) -> str:
+    """'' when personalisation can run with ``prior``, else why not."""
     if prior is None:
         return "personalisation needs a trained prior with PCA (assets/priors/default or the Training tab)"
     return ""
 
 
 def job_preprocess(emit, cancel, path: str):
-    """Detect the hand, fit the rig and segment the mask: a ``palm.data.photo.PhotoResult``."""
-    fn = optional("palm.data.photo", "preprocess_photo")
-    if fn is None:
-        raise PalmError(path, "photo preprocessing is not available in this build")
+    """Detect the hand, fit the rig and segment the mask: a ``palm.data.photo.pipeline.PhotoResult``."""
+    from palm.data.photo.pipeline import preprocess_photo
+
     emit(Progress(0, 1, "preprocessing photo"))
-    result = fn(path)
+    result = preprocess_photo(path)
     check_cancel(cancel)
     emit(Progress(1, 1, "photo ready"))
     return result
@@ -393,24 +363,22 @@ def job_personalize(emit, cancel, photo_result: Any, prior: PriorInfo | None, ou
     return out_dir
 
 
-def training_available() -> str:
-    if optional("palm.train.trainer", "Trainer") is None:
-        return "prior training (palm.train.trainer) missing in this build"
-    return ""
+def training_presets() -> list[str]:
+    from palm.config import PRESETS
+
+    return list(PRESETS)
 
 
 def job_train(emit, cancel, dataset: str, preset: str, out_dir: str):
     """Train a prior (``palm train``) in ``out_dir``, then export it with its PCA to ``out_dir/prior``."""
-    trainer_mod = optional("palm.train.trainer")
-    if trainer_mod is None:
-        raise PalmError(dataset, "prior training is not available in this build")
+    from palm.train.trainer import Trainer, TrainOptions, export_prior
+
     if not dataset or not Path(dataset).is_dir():
         raise PalmError(dataset or "dataset", "dataset folder not found")
-    opts = trainer_mod.TrainOptions(data=dataset, out=out_dir, preset=preset, tensorboard=False)
-    trainer_mod.Trainer(opts, emit, cancel).fit()
+    Trainer(TrainOptions(data=dataset, out=out_dir, preset=preset, tensorboard=False), emit, cancel).fit()
     check_cancel(cancel)
     prior_dir = str(Path(out_dir) / "prior")
-    trainer_mod.export_prior(out_dir, prior_dir)
+    export_prior(out_dir, prior_dir)
     return prior_dir
 
 
@@ -420,8 +388,6 @@ NEURAL_SIZES = (64, 128, 256)
 
 def neural_available(prior: PriorInfo | None) -> str:
     """'' when the neural (volume PBR) view can run, else why not."""
-    if optional("palm.render.scene", "render_scene") is None:
-        return "the neural renderer (palm.render.scene) is missing in this build"
     if prior is None:
         return "the neural view renders the prior: it needs a trained prior (assets/priors/default)"
     return ""
@@ -479,7 +445,7 @@ def composite_neural(rgba: np.ndarray, view: NeuralView) -> np.ndarray:
 
 def job_neural_render(emit, cancel, prior: PriorInfo, subject: Subject, pose: np.ndarray, lobes: np.ndarray,
                       view: NeuralView, sizes=NEURAL_SIZES):
-    """Render the true volume PBR image progressively (``palm.render.scene.render_scene``).
+    """Render the true volume PBR image progressively (``palm.scene.render_scene``).
 
     Each size in ``sizes`` (longest side, capped at the viewport's) is rendered with the viewport's
     camera scaled to it and published as a Preview of the whole viewport (sRGB, hand composited on
@@ -502,94 +468,45 @@ def job_neural_render(emit, cancel, prior: PriorInfo, subject: Subject, pose: np
         cam = camera.scaled(side / longest) if side < longest else camera
         scene = Scene(model=prior.prior.model, frame=frame, camera=cam, light=light, background=torch.zeros(3))
         rgba = render_scene(scene, "pbr", emit=lambda ev: None, cancel=cancel)
-        image = composite_neural(_np(rgba), view)
+        image = composite_neural(to_numpy(rgba), view)
         emit(Progress(i + 1, len(steps), f"neural {cam.width}x{cam.height}"))
         emit(Preview(i, image))
     return image
 
 
-def export_available() -> str:
-    return "" if optional("palm.export") is not None else "palm.export missing in this build"
-
-
 def export_image(path: str, image: np.ndarray) -> None:
-    """Write the viewport image (H, W, 3|4) uint8 sRGB to PNG/EXR (``palm.export.write_image``)."""
+    """Write the viewport image (H, W, 3|4) uint8 sRGB to PNG/EXR (``palm.imageio.write_image``)."""
+    from palm.imageio import write_image
     from palm.render.color import srgb_to_linear
 
     rgba = np.ones((*image.shape[:2], 4), np.float32)
     rgba[..., :3] = srgb_to_linear(np.asarray(image[..., :3], np.float32) / 255.0)
-    write_image = optional("palm.export", "write_image")
-    if write_image is None:
-        raise PalmError(path, "image export needs palm.export (missing in this build)")
     write_image(path, rgba)
 
 
 def export_mesh(path: str, avatar: Any, hand: Any, pose: np.ndarray, betas: np.ndarray | None) -> Any:
-    """Posed mesh (OBJ/PLY bake the pose in; glTF keeps the skin) through ``palm.export.export_mesh``."""
-    fn = optional("palm.export", "export_mesh")
-    if fn is None:
-        raise PalmError(path, "mesh export needs palm.export (missing in this build)")
-    return call_with(fn, path=path, avatar=avatar, pose=np.asarray(pose, np.float32), hand=hand, betas=betas)
+    """Posed mesh (OBJ/PLY bake the pose in; glTF keeps the skin) through ``palm.export.mesh.export_mesh``."""
+    from palm.export.mesh import export_mesh as _export_mesh
+
+    return _export_mesh(path, avatar, pose=np.asarray(pose, np.float32), hand=hand, betas=betas)
 
 
-def export_turntable(path: str, render_fn: Callable[[float], np.ndarray], frames: int = 36) -> Any:
-    """A turntable video/GIF; ``render_fn(azimuth_deg)`` returns linear RGBA (H, W, 4)."""
-    fn = optional("palm.export", "export_turntable")
-    if fn is None:
-        raise PalmError(path, "turntable export needs palm.export (missing in this build)")
-    return call_with(fn, path=path, render_fn=render_fn, frames=frames)
+def export_turntable(path: str, render_fn, frames: int = 36) -> Any:
+    """A turntable video/GIF (``palm.export.preview.export_turntable``); ``render_fn(azimuth_deg)``
+    returns linear RGBA (H, W, 4)."""
+    from palm.export.preview import export_turntable as _export_turntable
 
-
-#: Environment entry of a personalised avatar's fitted light.
-AVATAR_ENV = "fitted (avatar)"
-
-
-def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
-    """A personalised avatar folder (``palm.avatar.load_avatar``) as numpy values.
-
-    Returns:
-        ``{"shape", "appearance"}`` (K,) coefficients, ``{"shape_code", "appearance_code"}`` (32,),
-        ``"lobes"`` (L, 7), ``"pose"`` (16, 3), ``"betas"`` (n_betas,), ``"left"``, ``"camera"`` dict.
-
-    Raises:
-        PalmError: no prior loaded, or the avatar belongs to another prior.
-    """
-    from palm.avatar import load_avatar
-
-    if prior is None:
-        raise PalmError(folder, "an avatar needs the prior it was made from (none is loaded: use --prior DIR)")
-    a = load_avatar(folder, prior_hash=prior.content_hash)
-    return {
-        "shape": _np(a.shape_coeffs).astype(np.float32).reshape(-1),
-        "appearance": _np(a.appearance_coeffs).astype(np.float32).reshape(-1),
-        "shape_code": _np(a.shape_code).astype(np.float32).reshape(-1),
-        "appearance_code": _np(a.appearance_code).astype(np.float32).reshape(-1),
-        "lobes": _np(a.light).astype(np.float32).reshape(-1, 7),
-        "pose": np.asarray(a.pose, np.float32).reshape(16, 3),
-        "betas": np.asarray(a.betas, np.float32).reshape(-1),
-        "left": bool(a.left),
-        "camera": dict(a.camera),
-    }
+    return _export_turntable(path, render_fn, frames)
 
 
 def doctor_report() -> dict:
-    fn = optional("palm.doctor", "report")
-    if fn is None:
-        return {"doctor": "palm.doctor missing in this build"}
+    """``palm doctor``'s report (``palm.cli.doctor.report``) without the OpenGL probe (the studio has GL)."""
+    from palm.cli.doctor import report
+
     try:
-        return call_with(fn, probe_gl=False)
+        return report(probe_gl=False)
     except Exception as exc:  # noqa: BLE001 - the panel shows whatever went wrong
         return {"doctor": f"failed: {type(exc).__name__}: {exc}"}
-
-
-def _np(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def angle_deg(rad: float) -> float:
-    return math.degrees(rad)
 
 
 def studio_home() -> Path:

@@ -1,22 +1,27 @@
 """User intents and job events -> :class:`app.state.AppState` (no Dear PyGui, no OpenGL).
 
 The frame loop calls intent methods from widget callbacks and :meth:`Controller.handle_events`
-once per frame; the renderer reads the ``*_dirty`` flags and the current avatar/bones/lobes.
+once per frame. Views never write the controller's state: every change bumps a counter in
+:attr:`Controller.revision` (``"avatar"``, ``"pose"``, ``"light"``, ...), and each view remembers the
+revision it last drew and redraws when the counter has moved on.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app import actions
-from app.jobs import Cancelled, Failed, Finished, JobMessage, JobRunner, Started, log_text
+from app.jobs import Failed, Finished, JobMessage, JobRunner, log_text
 from app.state import AppState
 from palm.errors import PalmError
+from palm.hand import load_hand
+from palm.hand.lbs import bone_transforms
 from palm.jobs import Progress
 
 PERSONAL_ENV = actions.AVATAR_ENV
@@ -36,9 +41,11 @@ class Controller:
         self.runner = JobRunner()
         self.rng = np.random.default_rng(0)
         self.errors: list[str] = []
-        self.hand, rig_note = actions.load_rig("open")
-        if rig_note:
-            self.log(rig_note)
+        self.revision: Counter[str] = Counter()
+        """Change counters of what views show: ``avatar`` (the mesh), ``pose`` (the bones), ``light``,
+        ``pose_values`` / ``codes`` (changed outside their sliders: the panel re-reads them),
+        ``neural`` (the neural image) and ``preview`` (the personalisation's latest render)."""
+        self.hand = load_hand("open")  # the embedded rig always ships
         self.presets = actions.pose_presets()
         self.env_names = actions.env_presets()
         self.prior, note = actions.load_prior(prior_path)
@@ -52,14 +59,14 @@ class Controller:
             s.appearance = np.zeros(self.prior.n_appearance, np.float32)
         self.avatar = actions.bake_rig(self.hand)  # shown until the prior's first bake lands
         self.bones = np.tile(np.eye(4, dtype=np.float32), (16, 1, 1))
-        self.avatar_dirty = self.pose_dirty = self.light_dirty = True
-        self.pose_synced = False  # sliders need a push from state
+        self._bones_revision = -1
         self.neural_image: np.ndarray | None = None
+        self.neural_job: int | None = None
+        """The neural render of the current view (started once the camera rests), or None."""
         self.personal_preview: np.ndarray | None = None
         self.job_names: dict[int, str] = {}
         self._followed_at = -FOLLOW_EVERY_S
-        self.codes_dirty = False
-        """The coefficients changed outside the sliders (an avatar was loaded): the panel re-reads them."""
+        self.bump("avatar", "pose", "light", "codes")
         st = self.state
         st.neural_note = actions.neural_available(self.prior)
         st.neural_available = not st.neural_note
@@ -67,6 +74,11 @@ class Controller:
         self.set_environment(DEFAULT_ENV if DEFAULT_ENV in self.env_names else self.env_names[0])
         if self.prior is not None:
             self.request_bake()
+
+    def bump(self, *parts: str) -> None:
+        """Bump the revision of each of ``parts`` (the views redraw them)."""
+        for part in parts:
+            self.revision[part] += 1
 
     # -- log and errors -----------------------------------------------------------------------
 
@@ -92,39 +104,45 @@ class Controller:
     def apply_preset(self, name: str) -> None:
         if not name:
             return
-        self.state.pose.pose = actions.load_pose(name)
-        self.state.pose.preset = name
-        self.pose_dirty = True
-        self.pose_synced = False
+        self.set_pose(actions.load_pose(name), preset=name)
+
+    def set_pose(self, pose: np.ndarray, left: bool | None = None, preset: str = "") -> None:
+        """Show ``pose`` (16, 3) (and the hand side, when given); the pose sliders follow."""
+        p = self.state.pose
+        p.pose = np.array(pose, np.float32).reshape(16, 3)
+        p.preset = preset
+        if left is not None:
+            p.left = bool(left)
+        self.bump("pose", "pose_values")
 
     def set_pose_value(self, joint: int, comp: int, value: float) -> None:
+        """A pose slider moved (the slider already shows the value)."""
         self.state.pose.pose[joint, comp] = float(value)
         self.state.pose.preset = ""
-        self.pose_dirty = True
+        self.bump("pose")
 
     def reset_pose(self) -> None:
-        self.state.pose.pose = np.zeros((16, 3), np.float32)
-        self.state.pose.preset = ""
-        self.pose_dirty, self.pose_synced = True, False
+        self.set_pose(np.zeros((16, 3), np.float32))
 
     def set_left(self, left: bool) -> None:
         self.state.pose.left = bool(left)
-        self.pose_dirty = True
+        self.bump("pose")
 
     def load_pose_file(self, path: str) -> None:
-        self.state.pose.pose = actions.read_pose_file(path)
-        self.state.pose.preset = Path(path).stem
-        self.pose_dirty, self.pose_synced = True, False
+        self.set_pose(actions.load_pose(path), preset=Path(path).stem)
         self.log(f"pose loaded from {path}")
 
     def save_pose_file(self, path: str) -> None:
         actions.save_pose(path, self.state.pose.pose, self.state.pose.left)
         self.log(f"pose saved to {path}")
 
-    def update_bones(self) -> np.ndarray:
-        betas = self.rig_betas()
-        self.bones = actions.bone_transforms(self.hand, self.state.pose.pose, betas, self.state.pose.left)
-        self.pose_dirty = False
+    def current_bones(self) -> np.ndarray:
+        """Bone matrices (16, 4, 4) of the shown pose (``palm.hand.lbs.bone_transforms``), recomputed
+        only after the pose changed."""
+        if self._bones_revision != self.revision["pose"]:
+            pose = self.state.pose
+            self.bones = bone_transforms(self.hand, pose.pose, self.rig_betas(), pose.left)
+            self._bones_revision = self.revision["pose"]
         return self.bones
 
     def rig_betas(self) -> np.ndarray | None:
@@ -133,7 +151,7 @@ class Controller:
         s = self.state.subject
         if self.prior is not None:
             return s.personal_betas if s.compare and s.personal_betas is not None else None
-        n = int(getattr(self.hand, "n_betas", 10))
+        n = int(self.hand.n_betas)
         betas = np.zeros(n, np.float32)
         k = min(n, len(s.shape))
         betas[:k] = s.shape[:k]
@@ -164,6 +182,7 @@ class Controller:
         s.shape[:] = 0.0
         s.appearance[:] = 0.0
         s.compare = False
+        self.bump("codes")
         self.request_bake()
 
     def random_codes(self) -> None:
@@ -175,11 +194,12 @@ class Controller:
         else:
             s.shape = np.clip(np.random.default_rng(seed).standard_normal(len(s.shape)), -2.5, 2.5).astype(np.float32)
         s.compare = False
+        self.bump("codes")
         self.request_bake()
 
     def set_compare(self, on: bool) -> None:
         self.state.subject.compare = bool(on) and self.state.subject.personal_shape is not None
-        self.pose_dirty = True  # the avatar's betas change the bones
+        self.bump("pose")  # the avatar's betas change the bones
         self.request_bake()
 
     def request_bake(self, resolutions=None) -> None:
@@ -188,7 +208,7 @@ class Controller:
         if self.prior is None:
             # rig fallback: the sliders are betas; the bake is the rig's rest mesh (fast, synchronous)
             self.avatar = actions.bake_rig(self.hand, self.rig_betas())
-            self.avatar_dirty = self.pose_dirty = True
+            self.bump("avatar", "pose")
             return
         self.start_job("bake", actions.job_bake, self.prior, self.current_subject(), tuple(resolutions))
 
@@ -202,12 +222,9 @@ class Controller:
         n = min(len(s.shape), len(data["shape"]))
         s.shape[:n], s.appearance[:n] = data["shape"][:n], data["appearance"][: min(len(s.appearance), n)]
         s.avatar_path, s.compare = str(folder), True
-        self.codes_dirty = True
-        self.state.light.fitted[PERSONAL_ENV] = data["lobes"]
-        self.set_environment(PERSONAL_ENV)
-        self.state.pose.pose, self.state.pose.left = data["pose"].copy(), data["left"]
-        self.state.pose.preset = ""
-        self.pose_dirty, self.pose_synced = True, False
+        self.bump("codes")
+        self.add_environment(PERSONAL_ENV, data["lobes"])
+        self.set_pose(data["pose"], left=data["left"])
         self.request_bake()
         self.log(f"avatar loaded from {folder}")
 
@@ -220,22 +237,29 @@ class Controller:
         else:
             light.lobes, _ = actions.load_environment(name)
         light.name = name
-        self.light_dirty = True
+        self.bump("light")
+
+    def add_environment(self, name: str, lobes: np.ndarray, show: bool = True) -> None:
+        """A fitted environment (from a file or a personalisation) joins the list as ``name``; shown
+        at once when ``show``, else only refreshed if it is the one shown."""
+        self.state.light.fitted[name] = np.asarray(lobes, np.float32).reshape(-1, 7)
+        if show or self.state.light.name == name:
+            self.set_environment(name)
 
     def load_environment_file(self, path: str) -> None:
         self.start_job("fit environment", actions.job_fit_environment, path)
 
     def set_rotation(self, degrees: float) -> None:
         self.state.light.rotation = math.radians(float(degrees))
-        self.light_dirty = True
+        self.bump("light")
 
     def set_exposure(self, stops: float) -> None:
         self.state.light.exposure = float(stops)
-        self.light_dirty = True
+        self.bump("light")
 
     def set_show_background(self, on: bool) -> None:
         self.state.light.show_background = bool(on)
-        self.light_dirty = True
+        self.bump("light")
 
     def export_environment(self, path: str) -> None:
         light = self.state.light
@@ -245,7 +269,41 @@ class Controller:
     def environment_names(self) -> list[str]:
         return list(self.env_names) + [n for n in self.state.light.fitted if n not in self.env_names]
 
+    def shown_lobes(self) -> np.ndarray:
+        """The environment's lobes (K, 7) as shown: turned by the rotation slider."""
+        light = self.state.light
+        return actions.turn_environment(light.lobes, light.rotation)
+
+    # -- neural view ---------------------------------------------------------------------------
+
+    def set_neural_mode(self, on: bool) -> None:
+        self.state.neural_mode = bool(on)
+        self.discard_neural()
+
+    def start_neural(self, view: actions.NeuralView) -> None:
+        """Render the current subject, pose and light progressively in ``view`` (a job)."""
+        self.neural_job = self.start_job("neural render", actions.job_neural_render, self.prior, self.current_subject(),
+                                         self.state.pose.pose.copy(), self.shown_lobes(), view, kind="neural")
+
+    def discard_neural(self) -> None:
+        """The view changed: drop the neural image, and the render of the old view still on its way."""
+        slot = self.runner.previews.get("neural")
+        if slot is not None:
+            slot.take()
+        if self.neural_job is not None:
+            self.runner.cancel(self.neural_job)
+            self.neural_job = None
+        if self.neural_image is not None:
+            self.neural_image = None
+            self.bump("neural")
+
     # -- photo and personalisation -------------------------------------------------------------
+
+    def receive_drop(self, path: str) -> None:
+        """A file dropped on the window (drag and drop): a photo to personalise."""
+        self.state.dropped.append(path)
+        self.log(f"dropped: {path}")
+        self.guarded(self.open_photo, path)
 
     def open_photo(self, path: str) -> None:
         """Queue a photo: preprocess it in a job; the overlay waits for the user to accept."""
@@ -276,10 +334,6 @@ class Controller:
     # -- training ------------------------------------------------------------------------------
 
     def start_training(self, dataset: str, preset: str, out_dir: str) -> None:
-        why = actions.training_available()
-        if why:
-            self.error(why)
-            return
         t = self.state.train
         t.dataset, t.preset, t.out_dir, t.losses, t.steps = dataset, preset, out_dir, {}, []
         self.start_job("train", actions.job_train, dataset, preset, out_dir)
@@ -296,6 +350,7 @@ class Controller:
         s.appearance = np.zeros(prior.n_appearance, np.float32)
         s.personal_shape = s.personal_appearance = s.personal_shape_code = s.personal_appearance_code = None
         s.personal_betas, s.compare = None, False
+        self.bump("codes")
         self.state.neural_note = actions.neural_available(prior)
         self.state.neural_available = not self.state.neural_note
         self.request_bake()
@@ -311,6 +366,23 @@ class Controller:
     def cancel_jobs(self) -> None:
         self.runner.cancel()
 
+    def cancel_kind(self, kind: str) -> None:
+        for job in self.runner.active():
+            if job.kind == kind:
+                self.runner.cancel(job.job_id)
+
+    def pause_kind(self, kind: str, pause: bool) -> None:
+        for job in self.runner.active():
+            if job.kind == kind:
+                (self.runner.pause if pause else self.runner.resume)(job.job_id)
+
+    def toggle_pause(self) -> None:
+        """Pause the newest running job, or resume it when paused."""
+        active = self.runner.active()
+        if active:
+            job = active[-1]
+            (self.runner.resume if job.paused else self.runner.pause)(job.job_id)
+
     def handle_events(self) -> None:
         """Apply every queued job event and the newest snapshots/previews. Main thread, per frame."""
         for ev in self.runner.drain():
@@ -323,8 +395,6 @@ class Controller:
                 self._finished(ev)
             if isinstance(ev, JobMessage) and isinstance(ev.event, Progress):
                 self._progress(ev.name, ev.event)
-            if isinstance(ev, (Started, Cancelled)):
-                pass
         for kind, slot in self.runner.snapshots.items():
             full, snap = slot.take()
             if full:
@@ -333,8 +403,10 @@ class Controller:
             full, prev = slot.take()
             if full and kind == "neural":
                 self.neural_image = np.asarray(prev.image)
+                self.bump("neural")
             elif full and kind == "personalize":
                 self.personal_preview = np.asarray(prev.image, np.float32)
+                self.bump("preview")
 
     def _progress(self, name: str, p: Progress) -> None:
         target = self.state.photo if name == "personalize" else self.state.train if name == "train" else None
@@ -348,7 +420,7 @@ class Controller:
         if "avatar" in data and data["avatar"] is not None:
             self.avatar = data["avatar"]
             self.state.subject.bake_resolution = int(data.get("resolution", 0))
-            self.avatar_dirty = True
+            self.bump("avatar")
         if kind == "personalize":
             self._follow_personalisation(data)
 
@@ -368,9 +440,7 @@ class Controller:
             s.personal_shape, s.personal_appearance = np.zeros_like(s.shape), np.zeros_like(s.appearance)
         lobes = data.get("light")
         if lobes is not None:
-            self.state.light.fitted[PERSONAL_ENV] = np.asarray(lobes, np.float32).reshape(-1, 7)
-            if self.state.light.name == PERSONAL_ENV:
-                self.set_environment(PERSONAL_ENV)
+            self.add_environment(PERSONAL_ENV, lobes, show=False)
         if s.personal_shape is not None and self.prior is not None and now() - self._followed_at >= FOLLOW_EVERY_S:
             self._followed_at = now()
             s.compare = True
@@ -382,9 +452,7 @@ class Controller:
             self.log("photo preprocessed: accept the overlay to personalise")
         elif ev.name == "fit environment" and ev.result is not None:
             lobes, info = ev.result
-            name = str(info.get("name", "fitted"))
-            self.state.light.fitted[name] = lobes
-            self.set_environment(name)
+            self.add_environment(str(info.get("name", "fitted")), lobes)
         elif ev.name == "personalize":
             self.log(f"personalisation finished: {ev.result}")
             if ev.result:
@@ -394,6 +462,15 @@ class Controller:
             path = getattr(ev.result, "path", ev.result)
             if isinstance(path, (str, Path)) and Path(path).is_dir():
                 self.guarded(self.use_prior, str(path))
+
+    # -- frame statistics (reported by the studio) ---------------------------------------------
+
+    def frame_drawn(self, frame_ms: float) -> None:
+        self.state.frames += 1
+        self.state.frame_ms = float(frame_ms)
+
+    def viewport_drawn(self, render_ms: float) -> None:
+        self.state.render_ms = float(render_ms)
 
     def shutdown(self) -> None:
         self.runner.shutdown()

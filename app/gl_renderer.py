@@ -12,11 +12,11 @@ not when it turns) and the background texture. Two mesh programs: the pre-integr
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from app.actions import env_image, turn_environment, y_rotation
 from app.camera import OrbitCamera, gl_projection
 from app.programs import load_program
 
@@ -36,7 +36,7 @@ def standalone_context():
 
 @dataclass(frozen=True)
 class SGUniforms:
-    """SG lobes normalised for the shader: unit axes (K,3), sharpness (K,), amplitude (K,3)."""
+    """SG lobes as the shader reads them: unit axes (K,3), sharpness (K,), amplitude (K,3)."""
 
     axis: np.ndarray
     sharpness: np.ndarray
@@ -44,39 +44,13 @@ class SGUniforms:
 
 
 def sg_uniforms(lobes: np.ndarray) -> SGUniforms:
-    """Raw lobes ``P`` (K, 7) -> shader values: ``axis = P[:3]/|P[:3]|``, ``lambda = |P3|``, ``mu = |P4:7|``."""
-    p = np.asarray(lobes, np.float64).reshape(-1, 7)
-    axis = p[:, :3] / np.maximum(np.linalg.norm(p[:, :3], axis=1, keepdims=True), 1e-12)
-    return SGUniforms(axis.astype(np.float32), np.abs(p[:, 3]).astype(np.float32), np.abs(p[:, 4:7]).astype(np.float32))
+    """Raw lobes (K, 7) -> the shader's values (``palm.render.sg.sg_decode``)."""
+    import torch
 
+    from palm.render.sg import sg_decode
 
-def sg_eval_np(lobes: np.ndarray, dirs: np.ndarray) -> np.ndarray:
-    """Radiance ``E(w) = sum_k mu_k exp(lambda_k (w . xi_k - 1))`` of unit ``dirs`` (..., 3) -> (..., 3)."""
-    u = sg_uniforms(lobes)
-    d = np.asarray(dirs, np.float32)
-    cos = d.reshape(-1, 3) @ u.axis.T  # (N, K)
-    w = np.exp(u.sharpness[None] * (cos - 1.0))
-    return (w @ u.amplitude).reshape(*d.shape[:-1], 3)
-
-
-def rotate_lobes_y(lobes: np.ndarray, angle: float) -> np.ndarray:
-    """Turn the environment about world +y by ``angle`` radians (lobe axes only)."""
-    c, s = math.cos(angle), math.sin(angle)
-    rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], np.float32)
-    out = np.array(lobes, np.float32, copy=True).reshape(-1, 7)
-    out[:, :3] = out[:, :3] @ rot.T
-    return out
-
-
-def equirect_from_sg(lobes: np.ndarray, height: int = ENV_TEX_HEIGHT) -> np.ndarray:
-    """The environment as an equirect image (H, 2H, 3) float32, row 0 = sky (envmap convention)."""
-    width = 2 * height
-    u = (np.arange(width) + 0.5) / width
-    v = 1.0 - (np.arange(height) + 0.5) / height
-    lon = (u[None, :] - 0.5) * 2 * np.pi
-    lat = (v[:, None] - 0.5) * np.pi
-    dirs = np.stack(np.broadcast_arrays(np.cos(lat) * np.sin(lon), np.sin(lat), np.cos(lat) * np.cos(lon)), -1)
-    return sg_eval_np(lobes, dirs).astype(np.float32)
+    xi, lam, mu = sg_decode(torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7))
+    return SGUniforms(xi.numpy(), lam.numpy(), mu.numpy())
 
 
 def vertex_data(avatar) -> np.ndarray:
@@ -168,7 +142,7 @@ class AvatarRenderer:
     def set_environment(self, lobes: np.ndarray, rotation: float = 0.0, exposure: float = 0.0) -> None:
         """SG lobes (K, 7) turned by ``rotation`` radians about +y; ``exposure`` in stops."""
         base = np.ascontiguousarray(np.asarray(lobes, np.float32).reshape(-1, 7)[:MAX_LOBES])
-        lobes = rotate_lobes_y(base, rotation)
+        lobes = turn_environment(base, rotation)
         u = sg_uniforms(lobes)
         k = len(lobes)
         axis_sharp = np.zeros((MAX_LOBES, 4), np.float32)
@@ -180,7 +154,7 @@ class AvatarRenderer:
         exact["u_n_lobes"].value = k
         self.n_lobes = k
         self._set_preintegrated(base, rotation)
-        image = equirect_from_sg(lobes)
+        image = env_image(lobes, ENV_TEX_HEIGHT)
         if self.env_texture is None or self.env_texture.size != (image.shape[1], image.shape[0]):
             if self.env_texture is not None:
                 self.env_texture.release()
@@ -209,9 +183,7 @@ class AvatarRenderer:
             self._light_key = key
             self.spec_layers = spec.shape[0]
         prog = self.programs[True]
-        c, s = math.cos(rotation), math.sin(rotation)
-        rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], np.float32)
-        prog["u_env_from_world"].write(np.ascontiguousarray(rot).tobytes())  # column-major: rot^T in GLSL
+        prog["u_env_from_world"].write(y_rotation(rotation).tobytes())  # column-major: R_y^T in GLSL
         prog["u_spec_log2_d0"].value = SPECULAR_LOG2_D0
         prog["u_spec_layers"].value = self.spec_layers
 

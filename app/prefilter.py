@@ -23,11 +23,13 @@ Equirect convention (``palm.render.envmap.dir_to_uv``): ``u = atan2(x, z)/2pi + 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from palm.render.envmap import equirect_dirs
+from palm.render.sg import sg_decode, sg_inner_product, sg_integral, sg_irradiance
 
 #: Sharpness of the SG that stands for the clamped cosine ``max(w.n, 0)`` (its common fit).
 COSINE_SG_SHARPNESS = 2.133
@@ -58,19 +60,7 @@ class PreintegratedLight:
 
 def equirect_directions(height: int) -> torch.Tensor:
     """Unit directions of the texel centres of an (H, 2H) equirect image -> (H, 2H, 3), row 0 = sky."""
-    width = 2 * height
-    u = (torch.arange(width, dtype=torch.float64) + 0.5) / width
-    v = 1.0 - (torch.arange(height, dtype=torch.float64) + 0.5) / height
-    lon = (u[None, :] - 0.5) * 2 * math.pi
-    lat = (v[:, None] - 0.5) * math.pi
-    lat, lon = torch.broadcast_tensors(lat, lon)
-    return torch.stack([lat.cos() * lon.sin(), lat.sin(), lat.cos() * lon.cos()], -1).float()
-
-
-def _lobe_integral(lam: torch.Tensor) -> torch.Tensor:
-    """``int exp(lam (w.a - 1)) dw = 2 pi (1 - e^{-2 lam}) / lam``."""
-    lam = lam.clamp_min(1e-8)
-    return 2.0 * math.pi * (-torch.expm1(-2.0 * lam)) / lam
+    return equirect_dirs(height, 2 * height)
 
 
 def mean_radiance(lobes: torch.Tensor, axes: torch.Tensor, sharpness: float) -> torch.Tensor:
@@ -84,16 +74,11 @@ def mean_radiance(lobes: torch.Tensor, axes: torch.Tensor, sharpness: float) -> 
     Returns:
         (N, 3) linear RGB.
     """
-    from palm.render.sg import sg_decode
-
     xi, lam, mu = sg_decode(lobes.float())
-    out = []
-    for a in axes.split(8192):
-        combined = sharpness * a[:, None, :] + lam[None, :, None] * xi[None]  # (n, K, 3)
-        dd = combined.norm(dim=-1).clamp_min(1e-8)
-        overlap = _lobe_integral(dd) * torch.exp(dd - sharpness - lam[None])  # (n, K)
-        out.append(overlap @ mu)
-    return torch.cat(out) / _lobe_integral(torch.tensor(float(sharpness)))
+    d = torch.tensor(float(sharpness))
+    out = [sg_inner_product(a[:, None, :], d, xi[None], lam[None]) @ mu for a in axes.split(8192)]  # (n, K) @ (K, 3)
+    unit_lobe = torch.tensor([[0.0, 0.0, 1.0, float(sharpness), 1.0, 1.0, 1.0]])
+    return torch.cat(out) / sg_integral(unit_lobe)[0, 0]
 
 
 def _upsample_equirect(image: torch.Tensor, height: int) -> torch.Tensor:
@@ -112,8 +97,6 @@ def preintegrate(lobes: np.ndarray, irradiance_height: int = IRRADIANCE_HEIGHT,
 
     The last :data:`CACHE_SIZE` environments are remembered.
     """
-    from palm.render.sg import sg_irradiance
-
     p = torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7)
     key = p.numpy().tobytes() + bytes(f"{irradiance_height},{specular_height}", "ascii")
     if key in _CACHE:

@@ -4,7 +4,9 @@
 created after the viewport is shown) and the frame loop. Each frame: run widget callbacks, take
 dropped files, apply job events, follow the mouse, re-render the viewport when something changed,
 refresh panels and the status bar, draw. Jobs run on worker threads (:mod:`app.jobs`) and never
-touch Dear PyGui. Tests drive it in-process with :meth:`Studio.step_frames`.
+touch Dear PyGui. The GUI only draws: widgets send intents to the :class:`app.controller.Controller`
+and show its state, redrawing what its revision counters say changed (:meth:`Studio.changed`).
+Tests drive it in-process with :meth:`Studio.step_frames`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from app import actions, tags
 from app.camera import OrbitCamera
 from app.controller import Controller
 from palm.errors import PalmError
+from palm.hand.lbs import skin_vertices
 
 TITLE = "palm-studio"
 LEFT_WIDTH = 450
@@ -57,8 +60,7 @@ class Studio:
         if env:
             if Path(env).suffix.lower() in (".exr", ".hdr"):
                 lobes, info = actions.load_environment(env)  # fitted now: the screenshot shows it
-                c.state.light.fitted[str(info.get("name", Path(env).stem))] = lobes
-                c.set_environment(str(info.get("name", Path(env).stem)))
+                c.add_environment(str(info.get("name", Path(env).stem)), lobes)
             else:
                 c.set_environment(env)
         if pose:
@@ -69,7 +71,7 @@ class Studio:
         if avatar:
             c.load_avatar(str(avatar))
         self.camera = OrbitCamera(azimuth=DEFAULT_AZIMUTH, elevation=DEFAULT_ELEVATION)
-        self.sync_codes = True
+        self._drawn: dict[str, int] = {}
         self.shown_photo = None
         self.shown_log = -1
         self.drops: queue.Queue[str] = queue.Queue()
@@ -78,9 +80,6 @@ class Studio:
         self._mouse_prev: tuple[float, float] | None = None
         self._wheel = 0.0
         self._last_motion = time.monotonic()
-        self._neural_job: int | None = None
-        self.neural_started: int | None = None
-        """Id of the last neural render job started (a test hook)."""
         self._shown_errors = 0
         self._closed = False
         self.vp_size = (max(self.size[0] - LEFT_WIDTH - 24, 64), max(self.size[1] - STATUS_HEIGHT - TOOLBAR_HEIGHT - 40, 64))
@@ -155,7 +154,7 @@ class Studio:
                 dpg.add_progress_bar(tag=tags.STATUS_PROGRESS, width=300, default_value=0.0)
                 dpg.add_text("", tag=tags.STATUS_ETA)
                 dpg.add_button(label="Cancel", tag=tags.STATUS_CANCEL, callback=lambda: self.controller.cancel_jobs())
-                dpg.add_button(label="Pause", tag=tags.STATUS_PAUSE, callback=lambda: self._toggle_pause())
+                dpg.add_button(label="Pause", tag=tags.STATUS_PAUSE, callback=lambda: self.controller.toggle_pause())
                 dpg.add_text("", tag=tags.STATUS_FPS)
         with dpg.window(label="Error", modal=True, show=False, tag=tags.ERROR_POPUP, width=520, no_close=False):
             dpg.add_text("", tag=tags.ERROR_TEXT, wrap=500)
@@ -164,12 +163,18 @@ class Studio:
 
     # -- intents used by panels ------------------------------------------------------------------
 
-    def intent(self, fn, *args, sync: bool = False):
+    def intent(self, fn, *args):
         """Run a user intent; errors go to the log and an error dialog, never out of the frame loop."""
-        out = self.controller.guarded(fn, *args)
-        if sync:
-            self.sync_codes = True
-        return out
+        return self.controller.guarded(fn, *args)
+
+    def changed(self, part: str) -> bool:
+        """Whether the controller's ``part`` changed since this view last drew it (see
+        :attr:`app.controller.Controller.revision`); answering True records it as drawn."""
+        revision = self.controller.revision[part]
+        if self._drawn.get(part) == revision:
+            return False
+        self._drawn[part] = revision
+        return True
 
     def file_dialog(self, title, extensions, on_path, save=False, default="", directory=False) -> None:
         dpg = self.dpg
@@ -199,22 +204,6 @@ class Studio:
         if steps:
             dpg.fit_axis_data(x_axis)
             dpg.fit_axis_data(y_axis)
-
-    def pause_kind(self, kind: str, pause: bool) -> None:
-        for job in self.controller.runner.active():
-            if job.kind == kind:
-                (self.controller.runner.pause if pause else self.controller.runner.resume)(job.job_id)
-
-    def cancel_kind(self, kind: str) -> None:
-        for job in self.controller.runner.active():
-            if job.kind == kind:
-                self.controller.runner.cancel(job.job_id)
-
-    def _toggle_pause(self) -> None:
-        active = self.controller.runner.active()
-        if active:
-            job = active[-1]
-            (self.controller.runner.resume if job.paused else self.controller.runner.pause)(job.job_id)
 
     def export_render(self, path: str) -> None:
         if self.last_image is None:
@@ -248,10 +237,8 @@ class Studio:
 
     def _frame_camera(self) -> None:
         c = self.controller
-        bones = c.update_bones()
-        v = np.asarray(c.avatar.vertices, np.float64)
-        w = np.asarray(c.avatar.skin_weights, np.float64)
-        posed = np.einsum("vj,jab,vb->va", w, bones.astype(np.float64), np.c_[v, np.ones(len(v))])[:, :3]
+        a = c.avatar
+        posed, _ = skin_vertices(a.vertices, a.normals, a.skin_weights, c.current_bones())
         self.camera.frame(posed)
         self.camera.azimuth, self.camera.elevation = DEFAULT_AZIMUTH, DEFAULT_ELEVATION
         self._moved()
@@ -259,19 +246,13 @@ class Studio:
     def _moved(self) -> None:
         self.render_dirty = True
         self._last_motion = time.monotonic()
-        self.controller.neural_image = None
-        slot = self.controller.runner.previews.get("neural")
-        if slot is not None:
-            slot.take()  # a render of the old view that is still on its way
-        if self._neural_job is not None:
-            self.controller.runner.cancel(self._neural_job)
-            self._neural_job = None
+        self.controller.discard_neural()
 
     def _on_wheel(self, sender, app_data) -> None:
         self._wheel += float(app_data)
 
     def _set_neural(self, on: bool) -> None:
-        self.controller.state.neural_mode = bool(on)
+        self.controller.set_neural_mode(on)
         self._moved()
 
     def _mouse(self) -> None:
@@ -300,27 +281,24 @@ class Studio:
 
     def _update_renderer(self) -> None:
         c, r = self.controller, self.renderer
-        if c.avatar_dirty:
+        if self.changed("avatar"):
             r.set_avatar(c.avatar)
-            c.avatar_dirty = False
             self._moved()
-        if c.pose_dirty:
-            r.set_bones(c.update_bones())
+        if self.changed("pose"):
+            r.set_bones(c.current_bones())
             self._moved()
-        if c.light_dirty and c.state.light.lobes is not None:
+        if c.state.light.lobes is not None and self.changed("light"):
             light = c.state.light
             r.set_environment(light.lobes, light.rotation, light.exposure)
             r.show_environment = light.show_background
-            c.light_dirty, self.render_dirty = False, True
             self._moved()
 
     def _maybe_neural(self) -> None:
         """In neural mode, once the camera has rested, start the progressive volume render."""
         c = self.controller
-        if not (c.state.neural_mode and c.state.neural_available) or self._neural_job is not None:
+        if not (c.state.neural_mode and c.state.neural_available) or c.neural_job is not None:
             return
         if c.neural_image is None and time.monotonic() - self._last_motion > REST_BEFORE_NEURAL_S:
-            light = c.state.light
             w, h = self.vp_size
             r = self.renderer
             r.draw_avatar = False
@@ -329,29 +307,22 @@ class Studio:
             finally:
                 r.draw_avatar = True
                 self.ctx.screen.use()
-            view = actions.NeuralView(self.camera.intrinsics(w, h), self.camera.world_to_camera(), w, h,
-                                      background.copy(), float(2.0**light.exposure))
-            from app.gl_renderer import rotate_lobes_y
-
-            lobes = rotate_lobes_y(light.lobes, light.rotation)
-            self._neural_job = c.start_job("neural render", actions.job_neural_render, c.prior, c.current_subject(),
-                                           c.state.pose.pose.copy(), lobes, view, kind="neural")
-            self.neural_started = self._neural_job
+            c.start_neural(actions.NeuralView(self.camera.intrinsics(w, h), self.camera.world_to_camera(), w, h,
+                                              background.copy(), float(2.0**c.state.light.exposure)))
 
     def _draw_viewport(self) -> None:
         c = self.controller
-        if c.neural_image is not None:
+        if self.changed("neural") and c.neural_image is not None:
             img = _fit(np.asarray(c.neural_image, np.float32), self.vp_size)
             self.dpg.set_value(tags.VIEWPORT_TEXTURE, img.reshape(-1))
             self.last_image = (img * 255).astype(np.uint8)
-            c.neural_image = None
             return
         if not self.render_dirty:
             return
         t0 = time.perf_counter()
         image = self.renderer.render(self.camera)
         self.ctx.screen.use()
-        c.state.render_ms = 1000 * (time.perf_counter() - t0)
+        c.viewport_drawn(1000 * (time.perf_counter() - t0))
         self.last_image = image
         self.dpg.set_value(tags.VIEWPORT_TEXTURE, (image.astype(np.float32) * (1.0 / 255.0)).reshape(-1))
         self.render_dirty = False
@@ -396,9 +367,7 @@ class Studio:
                 path = self.drops.get_nowait()
             except queue.Empty:
                 break
-            c.state.dropped.append(path)
-            c.log(f"dropped: {path}")
-            self.intent(c.open_photo, path)
+            c.receive_drop(path)
         c.handle_events()
         self._mouse()
         self._update_renderer()
@@ -408,8 +377,7 @@ class Studio:
             panel.refresh(self)
         self._status()
         dpg.render_dearpygui_frame()
-        c.state.frames += 1
-        c.state.frame_ms = 1000 * (time.perf_counter() - t0)
+        c.frame_drawn(1000 * (time.perf_counter() - t0))
 
     def step_frames(self, n: int = 1) -> None:
         for _ in range(n):

@@ -5,7 +5,7 @@ offscreen framebuffer of a standalone (EGL) OpenGL context, reading every frame 
 does. ``fps_512``/``fps_1024`` use the studio's default lighting, pre-integrated into textures
 (``app/prefilter.py``); ``fps_exact_512``/``fps_exact_1024`` the exact per-pixel loop over the
 lobes. ``rebake_coarse_s`` is the median latency of a PCA slider move's coarse re-bake of the prior
-(``app.rebake.PriorBaker`` at ``COARSE_RES``, caches warm, a new shape code each time), or of the
+(``palm.rebake.PriorBaker`` at ``COARSE_RES``, caches warm, a new shape code each time), or of the
 rig's rest mesh when no prior is installed (``rebake_source`` says which). Prints JSON; the last
 line is one object. Not a test: it asserts nothing about time.
 
@@ -47,11 +47,13 @@ def main(argv=None) -> int:
     from app import actions
     from app.camera import OrbitCamera
     from app.gl_renderer import AvatarRenderer, standalone_context
+    from palm.hand import load_hand
+    from palm.hand.lbs import bone_transforms
     from palm.render.sg import sg_init
 
-    hand, note = actions.load_rig("open")
+    hand, note = load_hand("open"), ""
     avatar = actions.bake_rig(hand)
-    bones = actions.bone_transforms(hand, np.zeros((16, 3), np.float32))
+    bones = bone_transforms(hand, np.zeros((16, 3), np.float32))
     lobes = sg_init(args.lobes, generator=torch.Generator().manual_seed(0)).numpy()
     ctx = standalone_context()
     result: dict = {"gl_renderer": ctx.info["GL_RENDERER"], "gl_version": ctx.info["GL_VERSION"],

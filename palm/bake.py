@@ -2,14 +2,17 @@
 
 :func:`bake_from_hand` bakes the hand rig itself (its rest mesh with a constant skin material);
 it is what the viewport and ``palm export`` use when no prior/avatar is given.
+:func:`posed_avatar` poses a baked avatar (linear blend skinning by :mod:`palm.hand.lbs`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+
+from palm.hand.lbs import bone_transforms, skin_vertices
 
 
 @dataclass
@@ -78,13 +81,13 @@ def bake_from_hand(
 
     if betas is None:
         betas = torch.zeros(1, int(hand.n_betas))
-    betas = torch.as_tensor(np.asarray(_numpy(betas), np.float32)).reshape(1, -1)
+    betas = torch.as_tensor(np.asarray(to_numpy(betas), np.float32)).reshape(1, -1)
     with torch.no_grad():
         verts, joints = hand.rest(betas)
-    verts = _numpy(verts).reshape(-1, 3).astype(np.float32)
-    joints = _numpy(joints).reshape(16, 3).astype(np.float32)
-    faces = _numpy(hand.faces).astype(np.int32)
-    weights = _numpy(hand.skin_weights).astype(np.float32)
+    verts = to_numpy(verts).reshape(-1, 3).astype(np.float32)
+    joints = to_numpy(joints).reshape(16, 3).astype(np.float32)
+    faces = to_numpy(hand.faces).astype(np.int32)
+    weights = to_numpy(hand.skin_weights).astype(np.float32)
     weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
     n = len(verts)
     return BakedAvatar(
@@ -96,15 +99,49 @@ def bake_from_hand(
         roughness=np.full(n, roughness, np.float32),
         metallic=np.zeros(n, np.float32),
         joints=joints,
-        parents=_numpy(hand.parents).astype(np.int32).reshape(16),
+        parents=to_numpy(hand.parents).astype(np.int32).reshape(16),
     )
 
 
-def _numpy(x: Any) -> np.ndarray:
-    """A numpy copy of a tensor or array-like."""
+def to_numpy(x: Any) -> np.ndarray:
+    """A numpy view/copy of a tensor (any device) or array-like."""
     if hasattr(x, "detach"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def apply_bones(avatar: BakedAvatar, bones: np.ndarray, left: bool = False) -> BakedAvatar:
+    """A copy of ``avatar`` with bones applied to its vertices, normals and joints.
+
+    Args:
+        avatar: the canonical baked avatar.
+        bones: (16, 4, 4) bone transforms (:func:`palm.hand.lbs.bone_transforms`).
+        left: the bones mirror the hand (a left hand): the triangle winding is reversed so that the
+            faces stay counter-clockwise seen from outside.
+
+    Returns:
+        The posed avatar (material, skin weights and parents shared with ``avatar``).
+    """
+    verts, normals = skin_vertices(avatar.vertices, avatar.normals, avatar.skin_weights, bones)
+    joints = np.einsum("jab,jb->ja", bones[:, :3, :3], avatar.joints) + bones[:, :3, 3]
+    faces = avatar.faces[:, [0, 2, 1]] if left else avatar.faces
+    return replace(avatar, vertices=verts, normals=normals, joints=joints.astype(np.float32), faces=faces)
+
+
+def posed_avatar(
+    avatar: BakedAvatar, pose: Any, hand: Any, betas: Any = None, left: bool = False
+) -> BakedAvatar:
+    """A display copy with ``pose`` baked into vertices, normals and joints.
+
+    Args:
+        avatar: the canonical baked avatar; hand: its rig.
+        pose: (16, 3) axis-angle, or None (the avatar as is, canonical).
+        betas: the rig's shape coefficients (the avatar's own), or None.
+        left: pose it as a left hand (see :func:`palm.hand.lbs.bone_transforms`).
+    """
+    if pose is None:
+        return avatar
+    return apply_bones(avatar, bone_transforms(hand, pose, betas, left=left), left=left)
 
 
 def bake_from_prior(
@@ -141,12 +178,12 @@ def bake_from_prior(
     dev = model.light.device
     z_s, z_a = prior.codes_from_coeffs(shape_coeffs, appearance_coeffs)
     if shape_code is not None:
-        z_s = torch.as_tensor(_numpy(shape_code), dtype=torch.float32, device=dev)
+        z_s = torch.as_tensor(to_numpy(shape_code), dtype=torch.float32, device=dev)
     if appearance_code is not None:
-        z_a = torch.as_tensor(_numpy(appearance_code), dtype=torch.float32, device=dev)
+        z_a = torch.as_tensor(to_numpy(appearance_code), dtype=torch.float32, device=dev)
     hand = model.hand
     b = torch.zeros(1, hand.n_betas, device=dev) if betas is None else torch.as_tensor(
-        _numpy(betas), dtype=torch.float32, device=dev).reshape(1, -1)
+        to_numpy(betas), dtype=torch.float32, device=dev).reshape(1, -1)
     with torch.no_grad():
         rest_v, rest_j = hand.rest(b)
         lo = rest_v[0].min(0).values - margin
@@ -173,7 +210,7 @@ def bake_from_prior(
             albedo.append(a), rough.append(r), metal.append(m)
         skin = SkinningField.from_hand(rest_v[0], hand.skin_weights, model.cfg)
         weights = skin.query(v_t).clamp(min=0)
-    weights = _numpy(weights).astype(np.float32)
+    weights = to_numpy(weights).astype(np.float32)
     weights /= np.maximum(weights.sum(1, keepdims=True), 1e-12)
     verts = verts.astype(np.float32)
     faces = faces.astype(np.int32)
@@ -182,11 +219,11 @@ def bake_from_prior(
         faces=faces,
         normals=vertex_normals(verts, faces),
         skin_weights=weights,
-        albedo=_numpy(torch.cat(albedo)).astype(np.float32),
-        roughness=_numpy(torch.cat(rough)).astype(np.float32),
-        metallic=_numpy(torch.cat(metal)).astype(np.float32),
-        joints=_numpy(rest_j[0]).astype(np.float32),
-        parents=_numpy(hand.parents).astype(np.int32).reshape(16),
+        albedo=to_numpy(torch.cat(albedo)).astype(np.float32),
+        roughness=to_numpy(torch.cat(rough)).astype(np.float32),
+        metallic=to_numpy(torch.cat(metal)).astype(np.float32),
+        joints=to_numpy(rest_j[0]).astype(np.float32),
+        parents=to_numpy(hand.parents).astype(np.int32).reshape(16),
     )
 
 

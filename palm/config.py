@@ -246,6 +246,23 @@ class LossWeights:
 
 
 @dataclass(frozen=True)
+class AdamConfig:
+    """Adam, learning-rate warm-up and gradient clipping, shared by prior training and
+    personalisation (spec sections 8 and 9): Adam ``(0.9, 0.99)``, ``eps 1e-15``, a linear warm-up
+    from ``warmup_start_factor`` x the learning rate, global gradient-norm clip 0.5. This class is
+    the one declaration of these values; :class:`TrainConfig` and :class:`PersonalizeConfig` take
+    their defaults from it and give it back with their ``adam`` property."""
+
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-15
+    warmup_start_factor: float = 0.01
+    grad_clip: float = 0.5
+
+
+_ADAM = AdamConfig()
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Prior training (stage 0 geometry pretraining + stage 1 image training)."""
 
@@ -279,15 +296,19 @@ class TrainConfig:
     lr_pose_encoder: float = 5e-4
     lr_pose_correction: float = 5e-4
     weight_decay_radiance_grid: float = 1e-4
-    adam_betas: tuple[float, float] = (0.9, 0.99)
-    adam_eps: float = 1e-15
+    adam_betas: tuple[float, float] = _ADAM.betas
+    adam_eps: float = _ADAM.eps
     warmup_steps: int = 1000
-    warmup_start_factor: float = 0.01
-    grad_clip: float = 0.5
+    warmup_start_factor: float = _ADAM.warmup_start_factor
+    grad_clip: float = _ADAM.grad_clip
     checkpoint_every: int = 1000
     keep_last: int = 3
     validate_every: int = 6000
     seed: int = 0
+
+    @property
+    def adam(self) -> AdamConfig:
+        return AdamConfig(self.adam_betas, self.adam_eps, self.warmup_start_factor, self.grad_clip)
 
 
 @dataclass(frozen=True)
@@ -311,6 +332,21 @@ class PersonalizeConfig:
     )
     preview_every: int = 100
     seed: int = 0
+    work_res: int | None = 256
+    """Side (pixels) of the square working crop around the hand that is fitted and scored; None:
+    the images as given. suggestion (the release fits the dataset's full images)."""
+    crop_scale: float = 1.25
+    """The working crop's side is ``crop_scale`` x the longer side of the mask's bounding box."""
+    preview_res: int = 48
+    """Side of the preview renders sent every ``preview_every`` steps (0: snapshots only)."""
+    adam_betas: tuple[float, float] = _ADAM.betas
+    adam_eps: float = _ADAM.eps
+    warmup_start_factor: float = _ADAM.warmup_start_factor
+    grad_clip: float = _ADAM.grad_clip
+
+    @property
+    def adam(self) -> AdamConfig:
+        return AdamConfig(self.adam_betas, self.adam_eps, self.warmup_start_factor, self.grad_clip)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,6 +413,7 @@ PERSONALIZE_PRESETS: dict[str, PersonalizeConfig] = {
     "fast": PersonalizeConfig(
         max_steps=120, shape_freeze_step=40, pbr_start_step=60, images_per_step=1, pixels_per_image=64,
         patch_size=16, patch_choices=((16, 1), (32, 2)), lr=1e-2, lr_light=2e-2, warmup_steps=10, preview_every=20,
+        work_res=128,
         # the curvature term doubles a step's cost while the shape is fitted; fast mode drops it
         weights=LossWeights(normal_start=0.0, normal_end=0.0, eikonal=0.0, lap=0.0),
     ),
@@ -450,6 +487,112 @@ def _replace_path(cfg: Any, keys: list[str], value: Any, item: str) -> Any:
             value = type(current)(value)
         return dataclasses.replace(cfg, **{keys[0]: value})
     return dataclasses.replace(cfg, **{keys[0]: _replace_path(getattr(cfg, keys[0]), keys[1:], value, item)})
+
+
+def check_overrides(cfg: Any, overrides: list[str], path: str = "--set") -> None:
+    """Refuse ``KEY=VALUE`` overrides whose value does not fit the field's declared type.
+
+    Integers must be whole numbers >= 0, floats finite numbers, booleans ``true``/``false``,
+    tuples lists of the right length and element types; ``None`` only where the field allows it.
+    Run it before :func:`apply_overrides` (which converts numbers to the field's type).
+
+    Raises:
+        ValueError: ``"<item>: <what is wrong>"`` for the first bad item.
+    """
+    import json
+    import typing
+
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"{path} {item}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        node: Any = cfg
+        hint: Any = None
+        for name in key.strip().split("."):
+            if not dataclasses.is_dataclass(node) or name not in {f.name for f in dataclasses.fields(node)}:
+                raise ValueError(f"{item}: {type(node).__name__} has no field '{name}'")
+            hint = typing.get_type_hints(type(node))[name]
+            node = getattr(node, name)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if not dataclasses.is_dataclass(node) and not _fits(value, hint):
+            raise ValueError(f"{item}: expected {_describe(hint)}, got '{raw[:40]}'")
+
+
+def changed_fields(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two configs of the same class."""
+    out = []
+    for f in dataclasses.fields(a):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        if dataclasses.is_dataclass(va) and dataclasses.is_dataclass(vb):
+            out += changed_fields(va, vb, f"{prefix}{f.name}.")
+        elif va != vb:
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Refuse a training configuration that cannot run (after ``--set``).
+
+    Raises:
+        ValueError: what is wrong, naming the field.
+    """
+    for name in ("images_per_step", "checkpoint_every"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("lr", "lr_codes", "lr_geometry", "lr_pose_encoder", "lr_pose_correction", "grad_clip"):
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be a positive number, got {getattr(cfg, name)}")
+    if cfg.patch_size > 0:
+        for p, k in cfg.patch_choices:
+            if p != cfg.patch_size * k:
+                raise ValueError(f"patch_choices ({p}, {k}) does not give a {cfg.patch_size}-ray patch "
+                                 f"(P must be patch_size * k)")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a type hint of the configs (numbers: see :func:`check_overrides`)."""
+    import math
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, list):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    return True
+
+
+def _describe(hint: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of ({_describe(args[0])})"
+        return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
+    return {int: "a whole number >= 0", float: "a finite number", bool: "true or false", str: "a string",
+            type(None): "null"}.get(hint, str(hint))
 
 
 def _has_default(f: dataclasses.Field) -> bool:

@@ -13,10 +13,12 @@ Protocols:
   images lit by another environment are rendered under that environment's SG lobes, as stored in
   the dataset ("novel env" rows).
 
-Scores: masked PSNR, SSIM and LPIPS (:mod:`palm.metrics`) of the PBR render over a white
-background against the image with a white background, at the working resolution (a square crop
-around the image's mask, at most ``work_res`` pixels). Averages: per sequence/subject, then over
-sequences/subjects. Tables are Markdown (:func:`format_markdown`) and JSON.
+Scores (:func:`palm.train.views.image_metrics`, the same as personalisation's ``report.json``):
+masked PSNR, SSIM and LPIPS (:mod:`palm.metrics`) of the PBR render over a white background
+against the image with a white background, and the silhouette IoU of the render against the
+image's mask, at the working resolution (a square crop around the image's mask, at most
+``work_res`` pixels; the personalisation config's ``work_res`` by default). Averages: per
+sequence/subject, then over sequences/subjects. Tables are Markdown (:func:`format_markdown`) and JSON.
 
 This module also makes the tiny random priors the tests and the benchmark use when no trained
 prior is at hand (:func:`make_tiny_prior`) and renders a "subject the prior can represent"
@@ -37,7 +39,9 @@ import numpy as np
 from palm.errors import PalmError
 from palm.jobs import Emit, Log, null_emit
 
-METRICS = ("psnr_masked", "ssim_masked", "lpips_masked")
+METRICS = ("psnr_masked", "ssim_masked", "lpips_masked", "iou")
+#: ``format`` of the ``eval.json`` that ``palm eval --out DIR`` writes (it marks DIR as an evaluation folder).
+EVAL_FORMAT = "palm-eval-v1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,7 +49,7 @@ METRICS = ("psnr_masked", "ssim_masked", "lpips_masked")
 # ---------------------------------------------------------------------------------------------
 
 
-def score_sample(prior, avatar, sample, light=None, work_res: int | None = 128, lpips: bool = True) -> dict[str, float]:
+def score_sample(prior, avatar, sample, light=None, *, work_res: int | None, lpips: bool = True) -> dict[str, float]:
     """Render ``avatar`` in ``sample``'s camera and pose and score it (spec section 11).
 
     Args:
@@ -53,16 +57,17 @@ def score_sample(prior, avatar, sample, light=None, work_res: int | None = 128, 
         avatar: :class:`palm.avatar.Avatar` (codes, light, betas are used).
         sample: :class:`palm.data.types.FrameSample` with ``mask`` and ``hand``.
         light: (K, 7) SG lobes to light it with (default: the avatar's fitted light).
-        work_res: side of the scoring crop around the mask (None: full image).
+        work_res: longest side of the scoring crop around the mask (None: the crop unresized), as
+            ``PersonalizeConfig.work_res``.
         lpips: also compute LPIPS.
 
     Returns:
-        ``{"psnr_masked", "ssim_masked", "lpips_masked"}``.
+        ``{"psnr_masked", "ssim_masked", "lpips_masked", "iou"}`` (NaN where undefined).
     """
     import torch
 
     from palm.model import Frame
-    from palm.train.personalize import PersonalizeView, crop_view, image_metrics, render_view
+    from palm.train.views import PersonalizeView, crop_view, image_metrics, render_outputs
 
     model = prior.model
     dev = model.light.device
@@ -81,8 +86,8 @@ def score_sample(prior, avatar, sample, light=None, work_res: int | None = 128, 
         transl=torch.as_tensor(view.transl, device=dev),
     )
     lobes = avatar.light if light is None else torch.as_tensor(light, dtype=torch.float32)
-    render = render_view(model, view.camera.to(dev), frame, lobes.to(dev), pbr=True)
-    return image_metrics(render, view, lpips=lpips)
+    out = render_outputs(model, view.camera.to(dev), frame, lobes.to(dev), pbr=True)
+    return image_metrics(out["rgb"], view, lpips=lpips, opacity=out["opacity"])
 
 
 def mean_scores(rows: Iterable[dict[str, float]]) -> dict[str, float]:
@@ -108,7 +113,6 @@ def eval_synthetic(
     preset: str = "fast",
     subjects: Sequence[str] | None = None,
     max_images: int | None = None,
-    work_res: int | None = 128,
     out_dir: str | Path | None = None,
     emit: Emit = null_emit,
     cancel=None,
@@ -118,7 +122,7 @@ def eval_synthetic(
     Args:
         data: a ``palm data synth`` folder (PALM layout).
         prior: :class:`palm.prior.Prior`.
-        cfg: :class:`palm.config.PersonalizeConfig`.
+        cfg: :class:`palm.config.PersonalizeConfig` (its ``work_res`` is the fitting and scoring crop).
         subjects: subject ids to evaluate (default: all in ``data``).
         max_images: at most this many evaluation images per subject (default: all).
         out_dir: when given, each subject's avatar is written to ``out_dir/avatars/<sid>``.
@@ -136,7 +140,7 @@ def eval_synthetic(
         first = ds.load(*items[0])
         emit(Log(f"personalising subject {sid} on {first.meta.get('path', '')}"))
         avatar = personalize(first, prior, cfg, None if out_dir is None else Path(out_dir) / "avatars" / sid,
-                             emit, cancel, preset=preset, work_res=work_res)
+                             emit, cancel, preset=preset)
         rows_seen, rows_novel = [], []
         rest = items[1:] if max_images is None else items[1:1 + max_images]
         for it in rest:
@@ -144,7 +148,7 @@ def eval_synthetic(
             novel = s.env_name is not None and first.env_name is not None and s.env_name != first.env_name
             if novel and s.env_lobes is None:
                 continue  # no stored lighting to relight with
-            score = score_sample(prior, avatar, s, light=s.env_lobes if novel else None, work_res=work_res)
+            score = score_sample(prior, avatar, s, light=s.env_lobes if novel else None, work_res=cfg.work_res)
             score["image"] = f"{it[0]}/{it[1]}/{it[2]}"
             (rows_novel if novel else rows_seen).append(score)
         report = avatar.extra.get("report", {})
@@ -167,7 +171,6 @@ def eval_interhand(
     preset: str = "fast",
     sequences: Sequence[str] | None = None,
     max_images: int | None = None,
-    work_res: int | None = 128,
     out_dir: str | Path | None = None,
     emit: Emit = null_emit,
     cancel=None,
@@ -192,10 +195,10 @@ def eval_interhand(
             samples = samples[:max_images]
         emit(Log(f"personalising {seq.name}"))
         avatar = personalize(samples[0], prior, cfg, None if out_dir is None else Path(out_dir) / "avatars" / seq.name,
-                             emit, cancel, preset=preset, work_res=work_res)
+                             emit, cancel, preset=preset)
         rows = []
         for s in samples:
-            score = score_sample(prior, avatar, s, work_res=work_res)
+            score = score_sample(prior, avatar, s, work_res=cfg.work_res)
             score["image"] = str(s.meta.get("path", s.frame))
             rows.append(score)
         report = avatar.extra.get("report", {})

@@ -82,8 +82,15 @@ def latent(code: Tensor) -> Tensor:
     return (code**2).sum(-1).mean()
 
 
+#: Smallest side AlexNet's LPIPS accepts (its first pooling stages shrink 32 px to 1 px).
+LPIPS_MIN_SIDE = 32
+
+
 def patch_lpips(pred_patch: Tensor, target_patch: Tensor, lpips_fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
     """L_LPIPS on the 32x32 patch, both bilinearly upsampled x2 (spec section 7).
+
+    Patches smaller than ``LPIPS_MIN_SIDE / 2`` (the small presets') are upsampled to
+    ``LPIPS_MIN_SIDE`` pixels instead, the least AlexNet can take.
 
     Args:
         pred_patch, target_patch: (P, P, 3) sRGB in [0, 1].
@@ -91,7 +98,7 @@ def patch_lpips(pred_patch: Tensor, target_patch: Tensor, lpips_fn: Callable[[Te
     """
     a = pred_patch.permute(2, 0, 1)[None]
     b = target_patch.permute(2, 0, 1)[None]
-    size = (a.shape[-2] * 2, a.shape[-1] * 2)
+    size = (max(a.shape[-2] * 2, LPIPS_MIN_SIDE), max(a.shape[-1] * 2, LPIPS_MIN_SIDE))
     a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
     b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
     return lpips_fn(a, b).mean()

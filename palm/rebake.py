@@ -2,36 +2,75 @@
 
 A slider move changes only the shape or appearance code. Everything else a bake computes is the
 same from one move to the next: the grid over the canonical hand's box, the geometry hash
-encoding of the grid points (most of the cost), the flat-hand pose code, the skinning field of
-the rig shape. :class:`PriorBaker` keeps those, and keeps the layer-0 pre-activation of the
-geometry MLP for the grid (``W_h h + b``; the code only adds ``W_c [z_p, z_s]``, one vector), so a
-shape move costs the rest of one small MLP on the grid, marching cubes and the material network at
-the new vertices; an appearance move only the material network.
+encoding of the grid points (most of the cost: the grid and the prior's weights are fixed), the
+flat-hand pose code, the skinning field of the rig shape. :class:`PriorBaker` keeps those and runs
+the prior's own geometry network (``GeometryNetwork.forward``) on the grid with its hash encoding
+served from the cache, so a shape move costs the geometry MLP on the grid, marching cubes and the
+material network at the new vertices; an appearance move only the material network.
 
-Two kinds of baker. ``exact=True`` evaluates the geometry feature and the radiance hash features at the new
-vertices, and equals ``bake_from_prior`` at the same resolution (a test compares them).
-``exact=False`` (the coarse preview of a slider move) also caches the radiance hash features on
-the grid and interpolates them, with the geometry feature, trilinearly at the vertices (marching
-cubes puts every vertex on a grid edge, so this is linear interpolation along that edge): the
-mesh is the same, the material differs slightly, and no hash lookup runs per move.
+Two kinds of baker. ``exact=True`` evaluates the geometry feature (``PalmNet.canonical_sdf``) and
+the radiance hash features at the new vertices, and equals ``bake_from_prior`` at the same
+resolution (a test compares them). ``exact=False`` (the coarse preview of a slider move) also
+caches the radiance hash features on the grid and interpolates them, with the geometry feature,
+trilinearly at the vertices (marching cubes puts every vertex on a grid edge, so this is linear
+interpolation along that edge): the mesh is the same, the material differs slightly, and no hash
+lookup runs per move.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from palm.bake import BakedAvatar, vertex_normals
+from palm.bake import BakedAvatar, largest_component, vertex_normals
+from palm.deform import SkinningField
 from palm.errors import PalmError
+from palm.fields.encoding import to_unit_cube
+from palm.jobs import check_cancel
 
 #: Box margin around the rest hand (metres), as ``bake_from_prior``'s default.
 MARGIN = 0.015
 #: Points per chunk when building the grid cache (the cancel token is checked between chunks).
 CHUNK = 65536
+#: Points per geometry-network call on the grid (cache-sized blocks run faster than one big one).
+GEOMETRY_CHUNK = 32768
+
+
+class CachedEncoding(nn.Module):
+    """A hash encoding computed once for a fixed point set (the bake grid), read back on use.
+
+    Stands in for ``GeometryNetwork.encoding`` in a view of the network (:func:`with_encoding`):
+    the network's forward runs unchanged and receives these features for its points.
+    """
+
+    def __init__(self, features: torch.Tensor):
+        super().__init__()
+        self.features = features
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def forward(self, p_hat: torch.Tensor) -> torch.Tensor:
+        if p_hat.shape[0] != self.features.shape[0]:
+            raise ValueError(f"cached encoding of {self.features.shape[0]} points asked for {p_hat.shape[0]}")
+        return self.features
+
+
+def with_encoding(network: nn.Module, encoding: nn.Module) -> nn.Module:
+    """A view of ``network`` (same weights, same forward) whose ``encoding`` sub-module is ``encoding``.
+
+    The network itself is not touched (other threads may be rendering with it).
+    """
+    view = copy.copy(network)
+    view._modules = {**network._modules, "encoding": encoding}
+    return view
 
 
 @dataclass
@@ -41,7 +80,9 @@ class _Grid:
     lo: np.ndarray  # (3,) metres
     step: float
     counts: tuple[int, int, int]
-    pre0: torch.Tensor  # (P, hidden) layer-0 pre-activation of the geometry MLP without the condition
+    blocks: list[tuple[torch.Tensor, nn.Module]]
+    """The grid points (n, 3) (canonical, metres) in blocks, each with a view of the prior's geometry
+    network that reads the block's cached hash encoding."""
     h_r: np.ndarray | None  # (P, Dr) radiance hash features of the grid points (interpolating bakers)
     rest_v: torch.Tensor  # (V, 3) rest vertices of the rig
     rest_j: torch.Tensor  # (16, 3)
@@ -87,7 +128,7 @@ class PriorBaker:
         self._skin = None
         self._surface: _Surface | None = None
         with torch.no_grad():
-            self._z_p = self.model.pose_encoder(torch.zeros(1, 16, 3, device=dev))[0]
+            self._z_p = self.model.pose_encoder(torch.zeros(1, 16, 3, device=dev))[0]  # the flat hand
 
     @property
     def ready(self) -> bool:
@@ -95,46 +136,36 @@ class PriorBaker:
         return self._grid is not None
 
     def _build_grid(self, cancel=None) -> _Grid:
-        from palm.fields.encoding import to_unit_cube
-        from palm.jobs import check_cancel
-
-        model, hand = self.model, self.model.hand
-        layer0 = model.geometry.mlp.layers[0]
-        n_in = model.geometry.mlp.in_dim
-        w0 = layer0.weight  # (hidden, in + cond), weight norm applied
-        rest_v, rest_j = hand.rest(self.betas)
+        model = self.model
+        rest_v, rest_j = model.hand.rest(self.betas)
         lo = rest_v[0].min(0).values - MARGIN
         hi = rest_v[0].max(0).values + MARGIN
         step = float((hi - lo).max()) / self.resolution
         counts = tuple(int(np.ceil(float(hi[i] - lo[i]) / step)) + 1 for i in range(3))
         axes = [lo[i] + step * torch.arange(counts[i], device=lo.device) for i in range(3)]
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-        pre, h_r = [], []
+        h_g, h_r = [], []
         for p in grid.split(CHUNK):
             check_cancel(cancel)
-            p_hat = to_unit_cube(p, model.cfg.canonical)
-            pre.append(torch.nn.functional.linear(model.geometry.encoding(p_hat), w0[:, :n_in], layer0.bias))
+            h_g.append(model.geometry.encoding(to_unit_cube(p, model.cfg.canonical)))
             if not self.exact:
-                h_r.append(model.radiance.encoding(p_hat))
-        return _Grid(lo.cpu().numpy(), step, counts, torch.cat(pre), torch.cat(h_r).cpu().numpy() if h_r else None,
+                h_r.append(model.radiance.encode(p))
+        blocks = [(p, with_encoding(model.geometry, CachedEncoding(h)))
+                  for p, h in zip(grid.split(GEOMETRY_CHUNK), torch.cat(h_g).split(GEOMETRY_CHUNK), strict=True)]
+        return _Grid(lo.cpu().numpy(), step, counts, blocks, torch.cat(h_r).cpu().numpy() if h_r else None,
                      rest_v[0], rest_j[0])
 
     def _geometry_grid(self, z_s: torch.Tensor) -> torch.Tensor:
         """Geometry feature (SDF in channel 0, metres) of the flat-hand pose code and ``z_s`` on the
-        cached grid -> (P, 13), as ``GeometryNetwork.forward``."""
-        geo = self.model.geometry
-        mlp = geo.mlp
-        w0 = mlp.layers[0].weight
+        cached grid -> (P, 13): the geometry network's forward (as ``PalmNet.canonical_sdf``)."""
         cond = torch.cat([self._z_p, z_s])
-        h = self._grid.pre0 + w0[:, mlp.in_dim:] @ cond
-        for layer in mlp.layers[1:]:
-            h = layer(mlp.act(h))
-        return torch.cat([h[:, :1] * geo.sdf_scale, h[:, 1:]], dim=-1)
+        return torch.cat([geometry(p, cond.expand(p.shape[0], -1))[1] for p, geometry in self._grid.blocks])
 
-    def _interpolate(self, values: np.ndarray, verts: np.ndarray) -> torch.Tensor:
-        """Trilinear interpolation of per-grid-point ``values (P, C)`` at ``verts (V, 3)`` -> (V, C) tensor.
+    def _interpolate(self, verts: np.ndarray, *values: np.ndarray) -> list[torch.Tensor]:
+        """Trilinear interpolation of per-grid-point ``values (P, C)`` at ``verts (V, 3)`` -> (V, C) tensors.
 
-        NumPy on purpose: a few small gathers, cheaper than torch's per-op overhead on a busy CPU.
+        NumPy on purpose: a few small gathers (only the vertices' cell corners are read), cheaper
+        than torch's per-op overhead on a busy CPU.
         """
         g = self._grid
         counts = np.asarray(g.counts)
@@ -143,18 +174,18 @@ class PriorBaker:
         frac = u - i0
         strides = np.array([counts[1] * counts[2], counts[2], 1], np.int64)
         base = i0 @ strides
-        out = np.zeros((len(verts), values.shape[1]), np.float64)
+        corners = []
         for corner in range(8):
             bits = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
-            w = np.where(bits.astype(bool), frac, 1.0 - frac).prod(-1)
-            out += w[:, None] * values[base + bits @ strides]
-        return torch.as_tensor(out.astype(np.float32), device=self.model.light.device)
+            corners.append((base + bits @ strides, np.where(bits.astype(bool), frac, 1.0 - frac).prod(-1)[:, None]))
+        out = []
+        for v in values:
+            acc = sum(w * v[index] for index, w in corners)
+            out.append(torch.as_tensor(acc.astype(np.float32), device=self.model.light.device))
+        return out
 
     def _extract(self, z_s: torch.Tensor, key: bytes) -> _Surface:
         from skimage.measure import marching_cubes
-
-        from palm.bake import largest_component
-        from palm.deform import SkinningField
 
         g = self._grid
         grid_feature = self._geometry_grid(z_s)
@@ -171,12 +202,10 @@ class PriorBaker:
         weights = self._skin.query(v_t).clamp(min=0).cpu().numpy().astype(np.float32)
         weights /= np.maximum(weights.sum(1, keepdims=True), 1e-12)
         if self.exact:
-            cg = torch.cat([self._z_p, z_s]).expand(v_t.shape[0], -1)
-            _, feature = model.geometry(v_t, cg)
+            _, feature = model.canonical_sdf(v_t, z_s)
             h_r = model.radiance.encode(v_t)
         else:
-            feature = self._interpolate(grid_feature.cpu().numpy(), verts)
-            h_r = self._interpolate(g.h_r, verts)
+            feature, h_r = self._interpolate(verts, grid_feature.cpu().numpy(), g.h_r)
         return _Surface(key, verts, faces, vertex_normals(verts, faces), weights, h_r, feature)
 
     def bake(self, shape_coeffs=None, appearance_coeffs=None, shape_code=None, appearance_code=None,

@@ -1,5 +1,9 @@
 """A renderable scene (prior or avatar + pose + camera + environment), shared by ``palm render``,
-``palm export render --renderer neural`` and the studio's neural view."""
+``palm export render --renderer neural`` and the studio's neural view.
+
+Outside an avatar's own photo view, the hand is presented upright and framed palm to the camera by
+:func:`palm.render.views.framing_camera` (the framing of every renderer), lit by
+:func:`palm.render.environment.display_light`."""
 
 from __future__ import annotations
 
@@ -8,10 +12,6 @@ from dataclasses import dataclass
 import torch
 
 from palm.jobs import Emit, Progress, null_emit
-
-#: Environment presets and HDR maps are scaled so that a white Lambertian surface's 95th-percentile
-#: radiance is this (the exposure of the synthetic training data; see palm.render.sg.normalise_exposure).
-DISPLAY_EXPOSURE = 1.0
 
 #: Own-view renders of an avatar without a working camera are scaled to at most this long side.
 OWN_VIEW_MAX_SIDE = 256
@@ -36,13 +36,12 @@ def load_scene(
     appearance_sigmas=None,
 ) -> Scene:
     """Build a scene from command-line style arguments (see ``palm render --help``)."""
-    from palm.assets import DEFAULT_ENV
     from palm.avatar import load_avatar
     from palm.hand import load_pose
     from palm.model import Frame
     from palm.prior import load_prior
-    from palm.render.environment import load_environment
-    from palm.render.views import framing_radius, orbit_camera, present_upright
+    from palm.render.environment import display_light
+    from palm.render.views import framing_camera, present_upright
 
     p = load_prior(prior, device=device)
     model = p.model
@@ -59,7 +58,7 @@ def load_scene(
         betas = torch.zeros(model.hand.n_betas, device=device)
         light = None
     if env is not None or light is None:
-        light, _ = load_environment(env or DEFAULT_ENV, exposure=DISPLAY_EXPOSURE)
+        light, _ = display_light(env)
         light = light.to(device)
     if own_view:
         # the photo's view at the resolution personalisation worked at (the crop around the hand),
@@ -78,9 +77,9 @@ def load_scene(
         pose_t = torch.as_tensor(pose_np, device=device)
         transl = torch.zeros(3, device=device)
         with torch.no_grad():
-            verts = model.hand(pose_t[None], betas[None], transl[None]).vertices[0]
-        centre = verts.mean(0)
-        camera = orbit_camera(centre, framing_radius(verts), res or 256, azimuth or 0.0, elevation).to(device)
+            posed = model.hand(pose_t[None], betas[None], transl[None])
+        camera = framing_camera(posed.vertices[0], res or 256, azimuth or 0.0, elevation,
+                                joints=posed.joints[0]).to(device)
     frame = Frame(shape_code=z_s, appearance_code=z_a, pose=pose_t, betas=betas, transl=transl)
     return Scene(model=model, frame=frame, camera=camera, light=light,
                  background=torch.ones(3, device=device), prior_hash=p.content_hash,

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import dearpygui.dearpygui as dpg
 
-from app import actions, tags
-
 
 def build(studio) -> None:
     c = studio.controller
-    why = actions.export_available()
     dpg.add_button(label="Save render (PNG/EXR)...", width=260, callback=lambda: studio.file_dialog(
         "Save render", [".png", ".exr"], lambda p: studio.intent(studio.export_render, p), save=True,
         default="render.png"))
@@ -22,7 +19,6 @@ def build(studio) -> None:
     dpg.add_button(label="Export environment...", width=260, callback=lambda: studio.file_dialog(
         "Export environment", [".json", ".exr", ".png"], lambda p: studio.intent(c.export_environment, p),
         save=True, default="environment.json"))
-    dpg.add_text(why, tag=tags.EXPORT_NOTE, wrap=400, color=(230, 190, 90))
 
 
 def refresh(studio) -> None:

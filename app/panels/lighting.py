@@ -22,19 +22,14 @@ def build(studio) -> None:
                 row = dpg.add_group(horizontal=True)
             thumb = actions.env_thumbnail(name, THUMB)
             with dpg.group(parent=row):
-                if thumb is not None:
-                    tex = dpg.add_static_texture(THUMB[0], THUMB[1], thumb.reshape(-1), parent=tags.TEXTURES)
-                    dpg.add_image_button(tex, tag=tags.ENV_THUMB.format(name=name), user_data=name,
-                                         callback=lambda s, a, u: studio.intent(c.set_environment, u))
-                else:
-                    dpg.add_button(label=name, width=THUMB[0], height=THUMB[1], user_data=name,
-                                   tag=tags.ENV_THUMB.format(name=name),
-                                   callback=lambda s, a, u: studio.intent(c.set_environment, u))
+                tex = dpg.add_static_texture(THUMB[0], THUMB[1], thumb.reshape(-1), parent=tags.TEXTURES)
+                dpg.add_image_button(tex, tag=tags.ENV_THUMB.format(name=name), user_data=name,
+                                     callback=lambda s, a, u: studio.intent(c.set_environment, u))
                 dpg.add_text(name)
     dpg.add_slider_float(label="rotation (deg)", tag=tags.ENV_ROTATION, min_value=-180, max_value=180, width=220,
-                         callback=lambda s, a: c.set_rotation(a))
+                         callback=lambda s, a: studio.intent(c.set_rotation, a))
     dpg.add_slider_float(label="exposure (stops)", tag=tags.ENV_EXPOSURE, min_value=-4, max_value=4, width=220,
-                         callback=lambda s, a: c.set_exposure(a))
+                         callback=lambda s, a: studio.intent(c.set_exposure, a))
     with dpg.group(horizontal=True):
         dpg.add_button(label="Load HDR/EXR...", callback=lambda: studio.file_dialog(
             "Environment map", [".exr", ".hdr", ".json"], lambda p: studio.intent(c.load_environment_file, p)))

@@ -54,19 +54,17 @@ def letterbox(image: np.ndarray, size: tuple[int, int] = OVERLAY) -> np.ndarray:
 
 def build(studio) -> None:
     c = studio.controller
-    why = actions.personalize_available(studio.controller.prior)
     dpg.add_text("Drop a photo of a hand onto the window, or open one.", wrap=400)
     with dpg.group(horizontal=True):
         dpg.add_button(label="Open photo...", callback=lambda: studio.file_dialog(
             "Photo", [".jpg", ".jpeg", ".png"], lambda p: studio.intent(c.open_photo, p)))
         dpg.add_text("", tag=tags.PHOTO_PATH)
-    if why:
-        dpg.add_text(why, tag=tags.PHOTO_NOTE, wrap=400, color=(230, 190, 90))
+    dpg.add_text("", tag=tags.PHOTO_NOTE, wrap=400, color=(230, 190, 90))
     dpg.add_image(tags.PHOTO_TEXTURE, tag=tags.PHOTO_IMAGE)
     dpg.add_text("", tag=tags.PHOTO_INFO, wrap=400)
     with dpg.group(horizontal=True, tag=tags.PHOTO_ACCEPT):
         dpg.add_button(label="Accept and personalise", callback=lambda: studio.intent(c.accept_photo))
-        dpg.add_button(label="Reject", callback=lambda: c.reject_photo())
+        dpg.add_button(label="Reject", callback=lambda: studio.intent(c.reject_photo))
     with dpg.plot(label="personalisation loss", height=180, width=-1):
         dpg.add_plot_axis(dpg.mvXAxis, label="step", tag=tags.PHOTO_PLOT_X)
         with dpg.plot_axis(dpg.mvYAxis, label="loss", tag=tags.PHOTO_PLOT_Y, log_scale=False):
@@ -77,6 +75,9 @@ def refresh(studio) -> None:
     c = studio.controller
     photo = c.state.photo
     dpg.set_value(tags.PHOTO_PATH, photo.path)
+    why = actions.personalize_available(c.prior)
+    dpg.set_value(tags.PHOTO_NOTE, why)
+    dpg.configure_item(tags.PHOTO_NOTE, show=bool(why))
     if studio.shown_photo is not photo.result:
         studio.shown_photo = photo.result
         if photo.result is not None:
@@ -88,9 +89,7 @@ def refresh(studio) -> None:
         else:
             dpg.set_value(tags.PHOTO_TEXTURE, np.zeros(OVERLAY[0] * OVERLAY[1] * 4, np.float32))
             dpg.set_value(tags.PHOTO_INFO, "")
-    if c.personal_preview is not None:  # the optimisation's latest render replaces the overlay
-        preview = c.personal_preview
-        c.personal_preview = None
-        dpg.set_value(tags.PHOTO_TEXTURE, letterbox(preview).reshape(-1))
+    if studio.changed("preview") and c.personal_preview is not None:  # the optimisation's latest render
+        dpg.set_value(tags.PHOTO_TEXTURE, letterbox(c.personal_preview).reshape(-1))
     dpg.configure_item(tags.PHOTO_ACCEPT, show=photo.result is not None and not photo.accepted)
     studio.update_plot(tags.PHOTO_PLOT_Y, tags.PHOTO_PLOT_X, photo.steps, photo.losses)

@@ -22,9 +22,9 @@ def build(studio) -> None:
     with dpg.group(horizontal=True):
         dpg.add_combo(c.presets, label="preset", tag=tags.POSE_PRESET, width=160,
                       default_value=c.state.pose.preset, callback=lambda s, a: studio.intent(c.apply_preset, a))
-        dpg.add_checkbox(label="left hand", tag=tags.POSE_LEFT, callback=lambda s, a: c.set_left(a))
+        dpg.add_checkbox(label="left hand", tag=tags.POSE_LEFT, callback=lambda s, a: studio.intent(c.set_left, a))
     with dpg.group(horizontal=True):
-        dpg.add_button(label="Reset", callback=lambda: c.reset_pose())
+        dpg.add_button(label="Reset", callback=lambda: studio.intent(c.reset_pose))
         dpg.add_button(label="Load pose...", callback=lambda: studio.file_dialog(
             "Load pose", [".json"], lambda p: studio.intent(c.load_pose_file, p)))
         dpg.add_button(label="Save pose...", callback=lambda: studio.file_dialog(
@@ -39,17 +39,16 @@ def build(studio) -> None:
                         label=f"{label} {name}", tag=tags.POSE_SLIDER.format(joint=joint, comp=comp),
                         min_value=-LIMIT if joint else -math.pi, max_value=LIMIT if joint else math.pi,
                         width=220, user_data=(joint, comp),
-                        callback=lambda s, a, u: c.set_pose_value(u[0], u[1], a))
+                        callback=lambda s, a, u: studio.intent(c.set_pose_value, u[0], u[1], a))
 
 
 def refresh(studio) -> None:
-    c = studio.controller
-    if c.pose_synced:
+    """Push the pose into the sliders when it changed outside them (preset, reset, file, avatar)."""
+    if not studio.changed("pose_values"):
         return
-    pose = c.state.pose.pose
+    pose = studio.controller.state.pose
     for joint in range(16):
         for comp in range(3):
-            dpg.set_value(tags.POSE_SLIDER.format(joint=joint, comp=comp), float(pose[joint, comp]))
-    dpg.set_value(tags.POSE_PRESET, c.state.pose.preset)
-    dpg.set_value(tags.POSE_LEFT, c.state.pose.left)
-    c.pose_synced = True
+            dpg.set_value(tags.POSE_SLIDER.format(joint=joint, comp=comp), float(pose.pose[joint, comp]))
+    dpg.set_value(tags.POSE_PRESET, pose.preset)
+    dpg.set_value(tags.POSE_LEFT, pose.left)

@@ -29,8 +29,8 @@ def build(studio) -> None:
         if c.prior is None:
             dpg.add_text("Appearance needs a trained prior.", color=(150, 150, 150))
     with dpg.group(horizontal=True):
-        dpg.add_button(label="Reset", callback=lambda: studio.intent(c.reset_codes, sync=True))
-        dpg.add_button(label="Random", callback=lambda: studio.intent(c.random_codes, sync=True))
+        dpg.add_button(label="Reset", callback=lambda: studio.intent(c.reset_codes))
+        dpg.add_button(label="Random", callback=lambda: studio.intent(c.random_codes))
         dpg.add_checkbox(label="compare with personalised", tag=tags.SUBJECT_COMPARE,
                          callback=lambda s_, a: studio.intent(c.set_compare, a))
     dpg.add_text("", tag=tags.SUBJECT_BAKE, color=(150, 150, 150))
@@ -39,12 +39,11 @@ def build(studio) -> None:
 def refresh(studio) -> None:
     c = studio.controller
     s = c.state.subject
-    if studio.sync_codes or c.codes_dirty:
+    if studio.changed("codes"):  # changed outside the sliders (reset, random, avatar, new prior)
         for i, v in enumerate(s.shape):
             dpg.set_value(tags.SHAPE_SLIDER.format(i=i), float(v))
         for i, v in enumerate(s.appearance):
             dpg.set_value(tags.APPEARANCE_SLIDER.format(i=i), float(v))
-        studio.sync_codes = c.codes_dirty = False
     dpg.configure_item(tags.SUBJECT_COMPARE, enabled=s.personal_shape is not None)
     if dpg.get_value(tags.SUBJECT_COMPARE) != s.compare:
         dpg.set_value(tags.SUBJECT_COMPARE, s.compare)

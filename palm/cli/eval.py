@@ -5,7 +5,8 @@
 
 Both print the result table as Markdown (``--json``: one JSON object instead) and, with
 ``--out``, write ``DIR/eval.md``, ``DIR/eval.json`` and the personalised avatars
-(``DIR/avatars/<name>``).
+(``DIR/avatars/<name>``). DIR must be a new path, or an evaluation folder (its ``eval.json``)
+with ``--force`` (:func:`palm.io.check_output_dir`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ def _shared(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", default=None, help="prior folder (default: the shipped assets/priors/default)")
     p.add_argument("--preset", default="fast", choices=("fast", "paper"), help="personalisation preset (default fast)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="override the preset's number of steps")
-    p.add_argument("--work-res", type=int, default=128, metavar="PX",
-                   help="side of the crop around the hand used for fitting and scoring (default 128)")
+    p.add_argument("--work-res", type=int, default=None, metavar="PX",
+                   help="side of the crop around the hand used for fitting and scoring, 32 to 2048 (default: the "
+                        "preset's, 128 for fast, 256 for paper)")
     p.add_argument("--max-images", type=int, default=None, metavar="N", help="score at most N images per group")
-    p.add_argument("--out", default=None, metavar="DIR", help="write eval.md, eval.json and the avatars here")
+    p.add_argument("--out", default=None, metavar="DIR", help="write eval.md, eval.json and the avatars here (a new "
+                   "path, or an earlier evaluation folder with --force)")
+    p.add_argument("--force", action="store_true", help="replace --out when it is an earlier evaluation folder")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the Markdown table")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -58,19 +62,25 @@ def run_eval(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
+    from palm.assets import DEFAULT_PRIOR
     from palm.cli.common import print_json, resolve_device
     from palm.config import PERSONALIZE_PRESETS, scaled_schedule
     from palm.errors import PalmError
-    from palm.eval import eval_interhand, eval_synthetic, format_markdown, table_json
-    from palm.io import atomic_write, write_json
+    from palm.eval import EVAL_FORMAT, eval_interhand, eval_synthetic, format_markdown, table_json
+    from palm.io import atomic_write, check_output_dir, clean_stale_temporaries, discard_dir, write_json
     from palm.jobs import ConsoleProgress, Log
     from palm.prior import load_prior
 
+    if args.out is not None:
+        data_in = args.root if args.eval_command == "interhand" else args.data
+        clean_stale_temporaries(args.out)
+        check_output_dir(args.out, "eval.json", (data_in, args.prior or DEFAULT_PRIOR), args.force,
+                         what="an evaluation folder", marker_format=EVAL_FORMAT)
     if args.steps is not None and args.steps < 1:
         raise PalmError("--steps", f"must be at least 1, got {args.steps}")
     if args.max_images is not None and args.max_images < 1:
         raise PalmError("--max-images", f"must be at least 1, got {args.max_images}")
-    if not 32 <= args.work_res <= 2048:
+    if args.work_res is not None and not 32 <= args.work_res <= 2048:
         raise PalmError("--work-res", f"must be between 32 and 2048, got {args.work_res}")
     device = resolve_device(args.device)
     hand = None
@@ -82,15 +92,16 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = PERSONALIZE_PRESETS[args.preset]
     if args.steps is not None:
         cfg = scaled_schedule(cfg, args.steps)
-    cfg = dataclasses.replace(cfg, preview_every=0)
+    cfg = dataclasses.replace(cfg, preview_every=0, work_res=args.work_res or cfg.work_res)
     bar = ConsoleProgress("personalize", quiet=args.quiet or args.json)
 
     def emit(event):
         if not isinstance(event, Log) or not (args.quiet or args.json):
             bar(event)
 
-    common_kw = {"preset": args.preset, "max_images": args.max_images, "work_res": args.work_res,
-                 "out_dir": args.out, "emit": emit}
+    if args.out is not None and args.force:
+        discard_dir(args.out)
+    common_kw = {"preset": args.preset, "max_images": args.max_images, "out_dir": args.out, "emit": emit}
     if args.eval_command == "interhand":
         seqs = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
         table = eval_interhand(args.root, prior, cfg, sequences=seqs, **common_kw)
@@ -104,7 +115,7 @@ def run_eval(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(out / "eval.md") as tmp:
             tmp.write_text(md)
-        write_json(out / "eval.json", data)
+        write_json(out / "eval.json", {"format": EVAL_FORMAT, **data})
     if args.json:
         print_json(data)
     else:

@@ -9,6 +9,8 @@ palm export env       [--avatar DIR | --env NAME] --out FILE.exr|.json
 
 Every command validates its output path (extension and folder) before doing any work. Without
 ``--avatar``/``--prior`` the hand rig's own mesh is exported (:func:`palm.bake.bake_from_hand`).
+Stills and turntables show the hand upright, palm to the camera at azimuth 0, with either renderer
+(:func:`palm.render.views.framing_camera`); the light is :func:`palm.render.environment.display_light`.
 """
 
 from __future__ import annotations
@@ -18,11 +20,6 @@ from typing import Any
 
 from palm.cli.common import common
 from palm.errors import PalmError
-
-MESH_EXTENSIONS = (".glb", ".obj", ".ply")
-IMAGE_EXTENSIONS = (".png", ".exr")
-VIDEO_EXTENSIONS = (".mp4", ".gif")
-ENV_EXTENSIONS = (".exr", ".json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,9 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--renderer",
         choices=("raster", "neural"),
         default="raster",
-        help="raster (baked mesh, CPU; default) or neural (needs a prior)",
+        help="raster (baked mesh, z-buffer; default) or neural (needs a prior)",
     )
-    render.add_argument("--azimuth", type=float, default=0.0, metavar="DEG", help="camera azimuth (default 0)")
+    render.add_argument(
+        "--azimuth", type=float, default=0.0, metavar="DEG", help="camera azimuth, 0 = facing the palm (default 0)"
+    )
     render.add_argument("--exposure", type=float, default=1.0, help="linear exposure multiplier (default 1)")
     render.add_argument("--out", required=True, metavar="FILE", help="FILE.png | FILE.exr")
     render.set_defaults(func=run_render)
@@ -163,21 +162,16 @@ def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[An
 
 
 def load_lobes(args: argparse.Namespace) -> Any:
-    """SG lobes (K, 7): ``--env`` (preset, JSON or HDR), else the avatar's fitted light, else the default preset."""
-    from palm.assets import DEFAULT_ENV, ENVMAPS
-    from palm.export import default_lobes
-    from palm.render.environment import DISPLAY_EXPOSURE, load_environment
+    """SG lobes (K, 7): ``--env`` (preset, JSON or HDR), else the avatar's fitted light, else the
+    default preset (both through :func:`palm.render.environment.display_light`)."""
+    from palm.render.environment import display_light
 
-    if getattr(args, "env", None):
-        return load_environment(args.env, exposure=DISPLAY_EXPOSURE)[0]
-    if getattr(args, "avatar", None):
-        from palm.avatar import load_avatar
+    if getattr(args, "env", None) or not getattr(args, "avatar", None):
+        return display_light(getattr(args, "env", None))[0]
+    from palm.avatar import load_avatar
 
-        _require_dir(args.avatar, "avatar")
-        return load_avatar(args.avatar).light
-    if (ENVMAPS / f"{DEFAULT_ENV}.json").is_file():
-        return load_environment(DEFAULT_ENV, exposure=DISPLAY_EXPOSURE)[0]
-    return default_lobes()
+    _require_dir(args.avatar, "avatar")
+    return load_avatar(args.avatar).light
 
 
 def neural_render(args: argparse.Namespace, azimuth: float | None = None) -> Any:
@@ -199,12 +193,12 @@ def neural_render(args: argparse.Namespace, azimuth: float | None = None) -> Any
 
 
 def run_mesh(args: argparse.Namespace) -> int:
+    from palm.export.mesh import MESH_EXTENSIONS, export_mesh
     from palm.io import check_output_path
 
     out = check_output_path(args.out, MESH_EXTENSIONS)
     _positive(args.res, "--res")
     _positive(args.texture_res, "--texture-res")
-    from palm.export import export_mesh
 
     hand = _load_hand(args)
     pose = _load_pose(args)
@@ -217,49 +211,50 @@ def run_mesh(args: argparse.Namespace) -> int:
 
 
 def run_render(args: argparse.Namespace) -> int:
+    from palm.imageio import IMAGE_EXTENSIONS, write_image
     from palm.io import check_output_path
 
     out = check_output_path(args.out, IMAGE_EXTENSIONS)
     _positive(args.res, "--res")
-    from palm.export import framing_camera, posed_avatar, raster_render
-    from palm.imageio import write_image
 
     if args.renderer == "neural":
         write_image(out, neural_render(args), exposure=args.exposure)
         print(f"wrote {out} ({args.res}x{args.res}, neural)")
         return 0
 
+    from palm.cli.common import resolve_device
+    from palm.export.preview import raster_view
+
+    device = resolve_device(getattr(args, "device", "auto"))
     hand = _load_hand(args)
     pose = _load_pose(args)
     avatar, betas = load_source(args, hand)
     lobes = load_lobes(args)
-    shown = posed_avatar(avatar, pose, hand, betas)
-    camera = framing_camera(shown.vertices, args.res, azimuth_deg=args.azimuth, joints=shown.joints)
-    image = raster_render(avatar, pose, hand, camera, lobes, betas=betas)
+    image = raster_view(avatar, pose, hand, lobes, args.res, azimuth_deg=args.azimuth, betas=betas, device=device)
     write_image(out, image, exposure=args.exposure)
     print(f"wrote {out} ({args.res}x{args.res})")
     return 0
 
 
 def run_turntable(args: argparse.Namespace) -> int:
+    from palm.export.preview import VIDEO_EXTENSIONS, export_turntable, raster_view
     from palm.io import check_output_path
 
     out = check_output_path(args.out, VIDEO_EXTENSIONS)
     _positive(args.frames, "--frames")
     _positive(args.res, "--res")
     _positive(args.fps, "--fps")
-    from palm.export import export_turntable, framing_camera, posed_avatar, raster_render
+    from palm.cli.common import resolve_device
     from palm.jobs import ConsoleProgress
 
+    device = resolve_device(getattr(args, "device", "auto"))
     hand = _load_hand(args)
     pose = _load_pose(args)
     avatar, betas = load_source(args, hand)
     lobes = load_lobes(args)
-    shown = posed_avatar(avatar, pose, hand, betas)
 
     def render(azimuth: float):
-        camera = framing_camera(shown.vertices, args.res, azimuth_deg=azimuth, joints=shown.joints)
-        return raster_render(avatar, pose, hand, camera, lobes, betas=betas)
+        return raster_view(avatar, pose, hand, lobes, args.res, azimuth_deg=azimuth, betas=betas, device=device)
 
     export_turntable(out, render, args.frames, fps=args.fps, emit=ConsoleProgress("turntable"))
     print(f"wrote {out} ({args.frames} frames)")
@@ -267,11 +262,11 @@ def run_turntable(args: argparse.Namespace) -> int:
 
 
 def run_env(args: argparse.Namespace) -> int:
+    from palm.export.preview import ENV_EXTENSIONS, export_env
     from palm.io import check_output_path
 
     out = check_output_path(args.out, ENV_EXTENSIONS)
     _positive(args.height, "--height")
-    from palm.export import export_env
 
     lobes = load_lobes(args)
     export_env(out, lobes, height=args.height, source=args.env or "default")

@@ -6,8 +6,6 @@ import argparse
 
 from palm.cli.common import common
 
-EXPORT_EXTENSIONS = (".glb", ".obj", ".ply")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``palm hand export`` and ``palm hand presets``."""
@@ -39,9 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from palm.export.mesh import MESH_EXTENSIONS
     from palm.io import check_output_path
 
-    out = check_output_path(args.out, EXPORT_EXTENSIONS)
+    out = check_output_path(args.out, MESH_EXTENSIONS)
 
     import numpy as np
     import torch

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--prior", default=None, help="prior folder (default: the shipped assets/priors/default)")
     p.add_argument("--avatar", default=None, help="avatar folder from 'palm personalize'")
     p.add_argument("--env", default=None, help="environment preset name, SG .json, or HDR/EXR file")
-    p.add_argument("--cam-azimuth", type=float, default=None, help="camera azimuth in degrees (default 0)")
+    p.add_argument("--cam-azimuth", type=float, default=None, help="camera azimuth in degrees, 0 = facing the palm (default 0)")
     p.add_argument("--cam-elevation", type=float, default=10.0, help="camera elevation in degrees")
     p.add_argument("--shape-pca", default=None, metavar="C1,C2,..",
                    help="shape PCA coefficients of the prior (in standard deviations; default: the mean subject)")

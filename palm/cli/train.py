@@ -14,19 +14,24 @@ def register(sub) -> None:
             "Train the multi-subject prior on a PALM-layout dataset (palm data synth makes one). "
             "Checkpoints go to RUN/checkpoints/step_NNNNNNN.safetensors (+ .json sidecar); Ctrl-C stops "
             "cleanly with a checkpoint; --resume continues. At the end of the schedule the PCA spaces are "
-            "fitted and RUN/prior is written (usable as --prior). Multi-GPU / multi-process: "
-            "torchrun --nproc_per_node N -m palm train ..."
+            "fitted and RUN/prior is written (usable as --prior). RUN must be a new path, or an existing run "
+            "folder (it holds run.json) with --resume (continue) or --force (start over). Multi-GPU / "
+            "multi-process: torchrun --nproc_per_node N -m palm train ..."
         ),
     )
     p.add_argument("--data", required=True, help="dataset folder in the PALM layout")
-    p.add_argument("--preset", default="cpu", choices=("cpu", "paper", "tiny"),
-                   help="cpu (a 2-core machine, about 1.5 h), paper (the published configuration) or tiny (smoke runs)")
+    p.add_argument("--preset", default=None, choices=("cpu", "paper", "tiny"),
+                   help="cpu (a 2-core machine, about 1.5 h; the default of a new run), paper (the published "
+                        "configuration) or tiny (smoke runs)")
     p.add_argument("--out", required=True, help="run folder (created)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--force", action="store_true", help="replace --out when it is an existing run folder (start over)")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue with another --seed, --preset, --pretrain-steps or --set than the run's")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps of the run (both stages counted from its start)")
     p.add_argument("--pretrain-steps", type=int, default=None, help="override the preset's geometry pretraining steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0, or the run's own on --resume)")
     p.add_argument("--subjects", default=None, help="comma-separated subject ids to train on (default: all)")
     p.add_argument("--views", default=None, help="comma-separated camera ids to use (default: all)")
     p.add_argument("--frames", default=None, help="comma-separated frame indices (0-based) to use (default: all)")
@@ -47,24 +52,33 @@ def run_train(args) -> int:
 
     from palm.cli.common import resolve_device
     from palm.errors import PalmError
+    from palm.io import check_output_dir, clean_stale_temporaries, discard_dir
     from palm.jobs import ConsoleProgress
-    from palm.train.trainer import Trainer, TrainOptions, export_prior, init_distributed
+    from palm.train.checkpoint import latest_checkpoint
+    from palm.train.trainer import RUN_FORMAT, RUN_MARKER, Trainer, TrainOptions, export_prior, init_distributed
 
     if args.max_steps is not None and args.max_steps < 1:
         raise PalmError("--max-steps", f"must be at least 1, got {args.max_steps}")
+    if args.resume and args.force:
+        raise PalmError("--force", "--resume continues the run in --out, --force replaces it: pass one of them")
     run = Path(args.out)
-    if run.exists() and not args.resume and any((run / "checkpoints").glob("step_*.json")):
-        raise PalmError(run, "run folder already has checkpoints: pass --resume to continue it, or choose another --out")
+    check_output_dir(run, RUN_MARKER, (args.data,), args.force, what="a training run folder", marker_format=RUN_FORMAT,
+                     resume=args.resume, hint="pass --resume to continue it or --force to start it over",
+                     disposable=lambda folder: latest_checkpoint(folder) is None)
     device = str(resolve_device(args.device))
-    init_distributed(device)
+    init_distributed(device)  # every rank has checked --out before any rank writes
     opts = TrainOptions(data=args.data, out=str(run), preset=args.preset, max_steps=args.max_steps, resume=args.resume,
                         pretrain_steps=args.pretrain_steps, seed=args.seed, device=device,
                         tensorboard=not args.no_tensorboard, overrides=tuple(args.set),
+                        allow_changes=args.allow_changes,
                         subjects=_csv(args.subjects, "--subjects"), views=_csv(args.views, "--views"),
                         frames=_csv(args.frames, "--frames", int))
     bar = ConsoleProgress("train")
     trainer = Trainer(opts, emit=bar)
-    run.mkdir(parents=True, exist_ok=True)  # only once the inputs are valid: a bad input leaves no folder
+    if trainer.rank == 0:  # only once the inputs are valid: a bad input leaves nothing behind
+        clean_stale_temporaries(run)
+        if not args.resume:  # a run folder that passed the checks: replaced (--force) or never checkpointed
+            discard_dir(run)
     path = trainer.fit(args.max_steps)
     if trainer.rank == 0:
         print(f"checkpoint {path}")

@@ -1,14 +1,24 @@
-"""Linear blend skinning of MANO-format hands (pure torch functions).
+"""Linear blend skinning of MANO-format hands: the rig's torch kernels and the numpy posing of meshes.
 
 Conventions (MANO, ``flat_hand_mean=True``): the pose is ``(B, J, 3)`` axis-angle, row 0 the global
 orientation about the root joint, rows 1.. each joint's rotation relative to its parent in the
 flat hand's frame (all rest rotations are the identity, so the zero pose is the flat template).
+
+:func:`lbs` is the rig's own skinning (torch, batched). :func:`bone_transforms` asks a hand model for
+the bone matrices of one pose (numpy) and :func:`skin_vertices` applies bones to any mesh bound to the
+rig (a baked avatar, an exported mesh, the viewport's vertices).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torch import Tensor
+
+#: ``diag(-1, 1, 1, 1)``: the mirror ``x -> -x`` between right and left hands (4x4, float32).
+MIRROR_X = np.diag([-1.0, 1.0, 1.0, 1.0]).astype(np.float32)
 
 
 def axis_angle_to_matrix(rotvec: Tensor) -> Tensor:
@@ -102,3 +112,53 @@ def lbs(
     t = torch.einsum("vj,bjxy->bvxy", weights, a)
     verts = torch.einsum("bvxy,bvy->bvx", t[..., :3, :3], v_posed) + t[..., :3, 3]
     return verts, g[..., :3, 3], a, g
+
+
+def bone_transforms(hand: Any, pose: Any, betas: Any = None, left: bool = False) -> np.ndarray:
+    """Bone matrices that move the canonical (right, flat, shaped) mesh into ``pose``.
+
+    A left hand is the rig's mirrored left hand (``hand(..., left=True)``, bones ``M B M`` with
+    ``M = diag(-1, 1, 1, 1)``, see :mod:`palm.hand.model`); the mesh being posed stays the
+    right-hand canonical mesh, so the mirror is folded into the matrices: ``B_left @ M``. Skinning
+    with them mirrors the points too, hence the triangle winding of the result must be reversed.
+
+    Args:
+        hand: a ``palm.hand.HandModel`` (or anything called as ``hand(pose=, betas=[, left=])`` that
+            returns ``bone_transforms``).
+        pose: (16, 3) or (48,) axis-angle, row 0 the global orientation (tensor or array).
+        betas: (n_betas,) or (1, n_betas) shape coefficients, or None (mean shape).
+        left: pose the mirrored left hand.
+
+    Returns:
+        (16, 4, 4) float32.
+    """
+    pose_t = torch.as_tensor(pose, dtype=torch.float32).detach().cpu().reshape(1, 16, 3)
+    betas_t = None if betas is None else torch.as_tensor(betas, dtype=torch.float32).detach().cpu().reshape(1, -1)
+    with torch.no_grad():
+        out = hand(pose=pose_t, betas=betas_t, left=True) if left else hand(pose=pose_t, betas=betas_t)
+    bones = out.bone_transforms.detach().cpu().numpy().reshape(16, 4, 4).astype(np.float32)
+    return bones @ MIRROR_X if left else bones
+
+
+def skin_vertices(
+    vertices: np.ndarray, normals: np.ndarray, weights: np.ndarray, bones: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Linear blend skinning of points and normals (numpy, float64 inside).
+
+    Normals are moved by each vertex's blended 3x3 (exact for rigid bones, the usual LBS
+    approximation in between) and renormalised.
+
+    Args:
+        vertices: (V, 3) canonical positions.
+        normals: (V, 3) canonical unit normals (zeros stay zero).
+        weights: (V, J) skin weights (rows sum to 1).
+        bones: (J, 4, 4) bone transforms (:func:`bone_transforms`).
+
+    Returns:
+        Posed (V, 3) positions and (V, 3) unit normals, float32.
+    """
+    blend = np.einsum("vj,jab->vab", np.asarray(weights, np.float64), np.asarray(bones, np.float64))  # (V, 4, 4)
+    posed = np.einsum("vab,vb->va", blend[:, :3, :3], np.asarray(vertices, np.float64)) + blend[:, :3, 3]
+    n = np.einsum("vab,vb->va", blend[:, :3, :3], np.asarray(normals, np.float64))
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    return posed.astype(np.float32), n.astype(np.float32)

@@ -1,8 +1,10 @@
-"""A tiny CPU z-buffer rasteriser for looking at hand meshes (no OpenGL needed).
+"""A contact sheet of the pose presets, for looking at a hand rig (no OpenGL needed).
 
 ``python -m palm.hand.preview docs/hand_presets.png`` renders every pose preset of the open rig
-into one contact sheet (the picture in ``docs/``). Orthographic camera, Lambert shading with a
-key and a fill light, per-vertex normals; meant for inspection, not for the avatar renderer.
+into one picture (the one in ``docs/``): one column per preset, one row per view (back, thumb side,
+palm). Orthographic cameras, Lambert shading with a key and a fill light interpolated from the
+vertices; rasterised by :func:`palm.render.raster.rasterize`. Meant for inspection, not for the
+avatar renderer.
 """
 
 from __future__ import annotations
@@ -12,85 +14,9 @@ import math
 import sys
 
 import numpy as np
+import torch
 
-
-def look_rotation(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
-    """World -> camera rotation (3,3) for a camera orbiting the origin (camera looks along -z)."""
-    a, e = math.radians(azimuth_deg), math.radians(elevation_deg)
-    ry = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
-    rx = np.array([[1, 0, 0], [0, math.cos(e), -math.sin(e)], [0, math.sin(e), math.cos(e)]])
-    return rx @ ry
-
-
-def rasterise(
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    normals: np.ndarray,
-    size: int,
-    extent: float,
-    colour=(0.80, 0.60, 0.50),
-    background=(1.0, 1.0, 1.0),
-) -> np.ndarray:
-    """Orthographic z-buffer render of a mesh already in camera coordinates.
-
-    Camera coordinates: x right, y up, the camera at +z looking towards -z; the square image spans
-    ``[-extent, extent]`` in x and y.
-
-    Args:
-        vertices: (V,3) camera-space positions. faces: (F,3). normals: (V,3) camera-space normals.
-        size: image side in pixels. extent: half side of the view in scene units.
-
-    Returns:
-        (size, size, 3) float image in [0,1], sRGB-encoded.
-    """
-    px = (vertices[:, 0] / extent * 0.5 + 0.5) * size
-    py = (0.5 - vertices[:, 1] / extent * 0.5) * size
-    depth = np.full((size, size), -np.inf)
-    shade = np.zeros((size, size, 3))
-    key = np.array([0.4, 0.6, 0.7])
-    key /= np.linalg.norm(key)
-    fill = np.array([-0.6, -0.2, 0.5])
-    fill /= np.linalg.norm(fill)
-    n_dot = 0.75 * np.clip(normals @ key, 0, None) + 0.25 * np.clip(normals @ fill, 0, None) + 0.08
-    albedo = np.asarray(colour)
-    for f in faces:
-        x, y, z = px[f], py[f], vertices[f, 2]
-        x0, x1 = max(math.floor(x.min()), 0), min(math.ceil(x.max()), size - 1)
-        y0, y1 = max(math.floor(y.min()), 0), min(math.ceil(y.max()), size - 1)
-        if x0 > x1 or y0 > y1:
-            continue
-        area = (x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0])
-        if abs(area) < 1e-12:
-            continue
-        gx, gy = np.meshgrid(np.arange(x0, x1 + 1) + 0.5, np.arange(y0, y1 + 1) + 0.5)
-        w0 = ((x[1] - gx) * (y[2] - gy) - (x[2] - gx) * (y[1] - gy)) / area
-        w1 = ((x[2] - gx) * (y[0] - gy) - (x[0] - gx) * (y[2] - gy)) / area
-        w2 = 1 - w0 - w1
-        inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
-        if not inside.any():
-            continue
-        zz = w0 * z[0] + w1 * z[1] + w2 * z[2]
-        sub = depth[y0 : y1 + 1, x0 : x1 + 1]
-        win = inside & (zz > sub)
-        if not win.any():
-            continue
-        sub[win] = zz[win]
-        light = w0 * n_dot[f[0]] + w1 * n_dot[f[1]] + w2 * n_dot[f[2]]
-        shade[y0 : y1 + 1, x0 : x1 + 1][win] = np.clip(light[win, None] * albedo, 0, 1)
-    img = np.where(np.isfinite(depth)[..., None], shade, np.asarray(background))
-    return np.where(img <= 0.0031308, 12.92 * img, 1.055 * np.power(np.clip(img, 0, 1), 1 / 2.4) - 0.055)
-
-
-def render_view(vertices, faces, rotation, size=320, extent=0.12, centre=None):
-    """Render one hand (V,3) with a world->camera rotation (3,3); returns (size,size,3) image."""
-    faces = np.asarray(faces)
-    centre = (vertices.min(0) + vertices.max(0)) / 2 if centre is None else centre
-    cam = (vertices - centre) @ rotation.T
-    from palm.bake import vertex_normals  # the one numpy implementation
-
-    normals = vertex_normals(cam, faces)
-    return rasterise(cam, faces, normals, size, extent)
-
+from palm.render.raster import interpolate, rasterize, vertex_normals
 
 #: World -> camera rotations of the contact sheet, fingers (-x) pointing up in every image.
 SHEET_VIEWS = {
@@ -98,28 +24,84 @@ SHEET_VIEWS = {
     "thumb side": np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
     "palm": np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]),
 }
+#: Key and fill light directions (camera space, towards the lights) and their weights, plus ambient.
+KEY, FILL = np.array([0.4, 0.6, 0.7]), np.array([-0.6, -0.2, 0.5])
+KEY_WEIGHT, FILL_WEIGHT, AMBIENT = 0.75, 0.25, 0.08
+SKIN = (0.80, 0.60, 0.50)
+
+
+def look_rotation(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
+    """World -> camera rotation (3, 3) for a camera orbiting the origin (camera looks along -z)."""
+    a, e = math.radians(azimuth_deg), math.radians(elevation_deg)
+    ry = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(e), -math.sin(e)], [0, math.sin(e), math.cos(e)]])
+    return rx @ ry
+
+
+def render_view(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    rotation: np.ndarray,
+    size: int = 320,
+    extent: float = 0.12,
+    centre: np.ndarray | None = None,
+    colour: tuple[float, float, float] = SKIN,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> np.ndarray:
+    """Orthographic Lambert render of one mesh.
+
+    Camera space: x right, y up, the camera at +z looking towards -z; the square image spans
+    ``[-extent, extent]`` in x and y around ``centre``.
+
+    Args:
+        vertices: (V, 3) world positions. faces: (F, 3) counter-clockwise seen from outside.
+        rotation: (3, 3) world -> camera rotation.
+        size: image side in pixels. extent: half side of the view in scene units.
+        centre: (3,) world point at the image centre (default: the bounding-box centre).
+        colour, background: linear RGB of the surface and of the empty pixels.
+
+    Returns:
+        (size, size, 3) float32 linear RGB.
+    """
+    v = np.asarray(vertices, np.float64)
+    centre = (v.min(0) + v.max(0)) / 2 if centre is None else np.asarray(centre, np.float64)
+    cam = torch.as_tensor((v - centre) @ np.asarray(rotation, np.float64).T)
+    faces_t = torch.as_tensor(np.asarray(faces), dtype=torch.long)
+    normals = vertex_normals(cam, faces_t)
+    light = torch.zeros(len(cam), 1, dtype=cam.dtype) + AMBIENT
+    for direction, weight in ((KEY, KEY_WEIGHT), (FILL, FILL_WEIGHT)):
+        d = torch.as_tensor(direction / np.linalg.norm(direction), dtype=cam.dtype)
+        light += weight * (normals @ d).clamp_min(0.0)[:, None]
+    screen = torch.stack(
+        [(cam[:, 0] / extent * 0.5 + 0.5) * size, (0.5 - cam[:, 1] / extent * 0.5) * size, -cam[:, 2]], dim=1
+    )  # depth -z: the nearest surface has the largest z
+    frags = rasterize(screen[None], faces_t, size, size, perspective=False)
+    shade = interpolate(light, faces_t, frags)[0].numpy()  # (size, size, 1)
+    mask = frags.mask[0].numpy()[..., None]
+    lit = np.clip(shade * np.asarray(colour), 0.0, 1.0)
+    return np.where(mask, lit, np.asarray(background)).astype(np.float32)
 
 
 def preset_sheet(hand_source: str = "open", size: int = 260) -> np.ndarray:
     """Contact sheet of every pose preset: one column per preset, one row per view.
 
     Returns:
-        (rows * size, n_presets * size, 3) sRGB image in [0, 1].
+        (rows * size, n_presets * size, 3) float32 linear RGB.
     """
-    import torch
-
     from palm.hand import POSE_PRESETS, load_hand, load_pose
 
     hand = load_hand(hand_source)
     faces = hand.faces.numpy()
     posed = []
-    for name in POSE_PRESETS:
-        pose = torch.as_tensor(load_pose(name), dtype=torch.float32)[None]
-        posed.append(hand(pose).vertices[0].detach().numpy())
-    rows = []
-    for rot in SHEET_VIEWS.values():
-        tilt = look_rotation(0.0, -20.0)
-        rows.append(np.concatenate([render_view(v, faces, tilt @ rot, size, 0.11) for v in posed], axis=1))
+    with torch.no_grad():
+        for name in POSE_PRESETS:
+            pose = torch.as_tensor(load_pose(name), dtype=torch.float32)[None]
+            posed.append(hand(pose).vertices[0].numpy())
+    tilt = look_rotation(0.0, -20.0)
+    rows = [
+        np.concatenate([render_view(v, faces, tilt @ rot, size, 0.11) for v in posed], axis=1)
+        for rot in SHEET_VIEWS.values()
+    ]
     return np.concatenate(rows, axis=0)
 
 
@@ -129,14 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hand", default="open", choices=["open", "mano"])
     ap.add_argument("--size", type=int, default=260)
     args = ap.parse_args(argv)
-    from PIL import Image
+    from palm.imageio import to_srgb8, write_png
+    from palm.io import check_output_path
 
-    from palm.io import atomic_write, check_output_path
-
-    check_output_path(args.out, (".png",))
-    sheet = preset_sheet(args.hand, args.size)
-    with atomic_write(args.out) as tmp:
-        Image.fromarray((np.clip(sheet, 0, 1) * 255).astype(np.uint8)).save(tmp)
+    out = check_output_path(args.out, (".png",))
+    write_png(out, to_srgb8(preset_sheet(args.hand, args.size)))
     return 0
 
 

@@ -23,6 +23,7 @@ from palm.io import atomic_write, read_json
 from palm.prior import model_tensors, tensor_hash
 
 _NAME = re.compile(r"^step_(\d{7})\.json$")
+_TEMPORARY = re.compile(r"^\.step_\d{7}\.(safetensors|json)\.[a-z0-9_]{8}\.tmp(\.[a-z]+)?$")
 
 
 def checkpoint_path(run: str | os.PathLike, step: int) -> Path:
@@ -41,6 +42,18 @@ def list_checkpoints(run: str | os.PathLike) -> list[tuple[int, Path]]:
         if m and f.with_suffix(".safetensors").is_file():
             found.append((int(m.group(1)), f.with_suffix(".safetensors")))
     return sorted(found)
+
+
+def clean_temporaries(run: str | os.PathLike) -> list[Path]:
+    """Remove the half-written files a killed checkpoint write left in ``RUN/checkpoints``
+    (``.step_NNNNNNN.<ext>.XXXXXXXX.tmp<ext>``, see :func:`palm.io.atomic_write`); returns them."""
+    folder = Path(run) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    stale = [f for f in folder.iterdir() if _TEMPORARY.match(f.name) and f.is_file()]
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
 
 
 def latest_checkpoint(run: str | os.PathLike) -> Path | None:

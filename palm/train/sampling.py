@@ -10,8 +10,12 @@ Per image, :func:`sample_pixels` returns ``n_pixels`` single pixels, split
 followed by **one patch** of ``patch_size x patch_size`` rays (row-major, last): a crop of side
 ``P`` placed uniformly inside the mask's bounding box enlarged by ``margin`` pixels, subsampled with
 stride ``k``, where ``(P, k)`` is drawn uniformly from ``patch_choices`` (``P = patch_size * k``).
-An empty pool (no mask, no edge) falls back to uniform pixels. Pixel positions are continuous
-pixel centres ``(u + 0.5, v + 0.5)`` (``x`` = column, ``y`` = row).
+An empty pool (no mask, no edge) falls back to uniform pixels.
+
+Pixels are integer indices ``(u, v)`` (``u`` = column, ``v`` = row), the convention of
+``docs/architecture.md``: the pixel's centre ``(u + 0.5, v + 0.5)`` is taken by
+:func:`palm.render.rays.pixel_rays` and nowhere else, and :func:`gather_pixels` reads pixel
+``(u, v)`` itself.
 """
 
 from __future__ import annotations
@@ -131,7 +135,7 @@ def sample_pixels(
         edge: precomputed :func:`edge_map` of ``mask`` (optional, saves a convolution per call).
 
     Returns:
-        ``pixels (n_pixels + patch_size**2, 2)`` float32 pixel centres ``(x, y)``, the patch rays
+        ``pixels (n_pixels + patch_size**2, 2)`` int64 pixel indices ``(u, v)``, the patch rays
         last in row-major order, and ``patch_shape = (patch_size, patch_size)`` (``(0, 0)`` when
         ``patch_size`` is 0).
 
@@ -163,7 +167,7 @@ def sample_pixels(
     if n_uniform > 0:
         parts.append(_draw(everything, n_uniform, generator))
     idx = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-    singles = torch.stack([idx % w, idx // w], dim=-1).to(torch.float32) + 0.5
+    singles = torch.stack([idx % w, idx // w], dim=-1)
     if patch_size <= 0:
         return singles, (0, 0)
     if patch_size > min(h, w):
@@ -171,15 +175,21 @@ def sample_pixels(
     fitting = [(p, k) for p, k in patch_choices if p <= min(h, w)] or [(patch_size, 1)]
     p, k = fitting[int(torch.randint(0, len(fitting), (1,), generator=generator))]
     x0, y0 = patch_origin(mask, p, patch_size if margin is None else margin, generator)
-    offs = torch.arange(patch_size, dtype=torch.float32) * k + 0.5
+    offs = torch.arange(patch_size) * k
     yy, xx = torch.meshgrid(y0 + offs, x0 + offs, indexing="ij")
     patch = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
     return torch.cat([singles, patch]), (patch_size, patch_size)
 
 
 def gather_pixels(image: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-    """Values of ``image (H, W, C)`` at pixel centres ``pixels (R, 2)`` (nearest pixel) -> ``(R, C)``."""
+    """Values of ``image (H, W, C)`` at integer pixels ``pixels (R, 2)`` = ``(u, v)`` -> ``(R, C)``.
+
+    Raises:
+        ValueError: non-integer pixel positions (continuous coordinates are not pixels).
+    """
+    if pixels.is_floating_point():
+        raise ValueError("gather_pixels takes integer pixel indices (u, v), not continuous coordinates")
     h, w = image.shape[:2]
-    u = pixels[:, 0].floor().long().clamp(0, w - 1)
-    v = pixels[:, 1].floor().long().clamp(0, h - 1)
+    u = pixels[:, 0].clamp(0, w - 1)
+    v = pixels[:, 1].clamp(0, h - 1)
     return image[v.to(image.device), u.to(image.device)]

@@ -33,9 +33,22 @@ from palm import losses as L
 from palm.errors import JobCancelled, PalmError
 from palm.jobs import ETA, Emit, Log, Preview, Progress, check_cancel, null_emit
 from palm.losses import LossSchedule, total_loss
+from palm.train.step import (
+    StepView,
+    clip_gradients,
+    default_lpips,
+    draw_pixels,
+    loss_terms,
+    make_adam,
+    render_pixels,
+    warmup_factor,
+)
 
 #: NaN/Inf recovery: how many times a step is retried with a smaller learning rate.
 MAX_NAN_RETRIES = 3
+#: The file that marks a folder as a training run (``palm train --out``; see :func:`palm.io.check_output_dir`).
+RUN_MARKER = "run.json"
+RUN_FORMAT = "palm-run-v1"
 
 
 @dataclass
@@ -44,13 +57,15 @@ class TrainOptions:
 
     data: str
     out: str
-    preset: str = "cpu"
+    preset: str | None = None
+    """A name of ``palm.config.PRESETS``; None: ``cpu`` for a new run, the run's own on resume."""
     max_steps: int | None = None
     """Stop after this many steps of the run (both stages counted); None = the full schedule."""
     resume: bool = False
     pretrain_steps: int | None = None
     """Override the preset's stage-0 length."""
-    seed: int = 0
+    seed: int | None = None
+    """Seed of the run's randomness; None: 0 for a new run, the run's own seed on resume."""
     device: str = "cpu"
     tensorboard: bool = True
     image_cache: int = 256
@@ -63,6 +78,8 @@ class TrainOptions:
     """Use these frame indices only (None = all), e.g. to hold out poses for validation."""
     overrides: tuple[str, ...] = ()
     """``KEY=VALUE`` changes to the preset (``palm train --set``), e.g. ``images_per_step=2``."""
+    allow_changes: bool = False
+    """Let ``resume`` continue with another seed or configuration than the run's (``--allow-changes``)."""
 
 
 def step_generator(seed: int, step: int, index: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
@@ -88,6 +105,19 @@ def param_groups(model, cfg: C.TrainConfig) -> list[dict[str, Any]]:
     return [{"name": n, "params": p, "lr": lr, "base_lr": lr, "weight_decay": wd} for n, p, lr, wd in groups if p]
 
 
+def _checked(cfg: C.TrainConfig, opts: TrainOptions) -> C.TrainConfig:
+    """``cfg`` with the run options' ``--pretrain-steps`` and ``--set`` applied, validated."""
+    if opts.pretrain_steps is not None:
+        cfg = dataclasses.replace(cfg, pretrain_steps=opts.pretrain_steps)
+    try:
+        C.check_overrides(cfg, list(opts.overrides))
+        cfg = C.apply_overrides(cfg, list(opts.overrides))
+        C.check_train_config(cfg)
+    except ValueError as exc:
+        raise PalmError("--set", str(exc)) from None
+    return cfg
+
+
 #: Groups frozen during the first ``geometry_freeze_steps`` of stage 1.
 GEOMETRY_GROUPS = ("geometry", "pose_encoder", "shape_codes")
 
@@ -100,43 +130,20 @@ class Trainer:
         from palm.hand import load_hand
         from palm.model import PalmNet
 
-        if opts.preset not in C.PRESETS:
+        if opts.preset is not None and opts.preset not in C.PRESETS:
             raise PalmError("--preset", f"unknown preset '{opts.preset}' (use {', '.join(C.PRESETS)})")
         self.opts, self.emit, self.cancel = opts, emit, cancel
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.device = torch.device(opts.device)
-        cfg = C.PRESETS[opts.preset]
-        if opts.pretrain_steps is not None:
-            cfg = dataclasses.replace(cfg, pretrain_steps=opts.pretrain_steps)
-        if not opts.resume:
-            try:
-                cfg = C.apply_overrides(cfg, list(opts.overrides))
-            except ValueError as exc:
-                raise PalmError("--set", str(exc)) from None
         self.run = Path(opts.out)
         self._resume_from = None
         if opts.resume:
-            from palm.io import read_json
-            from palm.train.checkpoint import latest_checkpoint
-
-            self._resume_from = latest_checkpoint(self.run)
-            if self._resume_from is None:
-                raise PalmError(self.run, "nothing to resume: no checkpoint in checkpoints/")
-            saved = read_json(self._resume_from.with_suffix(".json"))
-            try:
-                cfg = C.from_dict(C.TrainConfig, saved["config"])  # a resumed run keeps its configuration
-            except (KeyError, TypeError) as exc:
-                raise PalmError(self._resume_from.with_suffix(".json"), f"config from another version: {exc}") from None
-            try:  # ... except schedule changes asked for now (--set); the model itself cannot change
-                changed = C.apply_overrides(cfg, list(opts.overrides))
-            except ValueError as exc:
-                raise PalmError("--set", str(exc)) from None
-            weights_only = lambda m: dataclasses.replace(m, pbr=C.PBRConfig(), sampler=C.SamplerConfig())
-            if weights_only(changed.model) != weights_only(cfg.model):
-                raise PalmError("--set", "a resumed run cannot change the model's parameters (only model.pbr.* and "
-                                         "model.sampler.* may change)")
-            cfg = changed
+            cfg, self.seed, self.preset = self._resumed_config()
+        else:
+            self.preset = opts.preset or "cpu"
+            cfg = _checked(C.PRESETS[self.preset], opts)
+            self.seed = 0 if opts.seed is None else opts.seed
         self.cfg = cfg
         self.dataset = PalmDataset(opts.data, subjects=list(opts.subjects) if opts.subjects else None,
                                    views=list(opts.views) if opts.views else None)
@@ -146,13 +153,12 @@ class Trainer:
             raise PalmError(opts.data, "dataset has no images (after the subject/view/frame selection)")
         self.subject_index = {sid: i for i, sid in enumerate(self.dataset.subjects)}
         self.hand = load_hand("open").to(self.device)
-        torch.manual_seed(opts.seed)  # initial weights: the same on every rank and every run
+        torch.manual_seed(self.seed)  # initial weights: the same on every rank and every run
         self.model = PalmNet(cfg.model, self.hand, len(self.dataset.subjects)).to(self.device)
-        self.optimizer = torch.optim.Adam(param_groups(self.model, cfg), betas=cfg.adam_betas, eps=cfg.adam_eps)
-        self.pre_optimizer = torch.optim.Adam(
-            [p for g in param_groups(self.model, cfg) if g["name"] in GEOMETRY_GROUPS for p in g["params"]],
-            lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
-        )
+        self.optimizer = make_adam(param_groups(self.model, cfg), cfg.adam)
+        self.pre_optimizer = make_adam(
+            [{"params": [p for g in param_groups(self.model, cfg) if g["name"] in GEOMETRY_GROUPS
+                         for p in g["params"]], "lr": cfg.lr}], cfg.adam)
         self.step = 0
         self.total_steps = cfg.pretrain_steps + cfg.max_steps
         self.lr_scale = 1.0
@@ -167,6 +173,44 @@ class Trainer:
         if opts.resume:
             self._resume()
 
+    def _resumed_config(self) -> tuple[C.TrainConfig, int, str]:
+        """The run's own configuration, seed and preset, from its latest checkpoint.
+
+        ``--seed``, ``--preset``, ``--pretrain-steps`` and ``--set`` that differ from the run's are
+        refused unless ``allow_changes``; a change of the model's parameters is refused always
+        (only ``model.pbr.*`` and ``model.sampler.*`` may change).
+        """
+        from palm.io import read_json
+        from palm.train.checkpoint import latest_checkpoint
+
+        opts = self.opts
+        self._resume_from = latest_checkpoint(self.run)
+        if self._resume_from is None:
+            raise PalmError(self.run, "nothing to resume: no checkpoint in checkpoints/")
+        sidecar = self._resume_from.with_suffix(".json")
+        saved = read_json(sidecar)
+        try:
+            cfg = C.from_dict(C.TrainConfig, saved["config"])
+        except (KeyError, TypeError) as exc:
+            raise PalmError(sidecar, f"config from another version: {exc}") from None
+        changed = _checked(cfg, opts)
+        weights_only = lambda m: dataclasses.replace(m, pbr=C.PBRConfig(), sampler=C.SamplerConfig())
+        if weights_only(changed.model) != weights_only(cfg.model):
+            raise PalmError("--set", "a resumed run cannot change the model's parameters (only model.pbr.* and "
+                                     "model.sampler.* may change)")
+        run_seed, run_preset = saved.get("seed", 0), saved.get("preset") or "cpu"
+        seed = run_seed if opts.seed is None else opts.seed
+        differences = [f"{name}: {fields}" for name, fields in (
+            ("--seed", f"{seed} (the run's is {run_seed})" if seed != run_seed else ""),
+            ("--preset", f"{opts.preset} (the run's is {run_preset})"
+             if opts.preset not in (None, run_preset) else ""),
+            ("--set/--pretrain-steps", ", ".join(C.changed_fields(cfg, changed))),
+        ) if fields]
+        if differences and not opts.allow_changes:
+            raise PalmError(self.run, f"resuming with other settings than the run's ({'; '.join(differences)}): "
+                                      "pass --allow-changes to continue it with them")
+        return changed, int(seed), run_preset
+
     # -----------------------------------------------------------------------------------------
     # Checkpoints
     # -----------------------------------------------------------------------------------------
@@ -174,8 +218,8 @@ class Trainer:
     def sidecar(self) -> dict[str, Any]:
         return {
             "config": C.to_dict(self.cfg),
-            "preset": self.opts.preset,
-            "seed": self.opts.seed,
+            "preset": self.preset,
+            "seed": self.seed,
             "lr_scale": self.lr_scale,
             "stage": 0 if self.step < self.cfg.pretrain_steps else 1,
             "dataset": {"path": str(Path(self.opts.data).resolve()), "subjects": self.dataset.subjects,
@@ -235,7 +279,7 @@ class Trainer:
         from palm.train.geometry import sdf_training_points
 
         cfg, s = self.cfg, self.step
-        g = step_generator(self.opts.seed, s)
+        g = step_generator(self.seed, s)
         subjects = self.dataset.subjects[: cfg.pretrain_subjects]  # the release pretrains on 7 subjects
         sid = subjects[int(torch.randint(len(subjects), (1,), generator=g))]
         table = self.dataset.poses(sid)
@@ -269,108 +313,71 @@ class Trainer:
     # -----------------------------------------------------------------------------------------
 
     def _sample(self, idx: int):
+        """``(FrameSample, StepView)`` of dataset item ``idx`` (kept in a bounded cache)."""
         if idx not in self._images:
             if len(self._images) >= self.opts.image_cache:
                 self._images.pop(next(iter(self._images)))
-            self._images[idx] = self.dataset[idx]
+            sample = self.dataset[idx]
+            view = StepView.of(sample.image, sample.mask, sample.camera.to_camera(), self.device, normal=sample.normal)
+            self._images[idx] = (sample, view)
         return self._images[idx]
 
-    def _lpips_fn(self):
-        if self._lpips is None:
-            from palm.lpips import lpips_loss
-
-            self._lpips = lpips_loss
-        return self._lpips
-
-    def image_terms(self, sample, t: int, gen: torch.Generator, cpu_gen: torch.Generator, bg: Tensor) -> dict[str, Tensor]:
-        """Render one image's sampled rays and return its loss terms."""
+    def image_terms(self, idx: int, t: int, weights: dict[str, float], gen: torch.Generator,
+                    cpu_gen: torch.Generator, bg: Tensor) -> dict[str, Tensor]:
+        """Loss terms of one image (dataset item ``idx``) at stage-1 step ``t`` (:mod:`palm.train.step`)."""
         from palm.model import Frame, RenderOptions
-        from palm.render.color import linear_to_srgb
-        from palm.render.rays import pixel_rays
-        from palm.train.sampling import sample_pixels
 
         cfg, model, dev = self.cfg, self.model, self.device
-        mask = np.asarray(sample.mask if sample.mask is not None else np.ones(sample.image.shape[:2], bool))
-        pixels, _ = sample_pixels(torch.as_tensor(mask), cfg.pixels_per_image, cfg.patch_size, cfg.patch_choices, cpu_gen)
-        pixels = torch.as_tensor(pixels, dtype=torch.float32)
-        uv = pixels.floor().long()
-        u = uv[:, 0].clamp(0, sample.width - 1)
-        v = uv[:, 1].clamp(0, sample.height - 1)
-        img = torch.as_tensor(sample.image, dtype=torch.float32)[v, u].to(dev)
-        m = torch.as_tensor(mask)[v, u].to(dev).float()
-        target = img * m[:, None] + linear_to_srgb(bg)[None] * (1 - m[:, None])
-        cam = sample.camera.to_camera().to(dev)
-        origins, dirs = pixel_rays(cam, pixels.to(dev))
-        subj = torch.tensor([self.subject_index[sample.subject]], device=dev)
-        z_s, z_a = model.codes(subj)
+        sample, view = self._sample(idx)
+        pixels = draw_pixels(view, cfg.pixels_per_image, cfg.patch_size, cfg.patch_choices, cpu_gen)
+        z_s, z_a = model.codes(torch.tensor([self.subject_index[sample.subject]], device=dev))
         hp = sample.hand
-        betas = torch.as_tensor(np.asarray(hp.betas, np.float32)[: self.hand.n_betas], device=dev)
         frame = Frame(shape_code=z_s[0], appearance_code=z_a[0], pose=torch.as_tensor(hp.pose, device=dev).float(),
-                      betas=betas, transl=torch.as_tensor(hp.transl, device=dev).float())
-        weights = self.schedule.weights(t)
-        use_pbr = weights["pbr"] > 0
+                      betas=torch.as_tensor(np.asarray(hp.betas, np.float32)[: self.hand.n_betas], device=dev),
+                      transl=torch.as_tensor(hp.transl, device=dev).float())
         light = (torch.as_tensor(sample.env_lobes, device=dev).float()
                  if sample.env_lobes is not None else model.light)
         geometry_trains = t >= cfg.geometry_freeze_steps
         prep = model.prepare(frame, generator=cpu_gen)
-        out = model.render_rays(origins, dirs, prep, light, bg, RenderOptions(
-            training=True, importance=t > cfg.importance_start_step, pbr=use_pbr,
+        options = RenderOptions(
+            training=True, importance=t > cfg.importance_start_step, pbr=weights["pbr"] > 0,
             curvature=weights["lap"] > 0 and geometry_trains, geometry_grad=geometry_trains,
-            geometry_outputs_grad=geometry_trains, generator=gen))
-        terms: dict[str, Tensor] = {
-            "rf": L.rgb_l1(out.rgb_rf, target, out.opacity),
-            "segm": L.segmentation_bce(out.opacity, m),
-            "eikonal": L.eikonal(out.gradients) if geometry_trains else None,
-            "latent_shape": L.latent(z_s),
-            "latent_appearance": L.latent(z_a),
-        }
-        if use_pbr:
-            terms["pbr"] = L.rgb_l1(out.rgb_pbr, target, out.opacity)
-        if out.curvature is not None:
-            terms["lap"] = L.laplacian(out.curvature)
-        if weights["normal"] > 0 and sample.normal is not None:
-            n_gt = torch.as_tensor(sample.normal, dtype=torch.float32)[v, u].to(dev)
-            n01 = torch.where(n_gt.abs().sum(-1, keepdim=True) > 0, (n_gt + 1) / 2, torch.zeros_like(n_gt))
-            n_cam = out.normal @ cam.Rt[:3, :3].T
-            terms["normal"] = L.normal_l1(n_cam, n01, m)
-        if weights["lpips"] > 0:
-            p = cfg.patch_size
-            terms["lpips"] = L.patch_lpips(
-                out.rgb_rf[-p * p:].reshape(p, p, 3), target[-p * p:].reshape(p, p, 3), self._lpips_fn())
-        return terms
+            geometry_outputs_grad=geometry_trains, generator=gen)
+        rays = render_pixels(model, prep, view, pixels, light, bg, options)
+        if self._lpips is None and weights["lpips"] > 0:
+            self._lpips = default_lpips(dev)
+        return loss_terms(rays, weights, (z_s, z_a), cfg.patch_size, self._lpips)
 
     def image_step(self) -> dict[str, float]:
         cfg, s = self.cfg, self.step
         t = s - cfg.pretrain_steps
         self.model.set_step(t, geometry_step=None)
-        g = step_generator(self.opts.seed, s)
+        g = step_generator(self.seed, s)
         bg = torch.rand(3, generator=g).to(self.device)
         n = cfg.images_per_step
         ids = [self.items[k] for k in torch.randint(len(self.items), (n,), generator=g).tolist()]
-        weights = self.schedule.weights(t)
+        frozen = t < cfg.geometry_freeze_steps
+        weights = dict(self.schedule.weights(t))
+        if frozen:
+            weights["eikonal"] = 0.0  # the geometry does not train: no eikonal term
         self.optimizer.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
         for j in range(self.rank, n, self.world):
-            gen = step_generator(self.opts.seed, s, j + 1, self.device)
-            cpu_gen = step_generator(self.opts.seed, s, j + 1)
-            terms = self.image_terms(self._sample(ids[j]), t, gen, cpu_gen, bg)
-            loss, log = total_loss(terms, weights)
+            gen = step_generator(self.seed, s, j + 1, self.device)
+            cpu_gen = step_generator(self.seed, s, j + 1)
+            loss, log = total_loss(self.image_terms(ids[j], t, weights, gen, cpu_gen, bg), weights)
             (loss / n).backward()
             for k, val in log.items():
                 logs[k] = logs.get(k, 0.0) + val / n
-        frozen = t < cfg.geometry_freeze_steps
         for group in self.optimizer.param_groups:
             if frozen and group["name"] in GEOMETRY_GROUPS:
                 for p in group["params"]:
                     p.grad = None
         self._allreduce(self.optimizer, skip=GEOMETRY_GROUPS if frozen else ())
-        warm = min(1.0, cfg.warmup_start_factor + (1 - cfg.warmup_start_factor) * t / max(cfg.warmup_steps, 1))
+        warm = warmup_factor(t, cfg.warmup_steps, cfg.warmup_start_factor)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * warm * self.lr_scale
-        params = [p for grp in self.optimizer.param_groups for p in grp["params"] if p.grad is not None]
-        if not all(torch.isfinite(p.grad).all() for p in params):
-            raise FloatingPointError("non-finite gradient")
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        clip_gradients([p for grp in self.optimizer.param_groups for p in grp["params"]], cfg.grad_clip)
         self.optimizer.step()
         return logs
 
@@ -427,7 +434,7 @@ class Trainer:
         """A small RF render of the first training image (for TensorBoard and the studio)."""
         from palm.model import Frame
 
-        sample = self._sample(self.items[0])
+        sample, _ = self._sample(self.items[0])
         cam = sample.camera.to_camera().scaled(min(1.0, 64 / max(sample.height, sample.width))).to(self.device)
         subj = torch.tensor([self.subject_index[sample.subject]], device=self.device)
         z_s, z_a = self.model.codes(subj)
@@ -441,6 +448,11 @@ class Trainer:
     def fit(self, max_steps: int | None = None) -> Path | None:
         """Train until ``max_steps`` (run steps) or the end of the schedule; checkpoint at the end."""
         end = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
+        if self.rank == 0:
+            from palm.train.checkpoint import clean_temporaries
+
+            mark_run(self.run, self.preset)
+            clean_temporaries(self.run)  # what a killed checkpoint write left
         if self.step >= end:
             self.emit(Log(f"nothing to do: the run is at step {self.step}"))
             return self.save()
@@ -504,6 +516,17 @@ class Trainer:
         if interrupted:
             raise KeyboardInterrupt
         return path
+
+
+def mark_run(run: str | os.PathLike, preset: str) -> None:
+    """Create the run folder (and parents) and its marker file, unless they exist."""
+    from palm.io import has_marker, write_json
+
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    if not has_marker(run, RUN_MARKER, RUN_FORMAT):
+        write_json(run / RUN_MARKER, {"format": RUN_FORMAT, "preset": preset,
+                                      "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
 def _is_main_thread() -> bool:

@@ -1,4 +1,5 @@
-"""Synthetic generator -> PALM reader round trip, mask/keypoint consistency, ``palm data check``, rasteriser."""
+"""Synthetic generator -> PALM reader round trip, mask/keypoint consistency, subject shapes and skin,
+``palm data check``, rasteriser."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from palm.cli.main import main
 from palm.data.palm_dataset import POSE_ABSOLUTE, PalmDataset
+from palm.data.synth.shape import SHAPE_FILE, ShapedHand, bone_lengths, read_shape
 from palm.data.synth.subjects import sample_subject, skin_albedo
 from palm.render.raster import (
     cluster_mesh,
@@ -53,10 +55,16 @@ def tiny(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hand():
+def rig():
     from palm.hand import load_hand
 
     return load_hand("open")
+
+
+@pytest.fixture(scope="module")
+def hand(rig, tiny):
+    """The registered hands of the tiny set: the rig with each subject's flat hand (shape.npz)."""
+    return ShapedHand.from_dataset(rig, tiny)
 
 
 def _repose(hand, sample):
@@ -189,6 +197,145 @@ def test_skin_model_spans_light_to_dark():
     s1 = sample_subject(np.random.default_rng([0, 1]), 1, 0.5, 10)
     s2 = sample_subject(np.random.default_rng([0, 1]), 1, 0.5, 10)
     assert s1 == s2 and s1.sid == "0001" and len(s1.betas) == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Subject shapes: proportions beyond the rig's betas, registered consistently
+# ---------------------------------------------------------------------------------------------
+
+
+def test_registered_shape_is_the_rendered_hand(tiny: Path, rig, hand):
+    """shape.npz holds the flat hand the images show; poses.npy betas are the rig's closest fit and
+    name the subject to ShapedHand; the rig alone (betas only) cannot express the proportions."""
+    from palm.config import CanonicalConfig
+
+    canon = CanonicalConfig()
+    ds = PalmDataset(tiny)
+    for sid in ds.subjects:
+        shape = read_shape(tiny / sid / SHAPE_FILE)
+        rest = shape["rest_vertices"]
+        assert rest.shape == (rig.n_vertices, 3) and rest.dtype == np.float32
+        betas = ds.poses(sid).betas
+        np.testing.assert_array_equal(shape["betas"], betas[: rig.n_betas])
+        np.testing.assert_allclose(shape["rest_joints"], rig.J_regressor.numpy() @ rest, atol=1e-6)
+        v, _ = hand.rest(torch.from_numpy(betas)[None])
+        np.testing.assert_array_equal(v[0].numpy(), rest)
+        rig_v = rig.rest(torch.from_numpy(betas)[None])[0][0].numpy()
+        err = np.linalg.norm(rig_v - rest, axis=-1)
+        assert 0.5e-3 < err.max() < 0.03, err.max()  # proportions the rig lacks, but the right hand
+        assert (np.abs(rest - np.asarray(canon.centre)) < canon.half_side).all()  # inside the canonical cube
+        subject = json.loads((tiny / sid / "subject.json").read_text())
+        assert subject["shape"] == SHAPE_FILE and len(subject["proportions"]["bone_length"]) == 5
+
+
+def test_shaped_hand_falls_back_to_the_rig(rig, tiny):
+    hand = ShapedHand.from_dataset(rig, tiny)
+    assert hand.n_subjects == N_SUBJECTS
+    betas = torch.full((1, rig.n_betas), 0.3, requires_grad=True)
+    pose = torch.zeros(1, 16, 3)
+    mine, theirs = hand(pose, betas), rig(pose, betas)
+    torch.testing.assert_close(mine.vertices, theirs.vertices)
+    mine.vertices.sum().backward()
+    assert betas.grad is not None and betas.grad.abs().sum() > 0  # unknown betas keep their gradient
+    left = hand(pose, hand.subject_betas[:1], left=True)
+    torch.testing.assert_close(left.vertices[0, :, 0], -hand(pose, hand.subject_betas[:1]).vertices[0, :, 0])
+
+
+def test_with_shapes_gives_the_trainer_the_subject_hands(tiny: Path, monkeypatch):
+    """``python -m palm.data.synth.with_shapes train ...``: load_hand("open") carries the subjects."""
+    import palm.hand
+    from palm.data.synth import with_shapes
+
+    monkeypatch.setattr(palm.hand, "load_hand", palm.hand.load_hand)  # restored after the test
+    with_shapes.install(str(tiny))
+    with_shapes.install(str(tiny))  # idempotent
+    hand = palm.hand.load_hand("open")
+    assert isinstance(hand, ShapedHand) and hand.n_subjects == N_SUBJECTS
+    betas = torch.from_numpy(PalmDataset(tiny).poses("0001").betas)[None]
+    rest = read_shape(tiny / "0001" / SHAPE_FILE)["rest_vertices"]
+    np.testing.assert_array_equal(hand.rest(betas)[0][0].numpy(), rest)
+    assert with_shapes.main(["train", "--out", "x"]) == 2  # --data is required
+
+
+def test_subjects_vary_in_proportions_not_only_size(rig):
+    """Finger-to-palm and finger-to-finger ratios vary across subjects (the rig's betas alone keep
+    them fixed), and the flat hands' shape PCA is not one-dimensional."""
+    from palm.data.synth.generate import subject_hand
+
+    rests, ratios = [], []
+    for i in range(12):
+        spec = sample_subject(np.random.default_rng([0, i]), i, 0.5, rig.n_betas)
+        _, shaped, _ = subject_hand(rig, spec)
+        rest = shaped.subject_rest[0].numpy()
+        lengths = bone_lengths(rig, rest)  # (5, 4): wrist->knuckle, three segments
+        fingers = lengths[:, 1:].sum(1)
+        ratios.append([fingers[1] / fingers[3], fingers[2] / lengths[2, 0], fingers[4] / fingers[2]])
+        rests.append(rest.reshape(-1))
+    ratios = np.asarray(ratios)
+    assert (ratios.std(0) / ratios.mean(0) > 0.02).all(), ratios.std(0) / ratios.mean(0)
+    X = np.asarray(rests, np.float64)
+    sv = np.linalg.svd(X - X.mean(0), compute_uv=False)
+    explained = sv**2 / (sv**2).sum()
+    assert explained[0] < 0.9 and explained[1:4].sum() > 0.08, explained[:5]
+    # the rig's size direction alone: one component
+    base = [
+        rig.rest(torch.tensor([[b] + [0.0] * (rig.n_betas - 1)]))[0][0].numpy().reshape(-1) for b in (-1, 0, 0.5, 1)
+    ]
+    sv0 = np.linalg.svd(np.asarray(base) - np.mean(base, 0), compute_uv=False)
+    assert (sv0**2 / (sv0**2).sum())[0] > 0.999
+
+
+def test_skin_regions(rig):
+    """Knuckles and fingertips redder than the rest of the back, a lighter palm, grooves at the
+    creases and raised, smoother nails."""
+    from palm.data.synth.shading import welded_normals
+    from palm.data.synth.subjects import skin_fields
+
+    spec = sample_subject(np.random.default_rng([0, 4]), 4, 0.3, rig.n_betas)
+    with torch.no_grad():
+        out = rig(torch.zeros(1, 16, 3))
+        normals = welded_normals(out.vertices, rig)[0]
+    f = skin_fields(out.vertices[0].numpy(), normals.numpy(), out.keypoints[0].numpy(), spec)
+    a, r, h = f["albedo"].astype(np.float64), f["roughness"], f["height"]
+    back = (f["palm"] < 0.1) & (f["nail"] < 0.05) & (f["crease"] < 0.05) & (f["vein"] < 0.05)
+    plain = back & (f["knuckle"] < 0.05) & (f["tip"] < 0.05)
+    redness = lambda sel: float(np.mean(a[sel, 0] / a[sel, 1]))
+    assert redness(back & (f["knuckle"] > 0.6)) > redness(plain) + 0.02
+    assert redness((f["tip"] > 0.6) & (f["nail"] < 0.05)) > redness(plain) + 0.02
+    lum = a @ np.array([0.2126, 0.7152, 0.0722])
+    assert lum[(f["palm"] > 0.9) & (f["crease"] < 0.05)].mean() > lum[plain].mean()
+    assert h[f["crease"] > 0.8].mean() < -1e-4 and h[f["nail"] > 0.9].mean() > 5e-5
+    assert r[f["nail"] > 0.9].mean() < r[plain].mean()
+    assert np.abs(h).max() < 2e-3
+
+
+def test_relief_shading_helpers():
+    from palm.data.synth.shading import bumped_normals, uv_gradients
+
+    # a 0.2 m x 0.1 m rectangle in the z = 0 plane, mapped onto the unit UV square
+    V = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.2, 0.1, 0.0], [0.0, 0.1, 0.0]], dtype=torch.float64)
+    F = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    uv = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    g = uv_gradients(V, F, uv)
+    torch.testing.assert_close(g, torch.tensor([[5.0, 0, 0, 0, 10.0, 0]], dtype=torch.float64).expand(4, 6))
+    n = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(bumped_normals(n, g[:1], torch.zeros(1, 2, dtype=torch.float64)), n)
+    # height rising along u by 1 mm per 0.2 m (h_u = 1e-3): the normal tilts towards -x by atan(5e-3)
+    tilted = bumped_normals(n, g[:1], torch.tensor([[1e-3, 0.0]], dtype=torch.float64))[0]
+    assert abs(float(tilted[0]) + 5e-3) < 1e-4 and abs(float(tilted[1])) < 1e-12
+
+
+def test_fixed_seed_is_deterministic(tmp_path: Path):
+    from palm.data.synth.config import SynthConfig
+    from palm.data.synth.generate import generate
+
+    cfg = SynthConfig(n_subjects=1, n_poses=1, n_views=1, resolution=32, seed=5)
+    generate(tmp_path / "a", cfg)
+    generate(tmp_path / "b", cfg)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert any(f.name == SHAPE_FILE for f in files) and any(f.name == "height_map.png" for f in files)
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
 # ---------------------------------------------------------------------------------------------

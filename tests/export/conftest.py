@@ -148,3 +148,17 @@ def bent_pose():
     pose[1] = (0.0, 0.0, -np.pi / 3)
     pose[5] = (0.0, 0.0, -np.pi / 4)
     return pose
+
+
+@pytest.fixture(scope="session")
+def three_lobes():
+    """A three-lobe studio light (key, fill, sky) as raw SG lobes (3, 7); the key (lobe 0) is the
+    brightest. Cheap to shade: the renders that test coverage, not light, use it."""
+    return np.array(
+        [
+            [0.4, 0.8, 0.45, 8.0, 3.0, 2.9, 2.7],
+            [-0.6, 0.2, 0.5, 3.0, 0.8, 0.85, 1.0],
+            [0.0, 1.0, 0.0, 0.8, 0.35, 0.38, 0.42],
+        ],
+        np.float32,
+    )

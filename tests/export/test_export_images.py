@@ -10,7 +10,7 @@ import OpenEXR
 import pytest
 
 from palm.errors import PalmError
-from palm.export import default_lobes, export_env
+from palm.export.preview import export_env
 from palm.imageio import read_exr, to_srgb8, write_exr, write_image
 from palm.render.color import linear_to_srgb
 
@@ -69,8 +69,8 @@ def test_write_image_rejects_bad_extension_and_shape_without_writing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_env_exports_equirect_exr_and_json(tmp_path):
-    lobes = default_lobes()
+def test_env_exports_equirect_exr_and_json(tmp_path, three_lobes):
+    lobes = three_lobes
     export_env(tmp_path / "env.exr", lobes, height=32)
     env = read_exr(tmp_path / "env.exr")
     assert env.shape == (32, 64, 3) and np.isfinite(env).all() and (env >= 0).all()

@@ -14,7 +14,9 @@ import pytest
 import trimesh
 from PIL import Image
 
-from palm.export import bone_transforms, export_mesh, glb_accessor, read_glb, skin_vertices, top4_weights
+from palm.export.gltf import glb_accessor, read_glb, top4_weights
+from palm.export.mesh import export_mesh
+from palm.hand.lbs import bone_transforms, skin_vertices
 from palm.imageio import to_srgb8
 
 ROOT = Path(__file__).resolve().parents[2]

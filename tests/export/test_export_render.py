@@ -1,4 +1,4 @@
-"""CPU raster renders (2K PNG with alpha), the rasteriser itself, and turntables."""
+"""Raster renders (2K PNG with alpha) and turntables (the rasteriser itself: tests/render/test_raster.py)."""
 
 from __future__ import annotations
 
@@ -7,42 +7,20 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from palm.bake import posed_avatar
 from palm.errors import PalmError
-from palm.export import default_lobes, export_turntable, framing_camera, posed_avatar, raster_render, rasterize
+from palm.export.preview import export_turntable, raster_render
 from palm.imageio import write_image
 from palm.jobs import Progress
+from palm.render.environment import display_light
+from palm.render.views import framing_camera
 
 
-def test_rasterize_covers_a_split_square_exactly_once():
-    h, w = 37, 53
-    square = np.array([[0, 0], [w, 0], [w, h], [0, h]], float)
-    tris = square[[[0, 1, 2], [0, 2, 3]]]
-    pix, tri, bary = rasterize(tris, h, w)
-    assert len(pix) == h * w and len(np.unique(pix)) == h * w  # no cracks on the diagonal
-    np.testing.assert_allclose(bary.sum(1), 1, atol=1e-6)
-    # barycentric interpolation of the corner coordinates gives back the pixel centre
-    centres = np.einsum("nk,nkc->nc", bary, tris[tri])
-    np.testing.assert_allclose(centres, np.stack([pix % w + 0.5, pix // w + 0.5], 1), atol=1e-4)
-
-
-def test_rasterize_keeps_the_nearest_fragment_in_either_order():
-    near = [[2, 2], [30, 2], [2, 30]]
-    far = [[0, 0], [32, 0], [0, 32]]
-    for order in ([0, 1], [1, 0]):
-        xy = np.array([near, far], float)[order]
-        depth = np.array([[1.0] * 3, [2.0] * 3])[order]
-        pix, tri, _ = rasterize(xy, 32, 32, depth=depth)
-        near_idx = order.index(0)
-        inside_near = (pix % 32 > 3) & (pix // 32 > 3) & (pix % 32 + pix // 32 < 28)
-        assert (tri[inside_near] == near_idx).all()
-        assert (tri[~inside_near] != near_idx).any()
-
-
-def test_raster_render_2k_png_has_alpha_where_the_hand_is(tmp_path, toy_avatar, toy_hand, bent_pose):
+def test_raster_render_2k_png_has_alpha_where_the_hand_is(tmp_path, toy_avatar, toy_hand, bent_pose, three_lobes):
     res = 2048
     shown = posed_avatar(toy_avatar, bent_pose, toy_hand)
     camera = framing_camera(shown.vertices, res, azimuth_deg=30)
-    image = raster_render(toy_avatar, bent_pose, toy_hand, camera, default_lobes())
+    image = raster_render(toy_avatar, bent_pose, toy_hand, camera, three_lobes)
     assert image.shape == (res, res, 4) and image.dtype == np.float32
     write_image(tmp_path / "hand.png", image)
     png = iio.imread(tmp_path / "hand.png")
@@ -70,7 +48,7 @@ def test_raster_mask_matches_the_reference_rasteriser(toy_avatar, toy_hand, bent
     raster = pytest.importorskip("palm.render.raster")
     shown = posed_avatar(toy_avatar, bent_pose, toy_hand)
     camera = framing_camera(shown.vertices, 96, azimuth_deg=-40)
-    ours = raster_render(toy_avatar, bent_pose, toy_hand, camera, default_lobes())[..., 3] > 0
+    ours = raster_render(toy_avatar, bent_pose, toy_hand, camera, display_light()[0])[..., 3] > 0
     ref = (
         raster.rasterize_pinhole(
             torch.as_tensor(shown.vertices), torch.as_tensor(shown.faces).long(), camera.K, camera.Rt, 96, 96
@@ -84,7 +62,7 @@ def test_raster_mask_matches_the_reference_rasteriser(toy_avatar, toy_hand, bent
 @pytest.mark.parametrize("ext", ["mp4", "gif"])
 def test_turntable_has_the_requested_frame_count(tmp_path, toy_avatar, toy_hand, ext):
     shown = posed_avatar(toy_avatar, None, toy_hand)
-    lobes = default_lobes()
+    lobes = display_light()[0]
     angles, events = [], []
 
     def render(azimuth):
@@ -116,3 +94,44 @@ def test_turntable_rejects_bad_arguments_before_rendering(tmp_path):
     with pytest.raises(PalmError, match="at least 1 frame"):
         export_turntable(tmp_path / "turn.gif", calls.append, 0)
     assert calls == [] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("upright", [False, True])
+@pytest.mark.parametrize("left", [False, True])
+def test_framing_shows_the_palm_fingers_up(upright, left):
+    """Azimuth 0 looks at the palm: a right hand seen from its palm, fingers up, has its thumb on the
+    image's right (a left hand on the left), whatever the global orientation (flat MANO frame, palm
+    -y, or presented upright, palm +z, as every renderer shows it)."""
+    import torch
+
+    from palm.hand import load_hand, load_pose
+    from palm.render.views import present_upright
+
+    hand = load_hand("open")
+    pose = load_pose("relaxed")
+    pose = present_upright(pose) if upright else pose
+    out = hand(torch.as_tensor(pose, dtype=torch.float32)[None], left=left)
+    vertices, joints = out.vertices[0].numpy(), out.joints[0].numpy()
+    camera = framing_camera(vertices, 64, elevation_deg=0.0, joints=joints, left=left)
+    K, Rt = camera.K.double().numpy(), camera.Rt.double().numpy()
+    cam = joints @ Rt[:3, :3].T + Rt[:3, 3]
+    xy = (cam @ K.T)[:, :2] / cam[:, 2:]
+    thumb, pinky, wrist, middle = xy[15], xy[9], xy[0], xy[6]
+    assert (thumb[0] > pinky[0]) != left
+    assert middle[1] < wrist[1] - 20  # fingers point up
+    eye = -Rt[:3, :3].T @ Rt[:3, 3]
+    towards_camera = (eye - vertices.mean(0)) / np.linalg.norm(eye - vertices.mean(0))
+    palm_normal = np.array([0.0, 0.0, 1.0]) if upright else np.array([0.0, -1.0, 0.0])  # MANO: palm -y
+    assert towards_camera @ palm_normal > 0.95
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_posed_avatar_keeps_normals_outward(toy_avatar, toy_hand, bent_pose, left):
+    """Posing (and mirroring, for a left hand) keeps the skinned normals on the outside of the
+    triangle winding: recomputing them from the posed faces agrees."""
+    from palm.bake import vertex_normals
+
+    shown = posed_avatar(toy_avatar, bent_pose, toy_hand, left=left)
+    recomputed = vertex_normals(shown.vertices, shown.faces)
+    assert ((recomputed * shown.normals).sum(1) > 0.99).mean() > 0.99
+    assert (shown.vertices[:, 0].mean() < 0) == left  # the toy's fingers point +x; mirrored: -x

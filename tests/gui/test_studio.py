@@ -45,8 +45,7 @@ def test_posing_changes_the_image_but_not_the_mesh(studio, changed_fraction):
             c.set_pose_value(joint, 2, 1.2)
         after = _render(studio)
     finally:
-        c.state.pose.pose = old
-        c.pose_dirty = True
+        c.set_pose(old)
     assert changed_fraction(before, after) > 0.005
     assert c.avatar.vertices is not None and np.array_equal(c.avatar.vertices, vertices)
 

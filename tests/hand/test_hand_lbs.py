@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from palm.hand import load_hand
-from palm.hand.lbs import axis_angle_to_matrix
+from palm.hand.lbs import MIRROR_X, axis_angle_to_matrix, bone_transforms, skin_vertices
 
 
 def _raw(path):
@@ -91,3 +91,22 @@ def test_bone_transforms_skin_the_rest_hand(source, mano_file):
     assert torch.allclose(out.global_transforms[..., :3, 3], out.joints, atol=1e-6)
     moved = torch.einsum("bjxy,bjy->bjx", out.bone_transforms[..., :3, :3], rest_j) + out.bone_transforms[..., :3, 3]
     assert torch.allclose(moved, out.joints, atol=1e-5)
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_numpy_bone_transforms_pose_the_canonical_right_mesh(left):
+    """``bone_transforms`` (numpy, one pose) skins the right-hand canonical mesh into the rig's own
+    posed hand; for a left hand the mirror is folded into the bones (``B_left @ MIRROR_X``)."""
+    hand = load_hand("open")
+    gen = torch.Generator().manual_seed(5)
+    pose = torch.randn(16, 3, generator=gen) * 0.4
+    betas = torch.randn(hand.n_betas, generator=gen)
+    bones = bone_transforms(hand, pose.numpy(), betas.numpy(), left=left)
+    assert bones.shape == (16, 4, 4) and bones.dtype == np.float32
+    out = hand(pose[None], betas[None], left=left)
+    np.testing.assert_allclose(bones @ (MIRROR_X if left else np.eye(4)), out.bone_transforms[0].numpy(), atol=1e-6)
+    rest = hand.rest(betas[None])[0][0].numpy()
+    normals = np.tile([[0.0, 0.0, 1.0]], (len(rest), 1))
+    posed, posed_n = skin_vertices(rest, normals, hand.skin_weights.numpy(), bones)
+    np.testing.assert_allclose(posed, out.vertices[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(posed_n, axis=1), 1.0, atol=1e-5)

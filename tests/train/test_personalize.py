@@ -18,7 +18,8 @@ from palm.metrics import psnr_masked
 from palm.model import Frame
 from palm.prior import load_prior
 from palm.render.sg import sg_init
-from palm.train.personalize import crop_view, loss_history, personalize, render_view, view_from_input
+from palm.train.personalize import loss_history, personalize
+from palm.train.views import crop_view, render_view, view_from_input
 
 RES = 32
 TARGET_APPEARANCE = torch.tensor([2.5, -2.0, 0.0, 0.0, 0.0])
@@ -27,7 +28,7 @@ TARGET_APPEARANCE = torch.tensor([2.5, -2.0, 0.0, 0.0, 0.0])
 def _cfg(**kw):
     base = {"max_steps": 10, "shape_freeze_step": 5, "pbr_start_step": 1000, "images_per_step": 1,
             "pixels_per_image": 32, "patch_size": 8, "patch_choices": ((8, 1), (16, 2)), "lr": 0.15,
-            "lr_light": 0.05, "warmup_steps": 1, "preview_every": 0, "seed": 0}
+            "lr_light": 0.05, "warmup_steps": 1, "preview_every": 0, "seed": 0, "work_res": None}
     base.update(kw)
     return dataclasses.replace(PERSONALIZE_PRESETS["fast"], **base)
 
@@ -58,7 +59,7 @@ def test_personalisation_lowers_the_loss_and_raises_psnr(prior, target, tmp_path
     psnr_before = psnr_masked(mean_subject.image, target.image, target.mask)
     events = []
     out = tmp_path / "avatar"
-    avatar = personalize(target, prior, _cfg(), out, events.append, None, preset="test", work_res=None)
+    avatar = personalize(target, prior, _cfg(), out, events.append, None, preset="test")
 
     losses = loss_history(events)
     assert len(losses) == 10
@@ -75,7 +76,7 @@ def test_personalisation_lowers_the_loss_and_raises_psnr(prior, target, tmp_path
 
     # the avatar folder: report + files that load back against the same prior
     report = avatar.extra["report"]
-    for key in ("psnr_masked", "ssim_masked", "lpips_masked", "steps", "seconds", "preset"):
+    for key in ("psnr_masked", "ssim_masked", "lpips_masked", "iou", "steps", "seconds", "preset"):
         assert key in report
     assert report["steps"] == 10 and report["preset"] == "test"
     assert np.isfinite(report["psnr_masked"])
@@ -90,8 +91,9 @@ def test_personalisation_lowers_the_loss_and_raises_psnr(prior, target, tmp_path
 
 def test_schedule_freezes_shape_and_starts_light_with_pbr(prior, target):
     events = []
-    cfg = _cfg(max_steps=4, shape_freeze_step=2, pbr_start_step=2, preview_every=2, pixels_per_image=16)
-    personalize(target, prior, cfg, None, events.append, None, work_res=None, final_metrics=False, preview_res=16)
+    cfg = _cfg(max_steps=4, shape_freeze_step=2, pbr_start_step=2, preview_every=2, pixels_per_image=16,
+               preview_res=16)
+    personalize(target, prior, cfg, None, events.append, None, final_metrics=False)
     snaps = {e.step: e.data for e in events if isinstance(e, Snapshot)}
     assert set(snaps) == {2, 4}
     light0 = sg_init(prior.model.cfg.light.n_lobes, torch.Generator().manual_seed(0)).numpy()
@@ -118,7 +120,7 @@ def test_cancel_raises_and_writes_nothing(prior, target, tmp_path):
 
     out = tmp_path / "avatar"
     with pytest.raises(JobCancelled):
-        personalize(target, prior, _cfg(max_steps=5, pixels_per_image=8), out, emit, cancel, work_res=None)
+        personalize(target, prior, _cfg(max_steps=5, pixels_per_image=8), out, emit, cancel)
     assert not out.exists()
 
 
@@ -129,7 +131,7 @@ def test_prior_without_pca_optimises_codes_directly(tmp_path, target):
     p = load_prior(path)
     events = []
     avatar = personalize(target, p, _cfg(max_steps=2, pixels_per_image=8), None, events.append, None,
-                         work_res=None, final_metrics=False)
+                         final_metrics=False)
     assert avatar.shape_coeffs.numel() == 0 and avatar.appearance_coeffs.numel() == 0
     assert avatar.appearance_code.shape == (p.model.cfg.latent.appearance_dim,)
     mean_code = p.model.codes.appearance.weight.mean(0)

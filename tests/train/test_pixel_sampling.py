@@ -44,10 +44,9 @@ def test_split_inside_edge_uniform_and_patch_last():
     px, shape = sample_pixels(m, n, p, ((8, 1), (16, 2)), g)
     assert shape == (p, p)
     assert px.shape == (n + p * p, 2)
-    assert px.dtype == torch.float32
-    # pixel centres
-    assert torch.allclose(px - px.floor(), torch.full_like(px, 0.5))
-    idx = px.floor().long()
+    # integer pixel indices (u, v): the +0.5 of the pixel centre is pixel_rays' alone
+    assert px.dtype == torch.int64
+    idx = px
     inside = m[idx[:, 1], idx[:, 0]]
     on_edge = e[idx[:, 1], idx[:, 0]]
     assert bool(inside[: int(0.6 * n)].all())
@@ -112,5 +111,7 @@ def test_bad_choices_raise():
 
 def test_gather_pixels_reads_the_pixel_under_the_centre():
     img = torch.arange(12, dtype=torch.float32).reshape(3, 4, 1)
-    px = torch.tensor([[0.5, 0.5], [3.5, 2.5], [1.5, 2.5]])
+    px = torch.tensor([[0, 0], [3, 2], [1, 2]])
     assert gather_pixels(img, px)[:, 0].tolist() == [0.0, 11.0, 9.0]
+    with pytest.raises(ValueError):  # continuous coordinates are not pixels
+        gather_pixels(img, px.float() + 0.5)

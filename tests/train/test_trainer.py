@@ -96,3 +96,29 @@ def test_pca_json_and_run_folder_errors(dataset, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "--resume" in r.stderr
     r = palm("train", "--data", str(dataset), "--out", str(tmp_path / "empty"), "--resume", "--max-steps", "1")
     assert r.returncode == 2 and "nothing to resume" in r.stderr
+
+
+def test_training_rays_pass_through_pixel_centres(dataset, tmp_path, monkeypatch):
+    """The rays of a training image, recorded at the model, pass through pixel centres (u + 0.5, v + 0.5)
+    of that image's camera: the sampler's pixels get their +0.5 once, in pixel_rays."""
+    from palm.render.rays import project
+    from palm.train.trainer import Trainer, TrainOptions, step_generator
+
+    trainer = Trainer(TrainOptions(data=str(dataset), out=str(tmp_path / "run"), preset="tiny", pretrain_steps=0,
+                                   tensorboard=False))
+    seen = []
+    real = trainer.model.render_rays
+
+    def recording(origins, dirs, prep, light, background, options=None):
+        seen.append((origins.detach(), dirs.detach()))
+        return real(origins, dirs, prep, light, background, options)
+
+    monkeypatch.setattr(trainer.model, "render_rays", recording)
+    idx = trainer.items[0]
+    sample, _ = trainer._sample(idx)
+    weights = trainer.schedule.weights(0)
+    terms = trainer.image_terms(idx, 0, weights, step_generator(0, 0, 1), step_generator(0, 0, 1), torch.ones(3))
+    assert "rf" in terms and len(seen) == 1
+    origins, dirs = seen[0]
+    xy = project(sample.camera.to_camera(), origins + dirs) - 0.5
+    assert torch.allclose(xy, xy.round(), atol=1e-3), "training rays miss the pixel centres"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 CAMERA_IDS = tuple(f"MCU_{i:02d}" for i in range(1, 8))
 #: Nominal (azimuth, elevation) in degrees of the 7 rig cameras around the hand.
 RIG_ANGLES = ((0.0, 15.0), (75.0, 30.0), (-75.0, 30.0), (150.0, 10.0), (-150.0, 10.0), (25.0, 65.0), (180.0, 55.0))
@@ -26,7 +27,11 @@ class SynthConfig:
     supersample: int = 2
     hand: str = "open"
     """``open`` (the embedded rig) or a path to the user's MANO_RIGHT.pkl."""
-    texture_size: int = 512
+    texture_size: int | None = None
+    """Side of the subjects' material maps; None = 4 x the resolution as a power of two in 128..1024
+    (:meth:`texture_side`: about 4 texels per millimetre of skin at 256 px, where a pixel is 1 mm)."""
+    relief: bool = True
+    """Shade with the subjects' relief (creases, nail folds, veins: a bump map); False = smooth normals."""
     camera_distance: float = 0.5
     hand_extent: float = 0.22
     """Metres that ``fill`` of the image side spans at the camera distance."""
@@ -48,3 +53,9 @@ class SynthConfig:
     torch_threads: int | None = 1
     """Intra-op threads while generating (restored afterwards): the renderer runs many small tensor
     ops, for which extra threads cost more than they give. None = leave torch's setting."""
+
+    def texture_side(self) -> int:
+        """The material maps' side in texels (``texture_size``, or the automatic choice)."""
+        if self.texture_size:
+            return int(self.texture_size)
+        return int(min(1024, max(128, 2 ** round(math.log2(4 * self.resolution)))))

@@ -22,9 +22,17 @@ from palm.data.synth.shading import (
     background_fn,
     lobe_visibility,
     render_view,
+    uv_gradients,
     welded_normals,
 )
-from palm.data.synth.subjects import sample_subject, subject_material
+from palm.data.synth.shape import (
+    SHAPE_FILE,
+    ShapedHand,
+    bone_lengths,
+    fit_canonical_box,
+    project_betas,
+)
+from palm.data.synth.subjects import SubjectSpec, sample_subject, subject_material
 from palm.errors import PalmError
 from palm.imageio import to_srgb8, to_u8, write_png
 from palm.io import atomic_dir, atomic_write, write_json
@@ -41,6 +49,28 @@ def write_npy(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
         np.save(tmp, obj)
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` of plain arrays (no pickles), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def subject_hand(rig: Any, spec: SubjectSpec) -> tuple[SubjectSpec, ShapedHand, np.ndarray]:
+    """The subject's hand: its flat hand (rig betas + proportions, fitted into the canonical cube),
+    the betas registered for it (the rig's best fit) and the :class:`ShapedHand` that poses it.
+
+    Returns:
+        the spec with the betas and proportions actually used, the hand, the registered betas (NB,).
+    """
+    import dataclasses
+
+    rest, betas, props = fit_canonical_box(rig, spec.betas, spec.proportions)
+    spec = dataclasses.replace(spec, betas=[round(float(b), 4) for b in betas], proportions=props)
+    registered = project_betas(rig, rest)
+    return spec, ShapedHand(rig, registered[None], rest[None]), registered
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -152,8 +182,10 @@ def _generate(
             check_cancel(cancel)
             srng = np.random.default_rng([cfg.seed, int(spec.sid), 1])
             sdir = root / spec.sid
-            material = subject_material(hand.cpu(), spec, cfg.texture_size)
+            spec, shand, reg_betas = subject_hand(hand.cpu(), spec)
+            material = subject_material(shand, spec, cfg.texture_side(), reg_betas)
             hand.to(device)
+            shand.to(device)
             cams = rig_cameras(srng, cfg)
             n = cfg.n_poses
             poses = np.zeros((n, 16, 3), np.float32)
@@ -161,22 +193,23 @@ def _generate(
             kp3d = np.zeros((n, 21, 3), np.float32)
             kp2d = {c: np.zeros((n, 21, 2), np.float32) for c in cams}
             lighting: dict[str, Any] = {"frames": {}}
-            betas = torch.tensor([spec.betas], dtype=torch.float32, device=device)
+            betas = torch.tensor(reg_betas[None], dtype=torch.float32, device=device)
             for f in range(n):
                 check_cancel(cancel)
                 pose, label = sample_pose(srng, presets, names, cfg.preset_probability)
                 with torch.no_grad():
-                    posed = hand(pose=torch.from_numpy(pose)[None].to(device), betas=betas)
+                    posed = shand(pose=torch.from_numpy(pose)[None].to(device), betas=betas)
                     verts0 = posed.vertices[0]
                     centre = 0.5 * (verts0.amin(0) + verts0.amax(0))
                     t = (-centre.cpu().numpy() + srng.uniform(-0.01, 0.01, 3)).astype(np.float32)
-                    posed = hand(
+                    posed = shand(
                         pose=torch.from_numpy(pose)[None].to(device),
                         betas=betas,
                         transl=torch.from_numpy(t)[None].to(device),
                     )
                     verts = posed.vertices[0]
-                    normals = welded_normals(verts[None], hand)[0]
+                    normals = welded_normals(verts[None], shand)[0]
+                    uv_grad = None if shand.uv is None else uv_gradients(verts, shand.faces, shand.uv)
                 env_name = envs.names[int(srng.integers(len(envs.names)))]
                 base_lobes, hdr = envs.get(env_name)
                 angle = float(srng.uniform(0, 2 * math.pi))
@@ -188,7 +221,7 @@ def _generate(
                 lobes = lobes.to(device)
                 groups = lobe_groups(lobes, cfg.shadow_groups)
                 with torch.no_grad():
-                    vis = lobe_visibility(verts, normals, hand, lobes, groups, cfg)
+                    vis = lobe_visibility(verts, normals, shand, lobes, groups, cfg)
                 scene = FrameScene(
                     vertices=verts,
                     normals=normals,
@@ -204,6 +237,10 @@ def _generate(
                     groups=groups,
                     visibility=vis,
                     background=background_fn(cfg.background, lobes.cpu(), hdr, rot, scale),
+                    bump_map=None
+                    if material["bump_map"] is None or not cfg.relief
+                    else material["bump_map"].to(device),
+                    uv_grad=uv_grad,
                 )
                 fname = frame_name(f)
                 for cam_id, cam in cams.items():
@@ -241,7 +278,7 @@ def _generate(
             write_npy(
                 sdir / "poses.npy",
                 {
-                    "betas": np.asarray([spec.betas], np.float32),
+                    "betas": np.asarray(reg_betas[None], np.float32),
                     "hand_pose": poses[:, 1:].reshape(n, 45),
                     "global_orient": poses[:, 0],
                     "transl": transl,
@@ -249,18 +286,38 @@ def _generate(
             )
             write_npy(sdir / "keypoints.npy", {"keypoints_3d": kp3d, "keypoints_2d": kp2d})
             write_json(sdir / "lighting.json", lighting)
-            if material["albedo_map"] is not None:
+            rest = shand.subject_rest[0].cpu().numpy()
+            write_npz(
+                sdir / SHAPE_FILE,
+                rest_vertices=rest,
+                rest_joints=(shand.J_regressor @ shand.subject_rest[0]).cpu().numpy(),
+                betas=reg_betas,
+                drawn_betas=np.asarray(spec.betas, np.float32),
+                bone_length=np.asarray(spec.proportions.bone_length, np.float32),
+                bone_thickness=np.asarray(spec.proportions.bone_thickness, np.float32),
+                palm=np.asarray(spec.proportions.palm, np.float32),
+                finger_lengths_m=bone_lengths(shand.cpu(), rest).astype(np.float32),
+            )
+            shand.to(device)
+            has_maps = material["albedo_map"] is not None
+            if has_maps:
                 _write_png(sdir / "albedo_map.png", to_srgb8(material["albedo_map"].numpy()))
                 _write_png(sdir / "roughness_map.png", to_u8(material["roughness_map"].numpy()[..., 0]))
+                h16 = np.clip(np.round(material["height_map"].numpy() / 0.002 * 32767.5 + 32767.5), 0, 65535)
+                _write_png(sdir / "height_map.png", h16.astype(np.uint16))
             write_json(
                 sdir / "subject.json",
                 {
                     **asdict(spec),
+                    "registered_betas": [round(float(b), 5) for b in reg_betas],
+                    "shape": SHAPE_FILE,
                     "hand": hand.name,
-                    "albedo_map": "albedo_map.png" if material["albedo_map"] is not None else None,
-                    "roughness_map": "roughness_map.png" if material["albedo_map"] is not None else None,
+                    "albedo_map": "albedo_map.png" if has_maps else None,
+                    "roughness_map": "roughness_map.png" if has_maps else None,
+                    "height_map": "height_map.png" if has_maps else None,
                     "albedo_encoding": "linear albedo stored sRGB-encoded, 8 bit; texel row 0 is v = 1",
                     "roughness_encoding": "roughness * 255, 8 bit",
+                    "height_encoding": "relief along the normal, 16 bit: metres = (value - 32767.5) / 32767.5 * 0.002",
                 },
             )
         write_json(
@@ -271,10 +328,15 @@ def _generate(
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
                 "seed": cfg.seed,
                 "resolution": cfg.resolution,
+                "texture_size": cfg.texture_side(),
                 "subjects": [s.sid for s in specs],
                 "cameras": list(CAMERA_IDS[: cfg.n_views]),
                 "hand": hand.name,
                 "n_betas": hand.n_betas,
+                "shape_note": "each subject's flat hand is <sid>/shape.npz:rest_vertices (rig vertex order, metres); "
+                "its skeleton is J_regressor @ rest_vertices and a frame is the rig's LBS of it "
+                "(palm.data.synth.shape.ShapedHand); poses.npy betas are the rig's closest fit to it "
+                "(and identify the subject to ShapedHand)",
                 "hand_pose_convention": POSE_ABSOLUTE,
                 "hand_pose_note": "hand_pose is absolute for a flat_hand_mean=True layer (the PALM release stores it "
                 "relative to MANO's mean pose)",

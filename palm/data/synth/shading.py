@@ -33,6 +33,51 @@ def welded_normals(vertices: torch.Tensor, hand: Any) -> torch.Tensor:
     return vertex_normals(pos, faces_w)[:, weld]
 
 
+def uv_gradients(vertices: torch.Tensor, faces: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Surface gradients of the texture coordinates, per vertex (area-weighted over its faces).
+
+    On a triangle with corners ``p_i`` and values ``u_i`` the gradient of the linear ``u`` is
+    ``sum_i u_i (n x e_i) / (2 A)`` with ``e_i`` the edge opposite corner ``i`` (counter-clockwise),
+    ``n`` the unit normal and ``A`` the area.
+
+    Args:
+        vertices: (V, 3) (any pose: the gradients follow the surface). faces: (F, 3). uv: (V, 2).
+
+    Returns:
+        (V, 6): ``grad u`` (3) then ``grad v`` (3), in units of UV per metre.
+    """
+    p = vertices[faces]  # (F, 3, 3)
+    q = uv.to(vertices.dtype)[faces]  # (F, 3, 2)
+    cross = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    twice_area = cross.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    nrm = cross / twice_area
+    edges = torch.stack([p[:, 2] - p[:, 1], p[:, 0] - p[:, 2], p[:, 1] - p[:, 0]], dim=1)  # opposite each corner
+    perp = torch.linalg.cross(nrm[:, None].expand_as(edges), edges)  # (F, 3, 3)
+    grad = torch.einsum("fkc,fkd->fcd", q, perp) / twice_area[:, None]  # (F, 2, 3)
+    acc = torch.zeros(vertices.shape[0], 2, 3, dtype=vertices.dtype, device=vertices.device)
+    weighted = (grad * twice_area[:, None]).reshape(-1, 1, 2, 3).expand(-1, 3, 2, 3).reshape(-1, 2, 3)
+    acc.index_add_(0, faces.reshape(-1), weighted)
+    total = torch.zeros(vertices.shape[0], dtype=vertices.dtype, device=vertices.device)
+    total.index_add_(0, faces.reshape(-1), twice_area.expand(-1, 3).reshape(-1))
+    return (acc / total.clamp(min=1e-12)[:, None, None]).reshape(-1, 6)
+
+
+def bumped_normals(normal: torch.Tensor, grad_uv: torch.Tensor, bump: torch.Tensor) -> torch.Tensor:
+    """Normals of a surface displaced by a height ``h`` along its normal (first order):
+    ``n' = normalize(n - grad h)`` with ``grad h = h_u grad u + h_v grad v``.
+
+    Args:
+        normal: (N, 3) unit. grad_uv: (N, 6) from :func:`uv_gradients`. bump: (N, 2) ``(h_u, h_v)``.
+
+    Returns:
+        (N, 3) unit normals.
+    """
+    grad_h = bump[:, :1] * grad_uv[:, 0:3] + bump[:, 1:2] * grad_uv[:, 3:6]
+    grad_h = grad_h - (grad_h * normal).sum(-1, keepdim=True) * normal  # stay in the tangent plane
+    out = normal - grad_h
+    return out / out.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
 def shadow_directions(lobes: torch.Tensor, n_axes: int, n_uniform: int) -> torch.Tensor:
     """Directions tested for shadows: the axes of the ``n_axes`` strongest lobes + a Fibonacci sphere.
 
@@ -143,6 +188,8 @@ class FrameScene:
     groups: list[torch.Tensor]
     visibility: torch.Tensor  # (V, G)
     background: Any  # callable dirs (N,3) -> (N,3) linear radiance
+    bump_map: torch.Tensor | None = None  # (T, T, 2) dh/du, dh/dv (metres per unit UV)
+    uv_grad: torch.Tensor | None = None  # (V, 6) posed grad u, grad v (see uv_gradients)
 
 
 def _surface(
@@ -157,8 +204,11 @@ def _surface(
     fid = frags.face_id[0][mask]
     seal = fid >= scene.n_rig_faces
     attrs = [scene.vertices, scene.normals, scene.vertex_albedo, scene.vertex_roughness[:, None], scene.visibility]
+    bumped = scene.uv is not None and scene.bump_map is not None and scene.uv_grad is not None
     if scene.uv is not None:
         attrs.append(scene.uv)
+    if bumped:
+        attrs.append(scene.uv_grad)
     packed = interpolate(torch.cat(attrs, dim=-1), scene.faces, frags)[0][mask]
     G = scene.visibility.shape[1]
     pos, nrm = packed[:, 0:3], packed[:, 3:6]
@@ -171,11 +221,17 @@ def _surface(
     flat = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     nrm = torch.where(seal[:, None], flat, nrm)
     nrm = nrm / nrm.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    geo = nrm
+    if bumped:
+        uv = packed[:, 10 + G : 12 + G]
+        detail = bumped_normals(nrm, packed[:, 12 + G : 18 + G], sample_texture(scene.bump_map, uv))
+        nrm = torch.where(seal[:, None], nrm, detail)
     view = centre - pos
     view = view / view.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     return {
         "mask": mask,
         "normal": nrm,
+        "geo_normal": geo,
         "albedo": alb,
         "roughness": rough,
         "vis": vis,
@@ -215,13 +271,13 @@ def render_view(scene: FrameScene, cam: CameraParams, supersample: int) -> dict[
     mask = base["mask"]
     depth = torch.zeros(H, W, dtype=dt, device=dev)
     depth[mask] = base["depth"]
-    n_cam = base["normal"] @ Rt[:3, :3].T
+    n_cam = base["geo_normal"] @ Rt[:3, :3].T  # the registered mesh's normal (no relief detail)
     n_gl = torch.zeros(H, W, 3, dtype=dt, device=dev)
     n_gl[mask] = n_cam * torch.tensor([1.0, -1.0, -1.0], dtype=dt, device=dev)
     albedo = torch.zeros(H, W, 3, dtype=dt, device=dev)
     albedo[mask] = base["albedo"]
     shade = torch.zeros(H, W, dtype=dt, device=dev)
-    shade[mask] = 0.25 + 0.7 * (base["normal"] * base["view"]).sum(-1).clamp(min=0)
+    shade[mask] = 0.25 + 0.7 * (base["geo_normal"] * base["view"]).sum(-1).clamp(min=0)
 
     s = max(1, int(supersample))
     _, dirs = pixel_rays(CameraParams(cam.K, cam.Rt, H, W).to_camera(dtype=dt).to(dev))
