@@ -260,22 +260,26 @@ def test_refused_before_any_work(case: Case, tmp_path: Path, prior_copy):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_force_replaces_an_avatar_and_stale_temporaries_are_cleaned(tmp_path, tiny_prior):
+def test_force_replaces_an_avatar_and_stale_temporaries_are_cleaned(tmp_path):
     """An avatar folder is replaced with --force; a killed run's temporaries beside it are removed."""
     from palm.avatar import load_avatar
+    from palm.eval import make_tiny_prior
 
-    out = make_avatar(tmp_path / "avatar", tiny_prior[1])
-    stale = tmp_path / ".avatar.ab12cd34.tmp"
+    prior = tmp_path / "prior"
+    digest = make_tiny_prior(prior)  # with PCA spaces: the avatar stores its coefficients
+    work = tmp_path / "work"
+    out = make_avatar(work / "avatar", digest)
+    stale = work / ".avatar.ab12cd34.tmp"
     stale.mkdir()
     (stale / "avatar.json").write_text("{")
-    r = run_palm("personalize", str(PHOTO), "--prior", str(tiny_prior[0]), "--out", str(out), "--force", "--steps", "1",
+    r = run_palm("personalize", str(PHOTO), "--prior", str(prior), "--out", str(out), "--force", "--steps", "1",
                  "--work-res", "32", "--quiet", timeout=600)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["avatar"]
+    assert sorted(p.name for p in work.iterdir()) == ["avatar"]
     report = json.loads((out / "report.json").read_text())
     assert report["steps"] == 1
     assert (out / "photo" / "mask.png").is_file() and (out / "preview.png").is_file()
-    load_avatar(out, prior_hash=tiny_prior[1])
+    assert load_avatar(out, prior_hash=digest).shape_coeffs.numel() > 0
 
 
 def test_personalize_small_work_res_reports_undefined_metrics_as_null(tmp_path, tiny_prior):

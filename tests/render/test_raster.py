@@ -63,3 +63,30 @@ def test_float64_keeps_small_triangles_exact_in_large_images():
     np.testing.assert_allclose(centres, np.stack([pix % size + 0.5, pix // size + 0.5], 1), atol=1e-9)
     xy = interpolate(screen[0, :, :2], faces, frags)[0].reshape(-1, 2)[torch.as_tensor(pix)].numpy()
     np.testing.assert_allclose(xy, centres, atol=1e-9)
+
+
+def test_row_spans_miss_no_centre_of_slivers_or_far_triangles():
+    """The per-row spans only skip work: every triangle alone covers exactly the centres where the
+    inside test (evaluated on every pixel of the image) accepts it, slivers and float32 included."""
+    from palm.render.raster import INSIDE_EPS, _bary_coefficients
+
+    g = torch.Generator().manual_seed(7)
+    h, w = 48, 64
+    base = torch.rand(40, 1, 2, generator=g, dtype=torch.float64) * torch.tensor([w, h])
+    long_side = torch.randn(40, 1, 2, generator=g, dtype=torch.float64) * 40
+    spread = torch.tensor([0.05, 2.0], dtype=torch.float64)[torch.arange(40) % 2, None, None]  # slivers, blobs
+    jitter = torch.randn(40, 3, 2, generator=g, dtype=torch.float64) * spread
+    xy = base + torch.rand(40, 3, 1, generator=g, dtype=torch.float64) * long_side + jitter
+    px = (torch.arange(w, dtype=torch.float64) + 0.5).repeat(h)[:, None]
+    py = (torch.arange(h, dtype=torch.float64) + 0.5).repeat_interleave(w)[:, None]
+    for dtype in (torch.float32, torch.float64):
+        for tri in xy:
+            screen = torch.cat([tri, torch.ones(3, 1, dtype=torch.float64)], 1).to(dtype)
+            coef, ok = _bary_coefficients(screen[None])
+            if not ok[0]:
+                continue
+            c = coef[0].expand(h * w, 3, 3)
+            lam = torch.addcmul(torch.addcmul(c[:, :, 2], c[:, :, 0], px.to(dtype)), c[:, :, 1], py.to(dtype))
+            expected = (lam >= -INSIDE_EPS).all(dim=-1).reshape(h, w)
+            got = rasterize(screen[None], torch.arange(3)[None], h, w, perspective=False).mask[0]
+            assert torch.equal(got, expected)
