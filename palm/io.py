@@ -183,31 +183,31 @@ def check_output_dir(
     Returns:
         ``path`` as a Path.
     """
-    out = Path(path)
+    out, name = Path(path), os.fspath(path)  # messages name the path as the user wrote it
     resolved = out.resolve()
     for item in inputs:
         if item is None:
             continue
         source = Path(item).resolve()
         if resolved == source:
-            raise PalmError(out, f"is also an input of this command ({item}); choose another output folder")
+            raise PalmError(name, f"is also an input of this command ({item}); choose another output folder")
         if source in resolved.parents:
-            raise PalmError(out, f"lies inside the input {item}; choose an output folder outside it")
+            raise PalmError(name, f"lies inside the input {item}; choose an output folder outside it")
         if resolved in source.parents:
-            raise PalmError(out, f"contains the input {item}; writing here would replace it, choose another folder")
+            raise PalmError(name, f"contains the input {item}; writing here would replace it, choose another folder")
     if out.is_symlink():
-        raise PalmError(out, "is a symbolic link; give the path of a real folder")
+        raise PalmError(name, "is a symbolic link; give the path of a real folder")
     if not out.exists():
         return out
     if not out.is_dir():
         kind = "a file" if out.is_file() else "not a folder"
-        raise PalmError(out, f"is {kind}; the output must be a folder, choose another path")
+        raise PalmError(name, f"is {kind}; the output must be a folder, choose another path")
     if resume:
         return out
     if not has_marker(out, marker, marker_format):
-        raise PalmError(out, f"exists and is not {what} (no {marker}); choose a path that does not exist yet")
+        raise PalmError(name, f"exists and is not {what} (no {marker}); choose a path that does not exist yet")
     if not force and not (disposable is not None and disposable(out)):
-        raise PalmError(out, f"is already {what}: {hint}")
+        raise PalmError(name, f"is already {what}: {hint}")
     return out
 
 
