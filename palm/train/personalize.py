@@ -290,7 +290,7 @@ def _render_step(model, state: PersonalState, views: list[StepView], cfg: Person
     from palm.model import RenderOptions
 
     n = cfg.images_per_step
-    picks = [0] * n if len(views) == 1 else [int(torch.randint(0, len(views), (1,), generator=gen)) for _ in range(n)]
+    picks = [int(torch.randint(0, len(views), (1,), generator=gen)) for _ in range(n)]
     draws: dict[int, list[Tensor]] = {}
     for j, vi in enumerate(picks):
         draws.setdefault(vi, []).append(draw_pixels(views[vi], cfg.pixels_per_image, cfg.patch_size,

@@ -76,13 +76,15 @@ def draw_pixels(
 ) -> Tensor:
     """A training image's pixels: edge-sampled singles, then (``keep_patch``) the LPIPS patch.
 
+    The patch is drawn also when it is not kept, so that the random stream does not depend on
+    which draws keep theirs.
+
     Returns:
         (R, 2) int64 pixel indices ``(u, v)``; with the patch, its ``patch_size**2`` pixels are
         last, row-major.
     """
-    pixels, _ = sample_pixels(view.mask, n_pixels, patch_size if keep_patch else 0, patch_choices, generator,
-                              edge=view.edge)
-    return pixels
+    pixels, _ = sample_pixels(view.mask, n_pixels, patch_size, patch_choices, generator, edge=view.edge)
+    return pixels if keep_patch or patch_size <= 0 else pixels[: -patch_size * patch_size]
 
 
 @dataclass
