@@ -221,12 +221,23 @@ class HandModel(torch.nn.Module):
             betas, pose, self.v_template, self.shapedirs, self.posedirs, self.J_regressor, self.parents,
             self.skin_weights,
         )  # fmt: skip
+        return self.posed_output(verts, joints, bones, frames, transl, left)
+
+    def posed_output(
+        self, verts: Tensor, joints: Tensor, bones: Tensor, frames: Tensor, transl: Tensor | None, left: bool
+    ) -> HandOutput:
+        """Right-hand LBS results -> :class:`HandOutput`: fingertips, mirroring, translation, keypoints.
+
+        Args:
+            verts: (B, V, 3), joints: (B, 16, 3), bones and frames: (B, 16, 4, 4), as :func:`lbs` returns
+                them for the (un-mirrored) right hand; transl: (B, 3) or None.
+        """
         tips = verts[:, self.tip_vertex_ids]
         if left:
             verts, joints, tips = mirror_points(verts), mirror_points(joints), mirror_points(tips)
             bones, frames = mirror_transforms(bones), mirror_transforms(frames)
         if transl is not None:
-            t = torch.as_tensor(transl, dtype=dt, device=dev).reshape(b, 1, 3)
+            t = torch.as_tensor(transl, dtype=verts.dtype, device=verts.device).reshape(verts.shape[0], 1, 3)
             verts, joints, tips = verts + t, joints + t, tips + t
             bones = bones.clone()
             frames = frames.clone()

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from palm.hand.lbs import lbs, shape_blend
-from palm.hand.model import HandModel, HandOutput, mirror_points, mirror_pose, mirror_transforms
+from palm.hand.model import HandModel, HandOutput, mirror_pose
 
 #: MANO joints of each finger, in the order thumb, index, middle, ring, pinky (``FINGERS`` order).
 FINGER_JOINTS = ((13, 14, 15), (1, 2, 3), (4, 5, 6), (10, 11, 12), (7, 8, 9))
@@ -264,18 +264,7 @@ class ShapedHand(HandModel):
             for i in range(b)
         ]  # fmt: skip
         verts, joints, bones, frames = (torch.cat([p[k] for p in parts]) for k in range(4))
-        tips = verts[:, self.tip_vertex_ids]
-        if left:
-            verts, joints, tips = mirror_points(verts), mirror_points(joints), mirror_points(tips)
-            bones, frames = mirror_transforms(bones), mirror_transforms(frames)
-        if transl is not None:
-            t = torch.as_tensor(transl, dtype=dt, device=dev).reshape(b, 1, 3)
-            verts, joints, tips = verts + t, joints + t, tips + t
-            bones, frames = bones.clone(), frames.clone()
-            bones[..., :3, 3] += t
-            frames[..., :3, 3] += t
-        keypoints = torch.cat([joints, tips], dim=1)[:, self.keypoint_index]
-        return HandOutput(verts, joints, keypoints, bones, frames, self.faces_for(left))
+        return self.posed_output(verts, joints, bones, frames, transl, left)
 
 
 def read_shape(path: str | os.PathLike) -> dict[str, np.ndarray]:
