@@ -260,9 +260,8 @@ def _read_radiance_hdr(path: Path) -> np.ndarray:
         raise PalmError(path, "image has no pixels")
     if height * width > MAX_MAP_PIXELS:
         raise PalmError(path, f"image is {width}x{height} pixels, larger than the {MAX_MAP_PIXELS // 2**20} Mpx limit")
-    if height * width > len(data):  # even run-length encoding needs about a byte per 32 pixels
-        if height * width > 32 * len(data):
-            raise PalmError(path, f"header declares {width}x{height} pixels but the file holds far fewer")
+    if height * width > 32 * len(data):  # even run-length encoding needs about a byte per 32 pixels
+        raise PalmError(path, f"header declares {width}x{height} pixels but the file holds far fewer")
     rgbe = np.empty((height, width, 4), dtype=np.uint8)
     buf = np.frombuffer(data, dtype=np.uint8)
     try:

@@ -18,8 +18,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from palm.cli.common import common
+from palm.cli.common import bounded_float, bounded_int, common
 from palm.errors import PalmError
+
+MAX_IMAGE_RES = 8192
+"""Largest still side (an 8192^2 float32 RGBA image is 1 GB before shading buffers)."""
+MAX_MESH_RES = 512
+"""Most marching-cubes cells along the hand (512^3 SDF samples, 0.5 GB)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,9 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--prior", metavar="DIR", help="a prior folder (its mean subject)")
     _pose_hand_args(mesh)
     mesh.add_argument(
-        "--res", type=int, default=128, metavar="N", help="marching-cubes cells along the hand's longest side (default 128)"
+        "--res", type=bounded_int(8, MAX_MESH_RES), default=128, metavar="N",
+        help=f"marching-cubes cells along the hand's longest side, 8 to {MAX_MESH_RES} (default 128)"
     )
-    mesh.add_argument("--texture-res", type=int, default=1024, metavar="N", help="texture side (default 1024)")
+    mesh.add_argument("--texture-res", type=bounded_int(1, MAX_IMAGE_RES), default=1024, metavar="N", help="texture side (default 1024)")
     mesh.add_argument("--vertex-colors", action="store_true", help="add vertex colours (OBJ/PLY/GLB)")
     mesh.add_argument("--out", required=True, metavar="FILE", help="FILE.glb | FILE.obj | FILE.ply")
     mesh.set_defaults(func=run_mesh)
@@ -50,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--prior", metavar="DIR", help="prior folder (default: the shipped assets/priors/default)")
     _pose_hand_args(render)
     render.add_argument("--env", metavar="E", help="environment: preset name, SG .json or .exr/.hdr")
-    render.add_argument("--res", type=int, required=True, metavar="N", help="image side in pixels")
+    render.add_argument("--res", type=bounded_int(1, MAX_IMAGE_RES), required=True, metavar="N", help="image side in pixels")
     render.add_argument(
         "--renderer",
         choices=("raster", "neural"),
@@ -58,9 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="raster (baked mesh, z-buffer; default) or neural (needs a prior)",
     )
     render.add_argument(
-        "--azimuth", type=float, default=0.0, metavar="DEG", help="camera azimuth, 0 = facing the palm (default 0)"
+        "--azimuth", type=bounded_float(-3600.0, 3600.0), default=0.0, metavar="DEG", help="camera azimuth, 0 = facing the palm (default 0)"
     )
-    render.add_argument("--exposure", type=float, default=1.0, help="linear exposure multiplier (default 1)")
+    render.add_argument("--exposure", type=bounded_float(0.0, 1e6, open_lo=True), default=1.0, help="linear exposure multiplier (default 1)")
     render.add_argument("--out", required=True, metavar="FILE", help="FILE.png | FILE.exr")
     render.set_defaults(func=run_render)
 
@@ -69,9 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     turn.add_argument("--prior", metavar="DIR", help="prior folder (default: the shipped assets/priors/default)")
     _pose_hand_args(turn)
     turn.add_argument("--env", metavar="E", help="environment: preset name, SG .json or .exr/.hdr")
-    turn.add_argument("--frames", type=int, required=True, metavar="N", help="number of frames (one turn)")
-    turn.add_argument("--res", type=int, default=512, metavar="N", help="frame side in pixels (default 512)")
-    turn.add_argument("--fps", type=int, default=24, help="frames per second (default 24)")
+    turn.add_argument("--frames", type=bounded_int(1, 3600), required=True, metavar="N", help="number of frames (one turn)")
+    turn.add_argument("--res", type=bounded_int(1, MAX_IMAGE_RES), default=512, metavar="N", help="frame side in pixels (default 512)")
+    turn.add_argument("--fps", type=bounded_int(1, 240), default=24, help="frames per second (default 24)")
     turn.add_argument("--out", required=True, metavar="FILE", help="FILE.mp4 | FILE.gif")
     turn.set_defaults(func=run_turntable)
 
@@ -79,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     env_source = env.add_mutually_exclusive_group()
     env_source.add_argument("--avatar", metavar="DIR", help="the avatar's fitted environment")
     env_source.add_argument("--env", metavar="NAME", help="preset name, SG .json or .exr/.hdr (fitted)")
-    env.add_argument("--height", type=int, default=256, metavar="H", help="EXR rows (width 2H; default 256)")
+    env.add_argument("--height", type=bounded_int(1, MAX_IMAGE_RES), default=256, metavar="H", help="EXR rows (width 2H; default 256)")
     env.add_argument("--out", required=True, metavar="FILE", help="FILE.exr | FILE.json")
     env.set_defaults(func=run_env)
 
@@ -97,11 +103,6 @@ def _pose_hand_args(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------
 # Inputs (the hooks for avatars, priors and the neural renderer live here)
 # ---------------------------------------------------------------------------------------------
-
-
-def _positive(value: int, name: str) -> None:
-    if value is None or value < 1:
-        raise PalmError(name, f"must be a positive integer, got {value}")
 
 
 def _load_hand(args: argparse.Namespace) -> Any:
@@ -197,8 +198,6 @@ def run_mesh(args: argparse.Namespace) -> int:
     from palm.io import check_output_path
 
     out = check_output_path(args.out, MESH_EXTENSIONS)
-    _positive(args.res, "--res")
-    _positive(args.texture_res, "--texture-res")
 
     hand = _load_hand(args)
     pose = _load_pose(args)
@@ -215,7 +214,6 @@ def run_render(args: argparse.Namespace) -> int:
     from palm.io import check_output_path
 
     out = check_output_path(args.out, IMAGE_EXTENSIONS)
-    _positive(args.res, "--res")
 
     if args.renderer == "neural":
         write_image(out, neural_render(args), exposure=args.exposure)
@@ -241,9 +239,6 @@ def run_turntable(args: argparse.Namespace) -> int:
     from palm.io import check_output_path
 
     out = check_output_path(args.out, VIDEO_EXTENSIONS)
-    _positive(args.frames, "--frames")
-    _positive(args.res, "--res")
-    _positive(args.fps, "--fps")
     from palm.cli.common import resolve_device
     from palm.jobs import ConsoleProgress
 
@@ -262,12 +257,11 @@ def run_turntable(args: argparse.Namespace) -> int:
 
 
 def run_env(args: argparse.Namespace) -> int:
+    from palm.cli.common import check_distinct
     from palm.export.preview import ENV_EXTENSIONS, export_env
     from palm.io import check_output_path
 
-    out = check_output_path(args.out, ENV_EXTENSIONS)
-    _positive(args.height, "--height")
-
+    out = check_distinct(check_output_path(args.out, ENV_EXTENSIONS), args.env)
     lobes = load_lobes(args)
     export_env(out, lobes, height=args.height, source=args.env or "default")
     print(f"wrote {out}")
