@@ -71,9 +71,22 @@ FINE_RES = 96
 MAX_BAKERS = 4
 
 
+#: The PCA sliders span +-SLIDER_SIGMA standard deviations of the prior's subjects.
+SLIDER_SIGMA = 3.0
+#: A component holding less than this share of the variance has no spread among the subjects.
+DEAD_RATIO = 1e-4
+
+
 @dataclass
 class PriorInfo:
-    """The active prior (``palm.prior.Prior``), its PCA sizes and spreads, and its cached bakers."""
+    """The active prior (``palm.prior.Prior``), its PCA sizes and spreads, and its cached bakers.
+
+    ``*_std`` are the standard deviations (sqrt of ``explained_variance``) of the subjects' PCA
+    coefficients, ``*_ratio`` their shares of the variance, ``*_range`` (K, 2) the lowest and highest
+    coefficient of the training subjects (the slider subject is held inside it: beyond the subjects
+    the decoded geometry stops being a hand), ``names`` a short description per component (filled
+    by :func:`job_describe_components`).
+    """
 
     prior: Any
     n_shape: int
@@ -83,10 +96,47 @@ class PriorInfo:
     path: str
     bakers: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    shape_ratio: np.ndarray | None = None
+    appearance_ratio: np.ndarray | None = None
+    shape_range: np.ndarray | None = None
+    appearance_range: np.ndarray | None = None
+    names: dict = field(default_factory=dict)
 
     @property
     def content_hash(self) -> str:
         return str(self.prior.content_hash)
+
+    def std(self, which: str) -> np.ndarray:
+        return self.shape_std if which == "shape" else self.appearance_std
+
+    def ratio(self, which: str) -> np.ndarray:
+        r = self.shape_ratio if which == "shape" else self.appearance_ratio
+        return np.ones(len(self.std(which)), np.float32) if r is None else r
+
+    def live(self, which: str, i: int) -> bool:
+        """Whether the subjects vary along component ``i`` at all."""
+        return bool(self.ratio(which)[i] >= DEAD_RATIO and self.std(which)[i] > 0)
+
+    def to_sigma(self, which: str, coeffs: np.ndarray) -> np.ndarray:
+        """Coefficients -> standard deviations of the subjects (0 along a component without spread)."""
+        sd = self.std(which)
+        c = np.asarray(coeffs, np.float64).reshape(-1)[: len(sd)]
+        return np.where(sd > 0, c / np.where(sd > 0, sd, 1.0), 0.0).astype(np.float32)
+
+    def held(self, which: str, coeffs: np.ndarray) -> np.ndarray:
+        """``coeffs`` held inside the training subjects' range (what a slider subject decodes)."""
+        rng = self.shape_range if which == "shape" else self.appearance_range
+        c = np.asarray(coeffs, np.float32).reshape(-1)
+        if rng is None:
+            return c.copy()
+        return np.clip(c, rng[: len(c), 0], rng[: len(c), 1]).astype(np.float32)
+
+    def label(self, which: str, i: int) -> str:
+        """``"shape 1 (92%) size"``: index, share of the variance, derived name (when known)."""
+        pct = 100.0 * float(self.ratio(which)[i])
+        share = f"{pct:.0f}%" if pct >= 1 else f"{pct:.1f}%" if pct >= 0.05 else "0%"
+        name = self.names.get(which, {}).get(i, "")
+        return f"{which} {i + 1} ({share})" + (f" {name}" if name else "")
 
     def baker(self, resolution: int, betas: np.ndarray | None = None, exact: bool = True):
         """The :class:`palm.rebake.PriorBaker` of this resolution and rig shape (created once)."""
@@ -148,12 +198,33 @@ def load_prior(path: str | os.PathLike | None = None) -> tuple[PriorInfo | None,
     if prior.pca_shape is None or prior.pca_appearance is None:
         return None, f"the prior at {folder} has no PCA spaces: showing the hand rig"
     ns, na = int(prior.pca_shape.n_components), int(prior.pca_appearance.n_components)
-    return PriorInfo(prior, ns, na, _std(prior.pca_shape, ns), _std(prior.pca_appearance, na), str(folder)), ""
+    info = PriorInfo(prior, ns, na, _std(prior.pca_shape, ns), _std(prior.pca_appearance, na), str(folder))
+    for which, pca, n in (("shape", prior.pca_shape, ns), ("appearance", prior.pca_appearance, na)):
+        ratio = to_numpy(pca.explained_variance_ratio).astype(np.float32).reshape(-1)[:n]
+        setattr(info, f"{which}_ratio", ratio)
+        setattr(info, f"{which}_range", _subject_range(prior, which, pca, n))
+    return info, ""
 
 
 def _std(pca: Any, n: int) -> np.ndarray:
     """Standard deviation of each PCA coefficient, (n,)."""
     return np.sqrt(np.maximum(to_numpy(pca.explained_variance).astype(np.float32).reshape(-1)[:n], 0.0))
+
+
+def _subject_range(prior: Any, which: str, pca: Any, n: int) -> np.ndarray | None:
+    """(n, 2) lowest and highest PCA coefficient of the prior's training subjects (their codes
+    projected, ``PCASpace.project``), or None when the prior does not carry its subjects' codes."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            codes = getattr(prior.model.codes, which).weight.detach().float().cpu()
+            c = to_numpy(pca.project(codes)).astype(np.float32)[:, :n]
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    if len(c) < 2:
+        return None
+    return np.stack([c.min(0), c.max(0)], axis=1)
 
 
 def bake_rig(hand: Any, betas: np.ndarray | None = None) -> Any:
@@ -300,12 +371,17 @@ def env_thumbnail(name: str, size: tuple[int, int] = (96, 48)) -> np.ndarray:
 
 
 def job_fit_environment(emit, cancel, path: str):
-    """Fit SG lobes to an HDR/EXR map (or read an SG JSON) -> (lobes, info)."""
-    emit(Log(f"fitting SG environment to {path}"))
-    emit(Progress(0, 1, "fitting"))
+    """Load a preset / SG JSON or fit SG lobes to an HDR/EXR map, then pre-integrate the viewport's
+    light (``app.prefilter`` keeps it, so the switch is instant) -> (lobes, info)."""
+    from app.gl_renderer import MAX_LOBES
+    from app.prefilter import preintegrate
+
+    emit(Progress(0, 2, "fitting" if Path(path).suffix.lower() in (".exr", ".hdr") else "loading"))
     lobes, info = load_environment(path)
     check_cancel(cancel)
-    emit(Progress(1, 1, "fitted"))
+    emit(Progress(1, 2, "pre-integrating the light"))
+    preintegrate(np.ascontiguousarray(lobes.reshape(-1, 7)[:MAX_LOBES]))
+    emit(Progress(2, 2, "ready"))
     return lobes, info
 
 
@@ -358,9 +434,29 @@ def job_personalize(emit, cancel, photo_result: Any, prior: PriorInfo | None, ou
 
     if preset not in PERSONALIZE_PRESETS:
         raise PalmError(preset, f"unknown personalisation preset (choose from {', '.join(PERSONALIZE_PRESETS)})")
-    personalize(photo_result, prior.prior, PERSONALIZE_PRESETS[preset], out_dir, emit, cancel, preset=preset)
+    personalize(photo_result, prior.prior, PERSONALIZE_PRESETS[preset], out_dir, _staged(emit), cancel, preset=preset)
+    emit(Progress(1, 1, "saved"))
     emit(Log(f"avatar saved to {out_dir}"))
     return out_dir
+
+
+def _staged(emit):
+    """Personalisation's events with its stages after the last step: the fit's Progress counts
+    towards ``total + 2``, then "final render and metrics" and "writing the avatar" follow (the bar
+    never sits full while the job goes on)."""
+    total = [0]
+
+    def staged(event):
+        if isinstance(event, Progress) and event.total > 0:
+            total[0] = event.total
+            last = event.step >= event.total
+            event = Progress(event.step, event.total + 2, "final render and metrics" if last else
+                             f"fitting{' (pbr)' if event.message == 'pbr' else ''}", event.losses, event.eta_s)
+        elif isinstance(event, Snapshot) and total[0] and event.step >= total[0]:
+            emit(Progress(total[0] + 1, total[0] + 2, "writing the avatar"))
+        emit(event)
+
+    return staged
 
 
 def training_presets() -> list[str]:
@@ -462,14 +558,21 @@ def job_neural_render(emit, cancel, prior: PriorInfo, subject: Subject, pose: np
     light = torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7)
     longest = max(view.width, view.height)
     steps = sorted({min(int(s), longest) for s in sizes})
-    image = None
+    weights = [s * s for s in steps]  # progress counts pixels: the ETA holds as the sizes grow
+    image, done, total = None, 0, sum(weights)
     for i, side in enumerate(steps):
         check_cancel(cancel)
         cam = camera.scaled(side / longest) if side < longest else camera
         scene = Scene(model=prior.prior.model, frame=frame, camera=cam, light=light, background=torch.zeros(3))
-        rgba = render_scene(scene, "pbr", emit=lambda ev: None, cancel=cancel)
+
+        def chunk(ev, done=done, w=weights[i], label=f"neural {cam.width}x{cam.height}"):
+            if isinstance(ev, Progress) and ev.total > 0:
+                emit(Progress(done + w * min(ev.step, ev.total) // ev.total, total, label))
+
+        rgba = render_scene(scene, "pbr", emit=chunk, cancel=cancel)
+        done += weights[i]
         image = composite_neural(to_numpy(rgba), view)
-        emit(Progress(i + 1, len(steps), f"neural {cam.width}x{cam.height}"))
+        emit(Progress(done, total, f"neural {cam.width}x{cam.height}"))
         emit(Preview(i, image))
     return image
 

@@ -31,15 +31,21 @@ class OrbitCamera:
     fov_y: float = math.radians(35.0)
     min_distance: float = 0.02
     max_distance: float = 20.0
+    photo: PhotoCamera | None = None
+    """When set, the camera is the photo's own (``K``, ``Rt``): orbit, pan and zoom leave it first."""
 
     def eye(self) -> np.ndarray:
         """Camera centre in world coordinates, (3,)."""
+        if self.photo is not None:
+            return self.photo.centre()
         ce = math.cos(self.elevation)
         offset = np.array([ce * math.sin(self.azimuth), math.sin(self.elevation), ce * math.cos(self.azimuth)])
         return np.asarray(self.target, dtype=np.float64) + self.distance * offset
 
     def world_to_camera(self) -> np.ndarray:
         """``Rt`` (4, 4): world -> OpenCV camera (x right, y down, z forward)."""
+        if self.photo is not None:
+            return self.photo.rt.copy()
         eye = self.eye()
         forward = np.asarray(self.target, dtype=np.float64) - eye
         forward /= np.linalg.norm(forward)
@@ -52,17 +58,22 @@ class OrbitCamera:
         return rt
 
     def intrinsics(self, width: int, height: int) -> np.ndarray:
-        """``K`` (3, 3) for an image of ``width`` x ``height`` pixels, square pixels."""
+        """``K`` (3, 3) for an image of ``width`` x ``height`` pixels, square pixels (in the photo's view:
+        the photo's ``K`` fitted into the image, see :func:`fit_intrinsics`)."""
+        if self.photo is not None:
+            return fit_intrinsics(self.photo.K, self.photo.width, self.photo.height, width, height)
         f = 0.5 * height / math.tan(0.5 * self.fov_y)
         return np.array([[f, 0.0, 0.5 * width], [0.0, f, 0.5 * height], [0.0, 0.0, 1.0]])
 
     def orbit(self, dx: float, dy: float, speed: float = 0.01) -> None:
         """Turn by a mouse drag of (dx, dy) pixels: right drags turn the hand right-to-left."""
+        self.leave_photo()
         self.azimuth = (self.azimuth - dx * speed) % (2 * math.pi)
         self.elevation = float(np.clip(self.elevation + dy * speed, -ELEVATION_LIMIT, ELEVATION_LIMIT))
 
     def pan(self, dx: float, dy: float, height: int) -> None:
         """Move the target in the image plane so that the scene follows a drag of (dx, dy) pixels."""
+        self.leave_photo()
         rt = self.world_to_camera()
         metres_per_pixel = 2.0 * self.distance * math.tan(0.5 * self.fov_y) / max(height, 1)
         right, down = rt[0, :3], rt[1, :3]
@@ -70,14 +81,99 @@ class OrbitCamera:
 
     def zoom(self, steps: float, factor: float = 0.9) -> None:
         """Move closer (steps > 0) or away (steps < 0) by ``factor`` per step."""
+        self.leave_photo()
         self.distance = float(np.clip(self.distance * factor**steps, self.min_distance, self.max_distance))
 
-    def frame(self, points: np.ndarray) -> None:
-        """Aim at the bounding-box centre of ``points`` (N, 3) and back off until they fit."""
-        lo, hi = points.min(axis=0), points.max(axis=0)
+    def frame(self, points: np.ndarray, aspect: float = 1.0, margin: float = 1.2) -> None:
+        """Aim at the centre of ``points`` (N, 3) and back off until they fit an image of ``aspect``
+        (width / height): the bounding sphere fits the narrower field of view; leaves the photo view."""
+        self.photo = None
+        pts = np.asarray(points, np.float64).reshape(-1, 3)
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
         self.target = 0.5 * (lo + hi)
-        radius = 0.5 * float(np.linalg.norm(hi - lo))
-        self.distance = float(np.clip(1.15 * radius / math.sin(0.5 * self.fov_y), self.min_distance, self.max_distance))
+        radius = float(np.linalg.norm(pts - self.target, axis=1).max())
+        half = 0.5 * self.fov_y
+        if aspect < 1.0:
+            half = math.atan(math.tan(half) * aspect)  # the horizontal field is the narrower one
+        self.distance = float(np.clip(margin * radius / math.sin(half), self.min_distance, self.max_distance))
+
+    def home(self, points: np.ndarray, azimuth: float, elevation: float, aspect: float = 1.0) -> None:
+        """The start-up view (also "Reset camera"): fixed angles, ``points`` framed."""
+        self.photo = None
+        self.azimuth, self.elevation = float(azimuth), float(elevation)
+        self.frame(points, aspect)
+
+    def use_photo(self, photo: PhotoCamera) -> None:
+        """Look through the photo's camera (exactly its ``K`` and ``Rt``)."""
+        self.photo = photo
+
+    def leave_photo(self) -> None:
+        """Turn the photo's camera into the orbit camera nearest to it (same eye, same direction; up
+        is +y again and the field of view the orbit camera's), so a drag starts where the view is."""
+        photo = self.photo
+        if photo is None:
+            return
+        self.photo = None
+        eye = photo.centre()
+        forward = photo.rt[2, :3] / np.linalg.norm(photo.rt[2, :3])
+        depth = float(photo.rt[2, :3] @ np.asarray(self.target, np.float64) + photo.rt[2, 3])
+        self.distance = float(np.clip(depth if depth > self.min_distance else self.distance, self.min_distance,
+                                      self.max_distance))
+        self.target = eye + self.distance * forward
+        back = -forward
+        self.elevation = float(np.clip(math.asin(np.clip(back[1], -1.0, 1.0)), -ELEVATION_LIMIT, ELEVATION_LIMIT))
+        self.azimuth = math.atan2(back[0], back[2]) % (2 * math.pi)
+
+
+@dataclass
+class PhotoCamera:
+    """The camera of a personalisation photo: ``K`` (3, 3), ``Rt`` (4, 4) world -> camera, image size.
+
+    Build with :meth:`from_avatar` so that the avatar's translation is folded into ``Rt`` (the
+    studio poses the hand without it).
+    """
+
+    K: np.ndarray
+    rt: np.ndarray
+    width: int
+    height: int
+
+    def centre(self) -> np.ndarray:
+        r, t = self.rt[:3, :3], self.rt[:3, 3]
+        return -r.T @ t
+
+    @classmethod
+    def from_avatar(cls, camera: dict, transl=None) -> PhotoCamera:
+        """From an avatar's ``camera`` dict (``K``, ``Rt``, ``width``, ``height``) and its ``transl`` (3,):
+        the fitted hand is ``LBS(pose) + transl``; the studio draws ``LBS(pose)``, so ``Rt @ T(transl)``."""
+        rt = np.asarray(camera["Rt"], np.float64).reshape(4, 4).copy()
+        if transl is not None:
+            shift = np.eye(4)
+            shift[:3, 3] = np.asarray(transl, np.float64).reshape(3)
+            rt = rt @ shift
+        return cls(np.asarray(camera["K"], np.float64).reshape(3, 3), rt, int(camera["width"]), int(camera["height"]))
+
+
+def fit_intrinsics(K: np.ndarray, photo_w: int, photo_h: int, width: int, height: int) -> np.ndarray:
+    """The photo's intrinsics for an image of ``width`` x ``height``: the whole photo frame is scaled
+    to fit (aspect kept) and centred; the bands outside it show more of the same scene (letterbox).
+
+    A pixel ``(u, v)`` of the photo lands at ``(s u + ox, s v + oy)`` with ``s = min(W/w, H/h)``.
+    """
+    s = min(width / max(photo_w, 1), height / max(photo_h, 1))
+    ox, oy = 0.5 * (width - s * photo_w), 0.5 * (height - s * photo_h)
+    out = np.asarray(K, np.float64).reshape(3, 3).copy()
+    out[:2] *= s
+    out[0, 2] += ox
+    out[1, 2] += oy
+    return out
+
+
+def photo_rect(photo: PhotoCamera, width: int, height: int) -> tuple[int, int, int, int]:
+    """Where the photo's frame lies in a ``width`` x ``height`` view: (x0, y0, x1, y1) pixels."""
+    s = min(width / max(photo.width, 1), height / max(photo.height, 1))
+    ox, oy = 0.5 * (width - s * photo.width), 0.5 * (height - s * photo.height)
+    return round(ox), round(oy), round(ox + s * photo.width), round(oy + s * photo.height)
 
 
 def gl_projection(K: np.ndarray, width: int, height: int, near: float, far: float) -> np.ndarray:

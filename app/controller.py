@@ -8,6 +8,7 @@ revision it last drew and redraws when the counter has moved on.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import Counter
@@ -16,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from app import actions
-from app.jobs import Failed, Finished, JobMessage, JobRunner, log_text
+from app import actions, tasks
+from app.jobs import Cancelled, Failed, Finished, JobMessage, JobRunner, log_text
 from app.state import AppState
 from palm.errors import PalmError
 from palm.hand import load_hand
@@ -65,8 +66,18 @@ class Controller:
         """The neural render of the current view (started once the camera rests), or None."""
         self.personal_preview: np.ndarray | None = None
         self.job_names: dict[int, str] = {}
+        self.notice: dict[str, Any] = {"text": "", "path": "", "time": 0.0}
+        """The latest confirmation (:meth:`notify`): the status line / toast shows it."""
+        self.env_loading = ""
+        """The environment being loaded / pre-integrated by :meth:`select_environment` ('' when none)."""
+        self.input_files: set[str] = set()
+        """Files and folders the user opened (never overwritten by an export)."""
+        self._frames: np.ndarray | None = None
+        self._angles: tuple[int, np.ndarray] | None = None
+        self._described = False
+        self._env_cache: dict[str, np.ndarray] = {}
         self._followed_at = -FOLLOW_EVERY_S
-        self.bump("avatar", "pose", "light", "codes")
+        self.bump("avatar", "pose", "light", "codes", "names")
         st = self.state
         st.neural_note = actions.neural_available(self.prior)
         st.neural_available = not st.neural_note
@@ -84,6 +95,18 @@ class Controller:
 
     def log(self, line: str) -> None:
         self.state.add_log(line)
+
+    def notify(self, text: str, path: str = "") -> None:
+        """Confirm something to the user (an export, a saved avatar): kept in :attr:`notice` for the
+        status line and toasts (revision ``"notice"``), and logged."""
+        self.notice = {"text": str(text), "path": str(path), "time": time.monotonic()}
+        self.log(text)
+        self.bump("notice")
+
+    def input_paths(self) -> list[str]:
+        """What an export must never overwrite: the photo, avatar, prior and opened files."""
+        st = self.state
+        return [p for p in (st.photo.path, st.subject.avatar_path, st.subject.prior_path, *self.input_files) if p]
 
     def error(self, message: str) -> None:
         self.log(f"error: {message}")
@@ -116,8 +139,50 @@ class Controller:
         self.bump("pose", "pose_values")
 
     def set_pose_value(self, joint: int, comp: int, value: float) -> None:
-        """A pose slider moved (the slider already shows the value)."""
-        self.state.pose.pose[joint, comp] = float(value)
+        """Set one axis-angle component; the joint is held inside its anatomical range
+        (``palm.hand.poses.clamp_pose``; the wrist, row 0, is not limited here)."""
+        pose = self.state.pose.pose.copy()
+        pose[joint, comp] = float(value)
+        self.state.pose.pose = self._clamped(pose)
+        self.state.pose.preset = ""
+        self.bump("pose")
+        if not np.isclose(self.state.pose.pose[joint, comp], value):
+            self.bump("pose_values")
+
+    def _clamped(self, pose: np.ndarray) -> np.ndarray:
+        from palm.hand.poses import clamp_pose
+
+        return np.asarray(clamp_pose(pose, frames=self.joint_frames()), np.float32).reshape(16, 3)
+
+    def joint_frames(self) -> np.ndarray:
+        """(16, 3, 3) anatomical frames of the rig (``palm.hand.poses.joint_frames``), made once."""
+        if self._frames is None:
+            from palm.hand.poses import joint_frames
+
+            self._frames = joint_frames(self.hand)
+        return self._frames
+
+    def pose_angles(self) -> np.ndarray:
+        """(16, 3) anatomical angles in radians (flex, abd, twist; row 0 the wrist's x-y-z Euler
+        angles) of the shown pose (``palm.hand.poses.pose_to_angles``)."""
+        rev = self.revision["pose"]
+        if self._angles is None or self._angles[0] != rev:
+            from palm.hand.poses import pose_to_angles
+
+            self._angles = (rev, pose_to_angles(self.state.pose.pose, frames=self.joint_frames()).reshape(16, 3))
+        return self._angles[1]
+
+    def set_joint_angle(self, joint: int, angle: int, degrees: float) -> None:
+        """A pose slider moved: anatomical ``angle`` (0 flex, 1 abduction, 2 twist) of ``joint`` in
+        degrees, clipped to the joint's limits (:func:`joint_limits`); the other angles are kept."""
+        from palm.hand.poses import angles_to_pose
+
+        angles = self.pose_angles().copy()
+        lo, hi = joint_limits()[joint, angle]
+        angles[joint, angle] = float(np.clip(math.radians(float(degrees)), lo, hi))
+        pose = self.state.pose.pose.copy()
+        pose[joint] = angles_to_pose(angles, frames=self.joint_frames())[joint]
+        self.state.pose.pose = pose
         self.state.pose.preset = ""
         self.bump("pose")
 
@@ -130,11 +195,13 @@ class Controller:
 
     def load_pose_file(self, path: str) -> None:
         self.set_pose(actions.load_pose(path), preset=Path(path).stem)
+        self.input_files.add(str(path))
         self.log(f"pose loaded from {path}")
 
     def save_pose_file(self, path: str) -> None:
+        path = str(tasks.check_export(path, (".json",), self.input_paths()))
         actions.save_pose(path, self.state.pose.pose, self.state.pose.left)
-        self.log(f"pose saved to {path}")
+        self.notify(f"pose saved to {path}", path)
 
     def current_bones(self) -> np.ndarray:
         """Bone matrices (16, 4, 4) of the shown pose (``palm.hand.lbs.bone_transforms``), recomputed
@@ -160,13 +227,30 @@ class Controller:
     # -- shape / appearance --------------------------------------------------------------------
 
     def current_subject(self) -> actions.Subject:
-        """The subject shown: the personalised avatar when comparing, else the slider values."""
+        """The subject shown: the personalised avatar when comparing, else the slider values held
+        inside the training subjects' range (``PriorInfo.held``: the geometry stays a hand)."""
         s = self.state.subject
         if s.compare and s.personal_shape is not None:
             return actions.Subject(
                 s.personal_shape, s.personal_appearance if s.personal_appearance is not None else s.appearance,
                 s.personal_shape_code, s.personal_appearance_code, s.personal_betas)
-        return actions.Subject(s.shape.copy(), s.appearance.copy())
+        if self.prior is None:
+            return actions.Subject(s.shape.copy(), s.appearance.copy())
+        return actions.Subject(self.prior.held("shape", s.shape), self.prior.held("appearance", s.appearance))
+
+    def code_sigmas(self, which: str) -> np.ndarray:
+        """The shown subject's coefficients of ``which`` in standard deviations of the prior's
+        subjects (the sliders' unit); without a prior, the rig betas as they are."""
+        sub = self.current_subject() if self.state.subject.compare else None
+        values = getattr(sub, which) if sub is not None else getattr(self.state.subject, which)
+        if self.prior is None:
+            return np.asarray(values, np.float32).copy()
+        return self.prior.to_sigma(which, values)
+
+    def set_code_sigma(self, which: str, index: int, sigmas: float) -> None:
+        """A PCA slider moved: ``sigmas`` standard deviations of the prior's subjects."""
+        std = float(self.prior.std(which)[index]) if self.prior is not None else 1.0
+        self.set_code(which, index, float(sigmas) * std)
 
     def current_codes(self) -> tuple[np.ndarray, np.ndarray]:
         sub = self.current_subject()
@@ -222,6 +306,7 @@ class Controller:
         n = min(len(s.shape), len(data["shape"]))
         s.shape[:n], s.appearance[:n] = data["shape"][:n], data["appearance"][: min(len(s.appearance), n)]
         s.avatar_path, s.compare = str(folder), True
+        self.input_files.add(str(folder))
         self.bump("codes")
         self.add_environment(PERSONAL_ENV, data["lobes"])
         self.set_pose(data["pose"], left=data["left"])
@@ -234,10 +319,27 @@ class Controller:
         light = self.state.light
         if name in light.fitted:
             light.lobes = light.fitted[name]
+        elif name in self._env_cache:
+            light.lobes = self._env_cache[name]
         else:
             light.lobes, _ = actions.load_environment(name)
         light.name = name
         self.bump("light")
+
+    def select_environment(self, name: str) -> None:
+        """The user picked an environment: a fitted one shows at once; a preset is loaded and its
+        light pre-integrated in a job (:attr:`env_loading` names it meanwhile: the panel spins)."""
+        if name in self.state.light.fitted or name == self.state.light.name:
+            self.set_environment(name)
+            return
+        self.env_loading = name
+        self.start_job("environment", actions.job_fit_environment, name)
+
+    def reset_light(self) -> None:
+        """Lighting back to its defaults: no rotation, exposure 0, the background shown."""
+        light = self.state.light
+        light.rotation, light.exposure, light.show_background = 0.0, 0.0, True
+        self.bump("light", "light_values")
 
     def add_environment(self, name: str, lobes: np.ndarray, show: bool = True) -> None:
         """A fitted environment (from a file or a personalisation) joins the list as ``name``; shown
@@ -247,7 +349,9 @@ class Controller:
             self.set_environment(name)
 
     def load_environment_file(self, path: str) -> None:
-        self.start_job("fit environment", actions.job_fit_environment, path)
+        self.input_files.add(str(path))
+        self.env_loading = Path(path).name
+        self.start_job("fit environment", actions.job_fit_environment, path, kind="environment")
 
     def set_rotation(self, degrees: float) -> None:
         self.state.light.rotation = math.radians(float(degrees))
@@ -263,8 +367,9 @@ class Controller:
 
     def export_environment(self, path: str) -> None:
         light = self.state.light
+        path = str(tasks.check_export(path, tasks.ENV_EXTENSIONS, self.input_paths()))
         actions.export_environment(path, light.lobes, light.name)
-        self.log(f"environment {light.name} exported to {path}")
+        self.notify(f"environment {light.name} exported to {path}", path)
 
     def environment_names(self) -> list[str]:
         return list(self.env_names) + [n for n in self.state.light.fitted if n not in self.env_names]
@@ -310,8 +415,10 @@ class Controller:
         photo = self.state.photo
         photo.path, photo.result, photo.accepted = str(path), None, False
         photo.losses, photo.steps = {}, []
+        self.input_files.add(str(path))
         self.log(f"photo: {path}")
         self.start_job("preprocess", actions.job_preprocess, str(path))
+        self.bump("photo_opened")  # the Personalise tab comes forward: its check step waits there
 
     def accept_photo(self) -> None:
         photo = self.state.photo
@@ -331,6 +438,34 @@ class Controller:
         self.state.photo.result = None
         self.state.photo.accepted = False
 
+    # -- exports -------------------------------------------------------------------------------
+
+    def export_mesh(self, path: str, resolution: int = 0) -> None:
+        """The posed mesh at grid ``resolution`` (at least the viewport's bake; 0: the viewport's
+        mesh as shown), in a job; :meth:`notify` confirms the path."""
+        path = str(tasks.check_export(path, tasks.MESH_EXTENSIONS, self.input_paths()))
+        s = self.state.subject
+        res = max(int(resolution), s.bake_resolution) if self.prior is not None and resolution else 0
+        if res == s.bake_resolution and s.bake_resolution >= max(self.bake_resolutions):
+            res = 0  # the refined viewport mesh is that resolution already
+        self.start_job("export mesh", tasks.job_export_mesh, path, self.avatar, self.hand,
+                       self.state.pose.pose.copy(), self.rig_betas(), self.prior if res else None,
+                       self.current_subject(), res)
+
+    def export_neural(self, path: str, view: actions.NeuralView, transparent: bool = False) -> None:
+        """The neural (volume PBR) render of ``view`` written to ``path`` (a job; minutes on a CPU)."""
+        why = actions.neural_available(self.prior)
+        if why:
+            raise PalmError(path, why)
+        path = str(tasks.check_export(path, tasks.IMAGE_EXTENSIONS, self.input_paths()))
+        self.start_job("export render", tasks.job_export_neural, path, self.prior, self.current_subject(),
+                       self.state.pose.pose.copy(), self.shown_lobes(), view, bool(transparent))
+
+    def describe_components(self) -> None:
+        """Name the prior's PCA components by what they do (a background job; the labels follow)."""
+        if self.prior is not None and not self.prior.names:
+            self.start_job("name components", tasks.job_describe_components, self.prior, kind="describe")
+
     # -- training ------------------------------------------------------------------------------
 
     def start_training(self, dataset: str, preset: str, out_dir: str) -> None:
@@ -349,8 +484,8 @@ class Controller:
         s.shape = np.zeros(prior.n_shape, np.float32)
         s.appearance = np.zeros(prior.n_appearance, np.float32)
         s.personal_shape = s.personal_appearance = s.personal_shape_code = s.personal_appearance_code = None
-        s.personal_betas, s.compare = None, False
-        self.bump("codes")
+        s.personal_betas, s.compare, self._described = None, False, False
+        self.bump("codes", "names")
         self.state.neural_note = actions.neural_available(prior)
         self.state.neural_available = not self.state.neural_note
         self.request_bake()
@@ -391,6 +526,8 @@ class Controller:
                 self.log(line)
             if isinstance(ev, Failed):
                 self.errors.append(ev.message)
+            if isinstance(ev, (Failed, Cancelled)) and ev.name in ("environment", "fit environment"):
+                self.env_loading = ""
             if isinstance(ev, Finished):
                 self._finished(ev)
             if isinstance(ev, JobMessage) and isinstance(ev.event, Progress):
@@ -447,19 +584,34 @@ class Controller:
             self.request_bake(self.bake_resolutions[:1])
 
     def _finished(self, ev: Finished) -> None:
-        if ev.name == "preprocess":
+        if ev.name == "bake" and self.prior is not None and not self.prior.names and not self._described:
+            self._described = True
+            self.describe_components()
+        elif ev.name == "name components" and isinstance(ev.result, dict) and self.prior is not None:
+            self.prior.names = ev.result
+            self.bump("names")
+        elif ev.name == "export mesh" and ev.result:
+            self.notify(f"mesh ({ev.result[1]} vertices) exported to {ev.result[0]}", ev.result[0])
+        elif ev.name == "export render" and ev.result:
+            self.notify(f"neural render saved to {ev.result}", str(ev.result))
+        elif ev.name == "environment" and ev.result is not None:
+            name, self.env_loading = self.env_loading, ""
+            self._env_cache[name] = ev.result[0]
+            self.set_environment(name)
+        elif ev.name == "preprocess":
             self.state.photo.result = ev.result
             self.log("photo preprocessed: accept the overlay to personalise")
         elif ev.name == "fit environment" and ev.result is not None:
             lobes, info = ev.result
+            self.env_loading = ""
             self.add_environment(str(info.get("name", "fitted")), lobes)
         elif ev.name == "personalize":
-            self.log(f"personalisation finished: {ev.result}")
             if ev.result:
+                self.notify(f"avatar saved to {ev.result}", str(ev.result))
                 self.guarded(self.load_avatar, str(ev.result))
         elif ev.name == "train" and ev.result is not None:
-            self.log(f"training finished: {ev.result}")
             path = getattr(ev.result, "path", ev.result)
+            self.notify(f"prior saved to {path}", str(path))
             if isinstance(path, (str, Path)) and Path(path).is_dir():
                 self.guarded(self.use_prior, str(path))
 
@@ -478,3 +630,20 @@ class Controller:
 
 def now() -> float:
     return time.monotonic()
+
+
+#: The wrist's slider range (global orientation as x-y-z Euler angles, degrees): twist (pronation /
+#: supination) about the fingers' axis, deviation, flexion / extension. Wider turns swing the hand
+#: about the wrist out of the framed view; the camera turns it instead.
+WRIST_LIMITS_DEG = ((-90.0, 90.0), (-30.0, 30.0), (-75.0, 75.0))
+
+
+@functools.lru_cache(maxsize=1)
+def joint_limits() -> np.ndarray:
+    """(16, 3, 2) slider limits in radians: ``palm.hand.poses.limits_array`` (anatomy) for the
+    joints, :data:`WRIST_LIMITS_DEG` for row 0 (angles in ``Controller.pose_angles`` order)."""
+    from palm.hand.poses import limits_array
+
+    lim = limits_array().copy()
+    lim[0] = np.radians(np.asarray(WRIST_LIMITS_DEG))
+    return lim

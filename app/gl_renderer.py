@@ -104,8 +104,14 @@ class AvatarRenderer:
         self.flat_color = (0.18, 0.18, 0.2)
         self.has_avatar = False
         self.draw_avatar = True
+        self.draw_background = True
+        """False: no environment pass, the image's alpha is 0 where no avatar was drawn (overlays)."""
+        self.renders = 0
+        """Images drawn so far (the studio's idle frames must not add to it)."""
 
     def resize(self, width: int, height: int) -> None:
+        """Recreate the framebuffer at ``width`` x ``height`` (no-op when the size is unchanged)."""
+        width, height = max(int(width), 1), max(int(height), 1)
         if self.fbo is not None and self.size == (width, height):
             return
         if self.fbo is not None:
@@ -199,8 +205,9 @@ class AvatarRenderer:
         ctx.viewport = (0, 0, width, height)
         ctx.disable(ctx.CULL_FACE | ctx.BLEND)
         ctx.enable(ctx.DEPTH_TEST)
-        self.fbo.clear(0.0, 0.0, 0.0, 1.0, depth=1.0)
-        if self.env_texture is not None:
+        self.fbo.clear(0.0, 0.0, 0.0, 1.0 if self.draw_background else 0.0, depth=1.0)
+        self.renders += 1
+        if self.env_texture is not None and self.draw_background:
             bg = self.bg_prog
             bg["u_inv_view_proj"].write(np.linalg.inv(proj @ view).astype(np.float32).T.tobytes())
             bg["u_eye"].value = tuple(eye)

@@ -79,6 +79,10 @@ class LatestSlot:
             return full, value
 
 
+#: Progress updates kept to measure a job's step time (the ETA follows the recent pace).
+ETA_WINDOW = 12
+
+
 @dataclass
 class JobHandle:
     """Book-keeping for one job (read on the main thread)."""
@@ -92,24 +96,65 @@ class JobHandle:
     started_at: float = field(default_factory=time.monotonic)
     progress: Progress | None = None
     done: bool = False
+    marks: list = field(default_factory=list)
+    """``(monotonic time, step)`` of the latest progress updates whose step moved (ETA_WINDOW kept)."""
 
     @property
     def paused(self) -> bool:
         return not self.resume.is_set()
 
-    def fraction(self) -> float:
-        p = self.progress
-        return 0.0 if p is None or p.total <= 0 else min(max(p.step / p.total, 0.0), 1.0)
+    def record(self, progress: Progress) -> None:
+        """A progress update arrived (main thread): remember when its step was reached."""
+        if self.progress is None or progress.total != self.progress.total or progress.step < self.progress.step:
+            self.marks = []  # a new stage: its steps are timed afresh
+        if not self.marks or progress.step != self.marks[-1][1]:
+            self.marks.append((time.monotonic(), progress.step))
+            del self.marks[:-ETA_WINDOW]
+        self.progress = progress
 
-    def eta_s(self) -> float | None:
+    @property
+    def indeterminate(self) -> bool:
+        """True while the job works without a measurable fraction: no progress yet, or its steps
+        are all done and it goes on (baking, writing: see :meth:`stage`)."""
+        p = self.progress
+        return p is None or p.total <= 0 or p.step >= p.total
+
+    def fraction(self) -> float:
+        """Done fraction in [0, 1); never 1 while the job runs (the stage says what goes on)."""
+        p = self.progress
+        if p is None or p.total <= 0:
+            return 0.0
+        f = min(max(p.step / p.total, 0.0), 1.0)
+        return f if self.done else min(f, 0.99)
+
+    def stage(self) -> str:
+        """What the job is doing now, e.g. ``"fitting 120/400"`` or ``"writing"`` (from its messages)."""
         p = self.progress
         if p is None:
+            return "starting"
+        msg = p.message or self.name
+        if p.total > 0 and p.step < p.total:
+            return f"{msg} {p.step}/{p.total}"
+        return msg
+
+    def step_time_s(self) -> float | None:
+        """Seconds per step measured over the recent updates (the first step, a warm-up, excluded)."""
+        marks = self.marks[1:] if len(self.marks) > 2 else self.marks
+        if len(marks) < 2 or marks[-1][1] <= marks[0][1]:
             return None
-        if p.eta_s is not None:
+        return (marks[-1][0] - marks[0][0]) / (marks[-1][1] - marks[0][1])
+
+    def eta_s(self) -> float | None:
+        """Seconds left: the remaining steps at the measured pace, plus the time since the last step
+        is discounted; the job's own estimate until two steps were timed; None when unknown."""
+        p = self.progress
+        if p is None or p.total <= 0 or p.step >= p.total:
+            return None
+        per_step = self.step_time_s()
+        if per_step is None:
             return p.eta_s
-        if p.step <= 0 or p.total <= 0:
-            return None
-        return (time.monotonic() - self.started_at) / p.step * max(p.total - p.step, 0)
+        since = max(time.monotonic() - self.marks[-1][0], 0.0)
+        return max(per_step * (p.total - p.step) - since, 0.0)
 
 
 class JobRunner:
@@ -185,7 +230,7 @@ class JobRunner:
             except queue.Empty:
                 break
             if isinstance(ev, JobMessage) and isinstance(ev.event, Progress) and ev.job_id in self.jobs:
-                self.jobs[ev.job_id].progress = ev.event
+                self.jobs[ev.job_id].record(ev.event)
             if isinstance(ev, (Finished, Failed, Cancelled)) and ev.job_id in self.jobs:
                 self.jobs[ev.job_id].done = True
             out.append(ev)

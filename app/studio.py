@@ -11,32 +11,38 @@ Tests drive it in-process with :meth:`Studio.step_frames`.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import queue
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
 
 from app import actions, tags
-from app.camera import OrbitCamera
+from app.camera import OrbitCamera, PhotoCamera, photo_rect
 from app.controller import Controller
+from app.views import DEFAULT_AZIMUTH, DEFAULT_ELEVATION, CameraViews, _fit, _over_photo
 from palm.errors import PalmError
-from palm.hand.lbs import skin_vertices
 
 TITLE = "palm-studio"
 LEFT_WIDTH = 450
 STATUS_HEIGHT = 34
 TOOLBAR_HEIGHT = 30
+MENU_HEIGHT = 22
+PAD = 8
+"""Dear PyGui's default window padding (the viewport image fills its child window inside it)."""
 REST_BEFORE_NEURAL_S = 0.6
-DEFAULT_AZIMUTH, DEFAULT_ELEVATION = 0.5, 0.9
+IDLE_FRAME_S = 1.0 / 60.0
+"""The interactive loop sleeps the rest of this period after a frame in which nothing changed."""
+#: (tag key, tab label): labels short enough that all seven fit the panel column.
+#: Diagnostics (doctor report and log) is a window: View > Diagnostics.
+TABS = (("Pose", "Pose"), ("Shape", "Shape"), ("Lighting", "Light"), ("Personalise", "Personalise"),
+        ("Training", "Train"), ("Export", "Export"))
 
 
-class Studio:
+class Studio(CameraViews):
     """The application. Create, then ``run()`` (interactive) or ``step_frames(n)`` (tests, screenshots).
 
     Args:
@@ -50,13 +56,15 @@ class Studio:
         bake_resolutions: (coarse, refine) grid resolutions of the prior's re-bakes (tests use small ones).
     """
 
-    def __init__(self, size=(1600, 1000), prior=None, env=None, pose=None, avatar=None, photo=None, dnd=True,
-                 bake_resolutions=None):
+    def __init__(self, size=(1280, 800), prior=None, env=None, pose=None, avatar=None, photo=None, dnd=True,
+                 bake_resolutions=None, recent_path=None):
         import dearpygui.dearpygui as dpg
 
         self.dpg = dpg
         self.size = (int(size[0]), int(size[1]))
         self.controller = c = Controller(prior, **({"bake_resolutions": bake_resolutions} if bake_resolutions else {}))
+        if avatar:
+            c.load_avatar(str(avatar))
         if env:
             if Path(env).suffix.lower() in (".exr", ".hdr"):
                 lobes, info = actions.load_environment(env)  # fitted now: the screenshot shows it
@@ -68,8 +76,6 @@ class Studio:
                 c.load_pose_file(pose)
             else:
                 c.apply_preset(pose)
-        if avatar:
-            c.load_avatar(str(avatar))
         self.camera = OrbitCamera(azimuth=DEFAULT_AZIMUTH, elevation=DEFAULT_ELEVATION)
         self._drawn: dict[str, int] = {}
         self.shown_photo = None
@@ -82,11 +88,24 @@ class Studio:
         self._last_motion = time.monotonic()
         self._shown_errors = 0
         self._closed = False
-        self.vp_size = (max(self.size[0] - LEFT_WIDTH - 24, 64), max(self.size[1] - STATUS_HEIGHT - TOOLBAR_HEIGHT - 40, 64))
+        self.vp_size = (max(self.size[0] - LEFT_WIDTH - 4 * PAD, 64),
+                        max(self.size[1] - MENU_HEIGHT - STATUS_HEIGHT - TOOLBAR_HEIGHT - 3 * PAD, 64))
+        self.vp_texture = tags.VIEWPORT_TEXTURE
+        self._texture_serial = 0
+        self.photo_camera: PhotoCamera | None = None
+        self._photo_image: np.ndarray | None = None
+        self._avatar_seen = ""
+        self.overlay = False
+        self._user_camera = False
+        self._resized = False
+        from app.shell import RecentFiles, Shell
+
+        self.shell = Shell(self, RecentFiles(recent_path) if recent_path else None)
 
         dpg.create_context()
-        dpg.configure_app(manual_callback_management=True)
-        dpg.create_viewport(title=TITLE, width=self.size[0], height=self.size[1])
+        dpg.configure_app(manual_callback_management=True, keyboard_navigation=True)
+        dpg.create_viewport(title=TITLE, width=self.size[0], height=self.size[1], min_width=640, min_height=480)
+        dpg.set_viewport_resize_callback(lambda sender, data: self._on_resize())
         self._build()
         dpg.setup_dearpygui()
         dpg.show_viewport()
@@ -98,7 +117,9 @@ class Studio:
         self.ctx = moderngl.create_context()  # Dear PyGui's GL context, current on this thread
         self.renderer = AvatarRenderer(self.ctx, *self.vp_size)
         self.ctx.screen.use()
-        self._frame_camera()
+        self._follow_avatar()
+        if self.photo_camera is None:
+            self.reset_camera()
         self.dnd = None
         if dnd and sys.platform.startswith("linux") and os.environ.get("DISPLAY"):
             from app.dnd_x11 import XdndListener
@@ -118,27 +139,29 @@ class Studio:
         dpg = self.dpg
         from app.panels import diagnostics, export, lighting, personalize, pose, subject, training
 
-        self.panels = [pose, subject, lighting, personalize, training, export, diagnostics]
+        panels = {"Pose": pose, "Shape": subject, "Lighting": lighting, "Personalise": personalize,
+                  "Training": training, "Export": export, "Diagnostics": diagnostics}
+        self.panels = list(panels.values())
         vw, vh = self.vp_size
         with dpg.texture_registry(tag=tags.TEXTURES):
             dpg.add_raw_texture(vw, vh, np.zeros(vw * vh * 4, np.float32), format=dpg.mvFormat_Float_rgba,
-                                tag=tags.VIEWPORT_TEXTURE)
+                                tag=self.vp_texture)
             w, h = personalize.OVERLAY
             dpg.add_dynamic_texture(w, h, np.zeros(w * h * 4, np.float32), tag=tags.PHOTO_TEXTURE)
         with dpg.handler_registry(tag=tags.WHEEL_HANDLER):
             dpg.add_mouse_wheel_handler(callback=self._on_wheel)
-        with dpg.window(tag=tags.PRIMARY, no_scrollbar=True):
+            self.shell.build_handlers()
+        with dpg.window(tag=tags.PRIMARY, no_scrollbar=True, menubar=True):
+            self.shell.build_menu()
             with dpg.group(horizontal=True):
-                with dpg.child_window(width=LEFT_WIDTH, height=-STATUS_HEIGHT):
+                with dpg.child_window(width=LEFT_WIDTH, height=-STATUS_HEIGHT, tag=tags.PANEL_CHILD):
                     with dpg.tab_bar(tag=tags.TABS):
-                        for label, panel in (("Pose", pose), ("Shape", subject), ("Lighting", lighting),
-                                             ("Personalise", personalize), ("Training", training),
-                                             ("Export", export), ("Diagnostics", diagnostics)):
-                            with dpg.tab(label=label, tag=tags.TAB.format(label=label)):
-                                panel.build(self)
-                with dpg.child_window(height=-STATUS_HEIGHT, no_scrollbar=True):
-                    with dpg.group(horizontal=True):
-                        dpg.add_checkbox(label="environment background", tag=tags.SHOW_ENV, default_value=True,
+                        for key, label in TABS:
+                            with dpg.tab(label=label, tag=tags.TAB.format(label=key)):
+                                panels[key].build(self)
+                with dpg.child_window(height=-STATUS_HEIGHT, no_scrollbar=True, tag=tags.VIEWPORT_CHILD):
+                    with dpg.group(horizontal=True, tag=tags.VIEWPORT_TOOLBAR):
+                        dpg.add_checkbox(label="environment", tag=tags.SHOW_ENV, default_value=True,
                                          callback=lambda s, a: self.controller.set_show_background(a))
                         c = self.controller
                         dpg.add_checkbox(label="neural", tag=tags.NEURAL, enabled=c.state.neural_available,
@@ -146,20 +169,29 @@ class Studio:
                         if not c.state.neural_available:
                             with dpg.tooltip(tags.NEURAL, tag=tags.NEURAL_TIP):
                                 dpg.add_text(c.state.neural_note)
-                        dpg.add_button(label="Reset camera", callback=lambda: self._frame_camera())
+                        dpg.add_button(label="Frame", callback=lambda: self.frame_hand())
+                        dpg.add_button(label="Reset camera", callback=lambda: self.reset_camera())
                         dpg.add_text("", tag=tags.VIEWPORT_INFO)
-                    dpg.add_image(tags.VIEWPORT_TEXTURE, tag=tags.VIEWPORT_IMAGE)
+                    dpg.add_image(self.vp_texture, tag=tags.VIEWPORT_IMAGE)
             with dpg.group(horizontal=True):
                 dpg.add_text("idle", tag=tags.STATUS_JOB)
-                dpg.add_progress_bar(tag=tags.STATUS_PROGRESS, width=300, default_value=0.0)
+                dpg.add_progress_bar(tag=tags.STATUS_PROGRESS, width=220, default_value=0.0)
                 dpg.add_text("", tag=tags.STATUS_ETA)
                 dpg.add_button(label="Cancel", tag=tags.STATUS_CANCEL, callback=lambda: self.controller.cancel_jobs())
                 dpg.add_button(label="Pause", tag=tags.STATUS_PAUSE, callback=lambda: self.controller.toggle_pause())
                 dpg.add_text("", tag=tags.STATUS_FPS)
+                dpg.add_text("", tag=tags.STATUS_SAVED, color=(160, 200, 160))
         with dpg.window(label="Error", modal=True, show=False, tag=tags.ERROR_POPUP, width=520, no_close=False):
             dpg.add_text("", tag=tags.ERROR_TEXT, wrap=500)
             dpg.add_button(label="OK", callback=lambda: dpg.configure_item(tags.ERROR_POPUP, show=False))
+        self.shell.build_windows()
+        with dpg.window(label="Diagnostics", show=False, tag=tags.DIAGNOSTICS_WINDOW, width=640, height=480):
+            panels["Diagnostics"].build(self)
         dpg.set_primary_window(tags.PRIMARY, True)
+
+    def show_tab(self, key: str) -> None:
+        """Bring the panel tab ``key`` (e.g. ``"Personalise"``) to the front."""
+        self.dpg.set_value(tags.TABS, tags.TAB.format(label=key))
 
     # -- intents used by panels ------------------------------------------------------------------
 
@@ -185,7 +217,11 @@ class Studio:
             if path:
                 on_path(path)
 
-        with dpg.file_dialog(label=title, directory_selector=directory, show=True, modal=True, width=720, height=460,
+        if dpg.does_item_exist(tags.FILE_DIALOG):
+            dpg.delete_item(tags.FILE_DIALOG)
+        vw, vh = dpg.get_viewport_client_width(), dpg.get_viewport_client_height()
+        with dpg.file_dialog(label=title, directory_selector=directory, show=True, modal=True, tag=tags.FILE_DIALOG,
+                             width=min(720, vw - 40), height=min(460, vh - 60),
                              default_filename=Path(default).stem if default else "", callback=chosen,
                              cancel_callback=lambda s, a: dpg.delete_item(s)):
             for ext in extensions or []:
@@ -235,13 +271,40 @@ class Studio:
 
     # -- viewport --------------------------------------------------------------------------------
 
-    def _frame_camera(self) -> None:
-        c = self.controller
-        a = c.avatar
-        posed, _ = skin_vertices(a.vertices, a.normals, a.skin_weights, c.current_bones())
-        self.camera.frame(posed)
-        self.camera.azimuth, self.camera.elevation = DEFAULT_AZIMUTH, DEFAULT_ELEVATION
-        self._moved()
+    # -- viewport size ---------------------------------------------------------------------------
+
+    def _on_resize(self) -> None:
+        self._resized = True
+
+    def _fit_viewport(self) -> None:
+        """Make the viewport image fill its child window (measured after a frame was laid out)."""
+        dpg = self.dpg
+        image = dpg.get_item_state(tags.VIEWPORT_IMAGE)
+        if not image.get("rect_min"):
+            return
+        cx, cy = dpg.get_item_pos(tags.VIEWPORT_CHILD)
+        cw, ch = dpg.get_item_rect_size(tags.VIEWPORT_CHILD)
+        ix, iy = image["rect_min"]
+        w = max(int(cx + cw - PAD - ix), 64)
+        h = max(int(cy + ch - PAD - iy), 64)
+        if (w, h) != tuple(self.vp_size):
+            self.resize_viewport(w, h)
+
+    def resize_viewport(self, width: int, height: int) -> None:
+        """A new texture and framebuffer at ``width`` x ``height``; the image shows it from the next frame."""
+        dpg = self.dpg
+        self.vp_size = (int(width), int(height))
+        self._texture_serial += 1
+        old, self.vp_texture = self.vp_texture, f"{tags.VIEWPORT_TEXTURE}/{self._texture_serial}"
+        dpg.add_raw_texture(width, height, np.zeros(width * height * 4, np.float32), format=dpg.mvFormat_Float_rgba,
+                            tag=self.vp_texture, parent=tags.TEXTURES)
+        dpg.configure_item(tags.VIEWPORT_IMAGE, texture_tag=self.vp_texture, width=width, height=height)
+        dpg.delete_item(old)
+        self.renderer.resize(width, height)
+        self.render_dirty = True
+        self.controller.discard_neural()
+        if not self._user_camera and self.camera.photo is None:
+            self.reset_camera()
 
     def _moved(self) -> None:
         self.render_dirty = True
@@ -269,6 +332,7 @@ class Studio:
                         self.camera.orbit(dx, dy)
                     else:
                         self.camera.pan(dx, dy, self.vp_size[1])
+                    self._user_camera = True
                     self._moved()
             self._mouse_prev = (pos[0], pos[1])
         else:
@@ -276,13 +340,17 @@ class Studio:
         if self._wheel:
             if hovered:
                 self.camera.zoom(self._wheel)
+                self._user_camera = True
                 self._moved()
             self._wheel = 0.0
 
     def _update_renderer(self) -> None:
         c, r = self.controller, self.renderer
+        self._follow_avatar()
         if self.changed("avatar"):
             r.set_avatar(c.avatar)
+            if not self._user_camera and self.camera.photo is None:
+                self.reset_camera()  # the prior's bake replaced the rig: frame it as at start-up
             self._moved()
         if self.changed("pose"):
             r.set_bones(c.current_bones())
@@ -314,17 +382,24 @@ class Studio:
         c = self.controller
         if self.changed("neural") and c.neural_image is not None:
             img = _fit(np.asarray(c.neural_image, np.float32), self.vp_size)
-            self.dpg.set_value(tags.VIEWPORT_TEXTURE, img.reshape(-1))
+            self.dpg.set_value(self.vp_texture, img.reshape(-1))
             self.last_image = (img * 255).astype(np.uint8)
             return
         if not self.render_dirty:
             return
         t0 = time.perf_counter()
-        image = self.renderer.render(self.camera)
-        self.ctx.screen.use()
+        backdrop = self._photo_backdrop() if self.overlay and self.camera.photo is not None else None
+        self.renderer.draw_background = backdrop is None
+        try:
+            image = self.renderer.render(self.camera)
+        finally:
+            self.renderer.draw_background = True
+            self.ctx.screen.use()
+        if backdrop is not None:
+            image = _over_photo(image, backdrop, photo_rect(self.camera.photo, *self.vp_size))
         c.viewport_drawn(1000 * (time.perf_counter() - t0))
         self.last_image = image
-        self.dpg.set_value(tags.VIEWPORT_TEXTURE, (image.astype(np.float32) * (1.0 / 255.0)).reshape(-1))
+        self.dpg.set_value(self.vp_texture, (image.astype(np.float32) * (1.0 / 255.0)).reshape(-1))
         self.render_dirty = False
 
     def _status(self) -> None:
@@ -357,8 +432,9 @@ class Studio:
 
     # -- frame loop ------------------------------------------------------------------------------
 
-    def frame(self) -> None:
-        """One frame: callbacks, drops, job events, input, render, panels, draw."""
+    def frame(self) -> bool:
+        """One frame: callbacks, drops, job events, input, render, panels, draw. True when the 3D
+        viewport was redrawn (an idle frame redraws nothing but the widgets)."""
         dpg, c = self.dpg, self.controller
         t0 = time.perf_counter()
         dpg.run_callbacks(dpg.get_callback_queue())
@@ -372,20 +448,39 @@ class Studio:
         self._mouse()
         self._update_renderer()
         self._maybe_neural()
+        drawn = self.renderer.renders
         self._draw_viewport()
         for panel in self.panels:
             panel.refresh(self)
+        self.shell.refresh()
         self._status()
         dpg.render_dearpygui_frame()
+        self._fit_viewport()
+        self._resized = False
         c.frame_drawn(1000 * (time.perf_counter() - t0))
+        return self.renderer.renders != drawn
 
     def step_frames(self, n: int = 1) -> None:
         for _ in range(n):
             self.frame()
 
+    def busy(self) -> bool:
+        """Whether anything is pending: a job running (the neural view's progressive render aside),
+        a drop not taken, job events not applied, or a viewport image not drawn."""
+        c = self.controller
+        jobs = [j for j in c.runner.active() if j.kind != "neural"]
+        return bool(jobs) or not self.drops.empty() or self.render_dirty
+
     def run(self) -> None:
+        """The interactive loop: an idle frame (nothing redrawn, no job) sleeps out the rest of
+        :data:`IDLE_FRAME_S` instead of spinning."""
         while self.dpg.is_dearpygui_running():
-            self.frame()
+            t0 = time.perf_counter()
+            redrawn = self.frame()
+            if not redrawn and not self.controller.runner.active():
+                rest = IDLE_FRAME_S - (time.perf_counter() - t0)
+                if rest > 0:
+                    time.sleep(rest)
         self.close()
 
     def viewport_image(self) -> np.ndarray:
@@ -408,16 +503,37 @@ class Studio:
             time.sleep(0.02)
         return True
 
-    def screenshot(self, path: str | os.PathLike, warmup_frames: int = 6, timeout_s: float = 20.0) -> None:
-        """Save the whole window as PNG (atomically) after the first bake and ``warmup_frames`` frames."""
+    def wait_idle(self, timeout_s: float = 900.0) -> bool:
+        """Step frames until every job has finished and its results are shown (:meth:`busy` is
+        False for a few frames in a row); False when ``timeout_s`` ran out first."""
+        deadline = time.monotonic() + timeout_s
+        quiet = 0
+        while quiet < 3:
+            if time.monotonic() > deadline:
+                return False
+            self.frame()
+            quiet = 0 if self.busy() else quiet + 1
+            if quiet == 0:
+                time.sleep(0.02)
+        return True
+
+    def screenshot(self, path: str | os.PathLike, warmup_frames: int = 6, timeout_s: float = 20.0,
+                   jobs_timeout_s: float = 900.0) -> None:
+        """Save the whole window as PNG (atomically) once every pending bake and job has finished
+        (:meth:`wait_idle`; a log line when ``jobs_timeout_s`` expires) and ``warmup_frames`` more
+        frames have been drawn."""
         import imageio.v3 as iio
 
         from palm.io import atomic_write, check_output_path
 
         check_output_path(path, (".png",))
-        if not self.wait_for_bake():
-            self.controller.log("the prior's bake did not finish in time: the screenshot shows what is there")
+        if not self.wait_idle(jobs_timeout_s):
+            names = ", ".join(j.name for j in self.controller.runner.active()) or "viewport"
+            line = f"screenshot: still busy after {jobs_timeout_s:.0f} s ({names}): it shows what is there"
+            self.controller.log(line)
+            print(f"warning: {line}", file=sys.stderr)
         self.step_frames(warmup_frames)
+        self.wait_idle(min(jobs_timeout_s, 30.0))  # the warm-up frames may have resized the viewport
         box: dict = {}
 
         def grabbed(sender, buffer):
@@ -453,81 +569,17 @@ class Studio:
         self.dpg.destroy_context()
 
 
-def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an (h, w, 3|4) float image to (H, W, 4)."""
-    w, h = size
-    ys = np.minimum((np.arange(h) * image.shape[0] / h).astype(int), image.shape[0] - 1)
-    xs = np.minimum((np.arange(w) * image.shape[1] / w).astype(int), image.shape[1] - 1)
-    out = np.ones((h, w, 4), np.float32)
-    out[..., :3] = image[ys][:, xs][..., :3]
-    return out
+def entry() -> None:
+    """Console-script entry point ``palm-studio`` (see :mod:`app.cli`)."""
+    from app.cli import entry as cli_entry
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise PalmError("--size", f"expected WIDTHxHEIGHT, got '{text}'") from None
-    if w < 640 or h < 480 or w > 8192 or h > 8192:
-        raise PalmError("--size", f"window size {w}x{h} out of range (640x480 to 8192x8192)")
-    return w, h
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="palm-studio", description="PALM-Net hand avatar studio (GUI).")
-    p.add_argument("photo_arg", nargs="?", metavar="PHOTO", help="a hand photo to personalise")
-    p.add_argument("--photo", help="a hand photo to personalise (same as PHOTO)")
-    p.add_argument("--screenshot", metavar="OUT.png", help="render the window after start-up, save it and exit")
-    p.add_argument("--pose", help="pose preset name or pose JSON")
-    p.add_argument("--env", help="environment preset name, SG .json, or .exr/.hdr map")
-    p.add_argument("--avatar", metavar="DIR", help="personalised avatar folder")
-    p.add_argument("--prior", metavar="DIR", help="prior folder (default assets/priors/default)")
-    p.add_argument("--size", default="1600x1000", help="window size WIDTHxHEIGHT (default 1600x1000)")
-    p.add_argument("--frames", type=int, default=8, help="frames rendered before --screenshot (default 8)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
+    cli_entry()
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    xvfb = None
-    studio = None
-    try:
-        size = parse_size(args.size)
-        if args.screenshot:
-            from palm.io import check_output_path
+    from app.cli import main as cli_main
 
-            check_output_path(args.screenshot, (".png",))
-        photo = args.photo or args.photo_arg
-        if photo and not Path(photo).is_file():
-            raise PalmError(photo, "photo not found")
-        from app.xvfb import ensure_display
-
-        xvfb = ensure_display(max(size[0], 1600), max(size[1], 1000))
-        studio = Studio(size=size, prior=args.prior, env=args.env, pose=args.pose, avatar=args.avatar, photo=photo)
-        for line in studio.controller.errors:
-            print(f"warning: {line.splitlines()[0]}", file=sys.stderr)
-        if args.screenshot:
-            studio.screenshot(args.screenshot, warmup_frames=max(args.frames, 3))
-            print(args.screenshot)
-        else:
-            studio.run()
-        return 0
-    except PalmError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if studio is not None:
-            studio.close()
-        if xvfb is not None:
-            xvfb.stop()
-
-
-def entry() -> None:
-    """Console-script entry point ``palm-studio``."""
-    sys.exit(main())
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,13 @@ import numpy as np
 from app import actions, tags
 
 OVERLAY = (384, 288)
+JOB_GROUP = "palm/photo/job"
+JOB_BAR = "palm/photo/job_bar"
+JOB_SPIN = "palm/photo/job_spin"
+JOB_TEXT = "palm/photo/job_text"
+PLOT = "palm/photo/plot"
+#: Jobs this panel reports, by the name the controller gives them.
+JOBS = ("preprocess", "personalize")
 KEYPOINT_COLOUR = np.array([1.0, 0.25, 0.2])
 MASK_COLOUR = np.array([0.2, 0.6, 1.0])
 
@@ -60,20 +67,55 @@ def build(studio) -> None:
             "Photo", [".jpg", ".jpeg", ".png"], lambda p: studio.intent(c.open_photo, p)))
         dpg.add_text("", tag=tags.PHOTO_PATH)
     dpg.add_text("", tag=tags.PHOTO_NOTE, wrap=400, color=(230, 190, 90))
+    with dpg.group(horizontal=True, tag=JOB_GROUP, show=False):
+        dpg.add_loading_indicator(tag=JOB_SPIN, radius=1.5, style=1)
+        dpg.add_progress_bar(tag=JOB_BAR, width=160, default_value=0.0)
+        dpg.add_text("", tag=JOB_TEXT)
     dpg.add_image(tags.PHOTO_TEXTURE, tag=tags.PHOTO_IMAGE)
     dpg.add_text("", tag=tags.PHOTO_INFO, wrap=400)
     with dpg.group(horizontal=True, tag=tags.PHOTO_ACCEPT):
         dpg.add_button(label="Accept and personalise", callback=lambda: studio.intent(c.accept_photo))
         dpg.add_button(label="Reject", callback=lambda: studio.intent(c.reject_photo))
-    with dpg.plot(label="personalisation loss", height=180, width=-1):
+    with dpg.plot(label="personalisation loss", height=180, width=-1, tag=PLOT):
+        dpg.add_plot_legend(outside=False, location=dpg.mvPlot_Location_NorthEast)
         dpg.add_plot_axis(dpg.mvXAxis, label="step", tag=tags.PHOTO_PLOT_X)
         with dpg.plot_axis(dpg.mvYAxis, label="loss", tag=tags.PHOTO_PLOT_Y, log_scale=False):
             pass
 
 
+def job_line(job) -> str:
+    """``"personalize: fitting (pbr) 120/402, 0:35 left"`` (the ETA from the measured step times)."""
+    eta = job.eta_s()
+    left = "" if eta is None else f", {int(eta) // 60}:{int(eta) % 60:02d} left"
+    return f"{job.name}: {job.stage()}{' [paused]' if job.paused else ''}{left}"
+
+
+def show_job(job, group: str, bar: str, spin: str, text: str) -> None:
+    """A running job as a bar (measurable steps) or a spinner (a stage without steps), and its line."""
+    dpg.configure_item(group, show=job is not None)
+    if job is None:
+        return
+    dpg.configure_item(bar, show=not job.indeterminate)
+    dpg.configure_item(spin, show=job.indeterminate)
+    dpg.set_value(bar, job.fraction())
+    dpg.set_value(text, job_line(job))
+
+
+def _bring_forward() -> None:
+    """Show the Personalise tab (a photo was opened or dropped: its check step waits here)."""
+    for tab in dpg.get_item_children(tags.TABS, 1) or []:
+        if "personali" in str(dpg.get_item_alias(tab) or dpg.get_item_label(tab)).lower():
+            dpg.set_value(tags.TABS, tab)
+            return
+
+
 def refresh(studio) -> None:
     c = studio.controller
     photo = c.state.photo
+    if studio.changed("photo_opened") and c.revision["photo_opened"]:
+        _bring_forward()
+    jobs = [j for j in c.runner.active() if j.name in JOBS]
+    show_job(jobs[-1] if jobs else None, JOB_GROUP, JOB_BAR, JOB_SPIN, JOB_TEXT)
     dpg.set_value(tags.PHOTO_PATH, photo.path)
     why = actions.personalize_available(c.prior)
     dpg.set_value(tags.PHOTO_NOTE, why)

@@ -29,6 +29,7 @@ def build(studio) -> None:
         dpg.add_button(label="Resume", callback=lambda: studio.intent(c.pause_kind, "train", False))
         dpg.add_button(label="Stop", callback=lambda: studio.intent(c.cancel_kind, "train"))
     with dpg.plot(label="training loss", height=200, width=-1):
+        dpg.add_plot_legend(outside=False, location=dpg.mvPlot_Location_NorthEast)
         dpg.add_plot_axis(dpg.mvXAxis, label="step", tag=tags.TRAIN_PLOT_X)
         dpg.add_plot_axis(dpg.mvYAxis, label="loss", tag=tags.TRAIN_PLOT_Y)
 

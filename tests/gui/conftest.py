@@ -33,6 +33,18 @@ def _gui_ready() -> str:
     return ""
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_config(tmp_path_factory):
+    """The studio's recent-files list goes to a temporary config folder, never the user's."""
+    old = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def xvfb():
     why = _gui_ready()

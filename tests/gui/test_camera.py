@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from app.camera import OrbitCamera, gl_projection
 
@@ -79,3 +80,56 @@ def test_gl_projection_maps_pixels_to_ndc_top_row_first():
     near = p @ np.array([0, 0, 0.1, 1.0])
     far = p @ np.array([0, 0, 10.0, 1.0])
     assert np.isclose(near[2] / near[3], -1) and np.isclose(far[2] / far[3], 1)
+
+
+def test_photo_camera_reproduces_the_photo_framing():
+    from app.camera import PhotoCamera, fit_intrinsics, photo_rect
+
+    K = np.array([[500.0, 0, 300], [0, 500.0, 200], [0, 0, 1]])
+    rt = np.eye(4)
+    rt[:3, :3] = np.array([[1, 0, 0], [0, -1, 0], [0, 0, -1.0]])
+    rt[:3, 3] = [0.01, 0.02, 0.6]
+    transl = np.array([0.05, -0.02, 0.01])
+    photo = PhotoCamera.from_avatar({"K": K.tolist(), "Rt": rt.tolist(), "width": 640, "height": 400}, transl)
+    cam = OrbitCamera()
+    cam.use_photo(photo)
+    x_studio = np.array([0.02, 0.03, -0.01])  # a point of the hand as the studio draws it (no transl)
+    x_fit = x_studio + transl
+    uv_photo = K @ (rt[:3, :3] @ x_fit + rt[:3, 3])
+    uv_photo = uv_photo[:2] / uv_photo[2]
+    for w, h in ((640, 400), (800, 800), (300, 600)):
+        k = cam.intrinsics(w, h)
+        assert np.allclose(k, fit_intrinsics(K, 640, 400, w, h))
+        r = cam.world_to_camera()
+        uv = k @ (r[:3, :3] @ x_studio + r[:3, 3])
+        uv = uv[:2] / uv[2]
+        x0, y0, x1, y1 = photo_rect(photo, w, h)
+        s = (x1 - x0) / 640
+        assert np.allclose(uv, [x0 + s * uv_photo[0], y0 + s * uv_photo[1]], atol=1.0)
+        assert (x1 - x0) / (y1 - y0) == pytest.approx(640 / 400, rel=0.01)
+        assert x0 == 0 or y0 == 0  # letterboxed along one axis only
+
+
+def test_leaving_the_photo_view_keeps_eye_and_direction():
+    from app.camera import PhotoCamera
+
+    cam = OrbitCamera(target=np.zeros(3), distance=0.5)
+    start = OrbitCamera(target=np.array([0.01, 0.0, 0.02]), distance=0.45, azimuth=1.1, elevation=0.3)
+    photo = PhotoCamera(start.intrinsics(256, 256), start.world_to_camera(), 256, 256)
+    cam.use_photo(photo)
+    eye = cam.eye().copy()
+    cam.leave_photo()
+    assert cam.photo is None
+    assert np.allclose(cam.eye(), eye, atol=1e-9)
+    assert np.allclose(cam.world_to_camera()[2, :3], start.world_to_camera()[2, :3], atol=1e-9)
+
+
+def test_frame_centres_and_fits_narrow_views():
+    pts = np.random.default_rng(1).uniform(-0.1, 0.1, (300, 3)) * [2.0, 0.5, 0.5] + [0.3, -0.1, 0.2]
+    for aspect, (w, h) in ((1.0, (100, 100)), (0.5, (50, 100)), (2.0, (200, 100))):
+        cam = OrbitCamera(azimuth=0.5, elevation=0.9)
+        cam.home(pts, 0.5, 0.9, aspect)
+        uv = np.array([project(cam, p, w, h) for p in pts])
+        assert (uv >= 0).all() and (uv[:, 0] <= w).all() and (uv[:, 1] <= h).all()
+        centre = project(cam, 0.5 * (pts.min(0) + pts.max(0)), w, h)
+        assert np.allclose(centre, [w / 2, h / 2])

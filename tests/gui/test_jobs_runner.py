@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from app.jobs import Cancelled, Failed, Finished, JobMessage, JobRunner, LatestSlot, Started
 from palm.jobs import Log, Preview, Progress, Snapshot, check_cancel
 
@@ -99,3 +101,21 @@ def test_same_kind_replaces_the_running_job_and_pause_blocks_in_emit():
     wait_done(runner, second)
     assert not runner.active()
     assert isinstance(Started(1, "x"), Started) and isinstance(Finished(1, "x"), Finished)
+
+
+def test_eta_follows_measured_step_times_and_the_bar_never_parks_full():
+    from app.jobs import JobHandle
+
+    h = JobHandle(1, "personalize", "personalize", thread=None)  # type: ignore[arg-type]
+    assert h.indeterminate and h.stage() == "starting"
+    t0 = time.monotonic()
+    for step in range(6):
+        h.record(Progress(step, 10, "fitting", eta_s=999.0))
+        h.marks[-1] = (t0 - 0.5 * (5 - step), step)  # 0.5 s a step, the last one now
+    assert h.step_time_s() == pytest.approx(0.5)
+    assert h.eta_s() is not None and h.eta_s() <= 0.5 * 5 + 1e-6  # measured, not the job's 999 s
+    assert h.stage() == "fitting 5/10" and not h.indeterminate
+    h.record(Progress(10, 10, "writing the avatar"))
+    assert h.indeterminate and h.fraction() < 1.0 and h.stage() == "writing the avatar" and h.eta_s() is None
+    h.done = True
+    assert h.fraction() == 1.0
