@@ -5,6 +5,7 @@
 <avatar>/avatar.json         {"format": "palm-avatar-v1", "prior_hash", "pose" (16x3), "betas",
                               "transl", "camera": {"K", "Rt", "height", "width"}, "left", "photo"}
 <avatar>/report.json         what personalisation measured (PSNR/SSIM/LPIPS, steps, seconds, preset)
+<avatar>/mesh.safetensors    the refined mesh of the photo-detail stage (palm.bake.save_baked), optional
 ```
 """
 
@@ -23,6 +24,9 @@ from palm.errors import PalmError
 from palm.io import atomic_dir, read_json
 
 FORMAT = "palm-avatar-v1"
+MESH_FILE = "mesh.safetensors"
+"""The refined avatar's skinned canonical mesh (the photo-detail stage, :mod:`palm.detail`); what
+every consumer shows when present."""
 
 
 @dataclass
@@ -70,7 +74,7 @@ def save_avatar(path: str | os.PathLike, avatar: Avatar, report: dict[str, Any] 
         "camera": {k: (np.asarray(v).tolist() if not isinstance(v, (int, float)) else v) for k, v in avatar.camera.items()},
         "left": bool(avatar.left),
         "photo": avatar.photo,
-        **avatar.extra,
+        **{k: v for k, v in avatar.extra.items() if k != "mesh"},  # the mesh has its own file
     }
     with atomic_dir(path) as tmp:
         save_file(tensors, str(tmp / "avatar.safetensors"))
@@ -108,7 +112,11 @@ def load_avatar(path: str | os.PathLike, prior_hash: str | None = None) -> Avata
     if prior_hash is not None and meta["prior_hash"] != prior_hash:
         raise PalmError(folder, f"made for prior {meta['prior_hash']}, not for the loaded prior {prior_hash}")
     extra = {k: v for k, v in meta.items() if k not in {"format", "prior_hash", "pose", "betas", "transl", "camera",
-                                                           "left", "photo"}}
+                                                           "left", "photo", "mesh"}}
+    if (folder / MESH_FILE).is_file():
+        from palm.bake import load_baked
+
+        extra["mesh"] = load_baked(folder / MESH_FILE)
     return Avatar(
         shape_coeffs=t["shape_coeffs"], appearance_coeffs=t["appearance_coeffs"], shape_code=t["shape_code"],
         appearance_code=t["appearance_code"], light=t["light"], pose=pose,
@@ -129,8 +137,10 @@ def _check_tensors(t: dict[str, torch.Tensor], path: Path) -> None:
     from palm.render.bounds import MAX_LOBES, MAX_SG_AMPLITUDE
 
     for key in ("shape_coeffs", "appearance_coeffs", "shape_code", "appearance_code"):
-        if t[key].dim() != 1 or not 0 < t[key].numel() <= MAX_CODE:
-            raise PalmError(path, f"'{key}' must be a vector of 1 to {MAX_CODE} numbers, found {tuple(t[key].shape)}")
+        least = 0 if key.endswith("coeffs") else 1  # a prior without PCA has no coefficients
+        if t[key].dim() != 1 or not least <= t[key].numel() <= MAX_CODE:
+            raise PalmError(path, f"'{key}' must be a vector of {least} to {MAX_CODE} numbers, found "
+                                  f"{tuple(t[key].shape)}")
     for key, value in t.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise PalmError(path, f"'{key}' contains NaN or infinite values")

@@ -196,8 +196,9 @@ def bake_from_prior(
     volume = sdf.reshape(counts).cpu().numpy()
     if not (volume.min() < 0 < volume.max()):
         raise PalmError(getattr(prior, "path", "prior"), "the prior's SDF has no surface in the hand's box")
-    # 'ascent': values grow outwards (negative inside), so faces wind counter-clockwise seen from outside
-    verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(step, step, step), gradient_direction="ascent")
+    # skimage's 'descent' (its default) winds the faces counter-clockwise seen from outside for an SDF that is
+    # negative inside (checked: the normals point away from the hand, tests/export/test_export_mesh.py)
+    verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(step, step, step), gradient_direction="descent")
     verts = verts + lo.cpu().numpy()
     verts, faces = largest_component(verts, faces)
     from palm.deform import SkinningField
@@ -243,3 +244,54 @@ def largest_component(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
     remap = -np.ones(n, np.int64)
     remap[used] = np.arange(len(used))
     return verts[used], remap[keep_faces]
+
+
+#: Largest mesh a baked-avatar file may hold (a 2048^3 marching-cubes hand stays far below).
+MAX_BAKED_VERTICES = 4_000_000
+
+
+def save_baked(path: Any, mesh: BakedAvatar) -> None:
+    """Write ``mesh`` as a safetensors file (atomically); refuses non-finite values."""
+    from safetensors.numpy import save_file
+
+    from palm.errors import PalmError
+    from palm.io import atomic_write
+
+    arrays = {k: np.ascontiguousarray(getattr(mesh, k)) for k in BakedAvatar.__dataclass_fields__}
+    for key, value in arrays.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise PalmError(path, f"refusing to write non-finite values in '{key}'")
+    with atomic_write(path) as tmp:
+        save_file(arrays, str(tmp))
+
+
+def load_baked(path: Any) -> BakedAvatar:
+    """Read and validate a file of :func:`save_baked`: shapes, finiteness, face indices in range."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    from palm.errors import PalmError
+
+    try:
+        t = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PalmError(path, f"not a readable safetensors file ({exc})") from None
+    missing = [k for k in BakedAvatar.__dataclass_fields__ if k not in t]
+    if missing:
+        raise PalmError(path, f"missing arrays: {', '.join(missing)}")
+    v, f = t["vertices"], t["faces"]
+    n = len(v) if v.ndim == 2 else 0
+    expected = {"vertices": (n, 3), "faces": (len(f), 3), "normals": (n, 3), "albedo": (n, 3), "roughness": (n,),
+                "metallic": (n,), "joints": (16, 3), "parents": (16,)}
+    for key, shape in expected.items():
+        if t[key].shape != shape:
+            raise PalmError(path, f"'{key}' has shape {t[key].shape}, expected {shape}")
+    if not 0 < n <= MAX_BAKED_VERTICES or f.dtype.kind not in "iu" or len(f) == 0 or f.min() < 0 or f.max() >= n:
+        raise PalmError(path, f"not a mesh: {n} vertices, faces out of range or empty")
+    if t["skin_weights"].shape != (n, 16):
+        raise PalmError(path, f"'skin_weights' has shape {t['skin_weights'].shape}, expected {(n, 16)}")
+    for key, value in t.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise PalmError(path, f"'{key}' contains NaN or infinite values")
+    return BakedAvatar(**{k: t[k].astype(np.int32 if k in ("faces", "parents") else np.float32)
+                          for k in BakedAvatar.__dataclass_fields__})

@@ -312,6 +312,30 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DetailConfig:
+    """The photo-detail stage after the paper's personalisation (:mod:`palm.detail`). Not in the paper."""
+
+    res: int = 256
+    """Side of the input-view crop fitted and scored."""
+    mesh_res: int = 96
+    """Marching-cubes cells along the hand box's longest side (then ``subdivide`` midpoint steps)."""
+    subdivide: int = 1
+    outline_steps: int = 60
+    outline_lr: float = 2e-4
+    """Adam step of the canonical offsets, metres."""
+    visibility_every: int = 5
+    rim_cos: float = 0.3
+    band_px: float = 8.0
+    cover_px: float = 30.0
+    offset_smooth: float = 40.0
+    offset_l2: float = 0.01
+    albedo_steps: int = 150
+    albedo_lr: float = 0.02
+    albedo_smooth: float = 0.05
+    albedo_l2: float = 1e-4
+
+
+@dataclass(frozen=True)
 class PersonalizeConfig:
     """Single-image personalisation (spec section 9)."""
 
@@ -343,6 +367,8 @@ class PersonalizeConfig:
     adam_eps: float = _ADAM.eps
     warmup_start_factor: float = _ADAM.warmup_start_factor
     grad_clip: float = _ADAM.grad_clip
+    detail: DetailConfig | None = None
+    """The photo-detail stage (None: the paper's personalisation only)."""
 
     @property
     def adam(self) -> AdamConfig:
@@ -413,7 +439,7 @@ PERSONALIZE_PRESETS: dict[str, PersonalizeConfig] = {
     "fast": PersonalizeConfig(
         max_steps=120, shape_freeze_step=40, pbr_start_step=60, images_per_step=1, pixels_per_image=64,
         patch_size=16, patch_choices=((16, 1), (32, 2)), lr=1e-2, lr_light=2e-2, warmup_steps=10, preview_every=20,
-        work_res=128,
+        work_res=128, detail=DetailConfig(),
         # the curvature term doubles a step's cost while the shape is fitted; fast mode drops it
         weights=LossWeights(normal_start=0.0, normal_end=0.0, eikonal=0.0, lap=0.0),
     ),

@@ -192,7 +192,7 @@ class PriorBaker:
         volume = grid_feature[:, 0].reshape(g.counts).cpu().numpy()
         if not (volume.min() < 0 < volume.max()):
             raise PalmError(getattr(self.prior, "path", "prior"), "the prior's SDF has no surface in the hand's box")
-        verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(g.step,) * 3, gradient_direction="ascent")
+        verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(g.step,) * 3, gradient_direction="descent")
         verts, faces = largest_component(verts + g.lo, faces)
         verts, faces = verts.astype(np.float32), faces.astype(np.int32)
         model = self.model

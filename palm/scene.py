@@ -15,6 +15,8 @@ from palm.jobs import Emit, Progress, null_emit
 
 #: Own-view renders of an avatar without a working camera are scaled to at most this long side.
 OWN_VIEW_MAX_SIDE = 256
+#: Marching-cubes resolution of the mesh the raster renderer bakes when the avatar has no refined one.
+RASTER_MESH_RES = 96
 
 
 @dataclass
@@ -27,6 +29,11 @@ class Scene:
     prior_hash: str = ""
     mirror: bool = False
     """Flip the image left-right (a left-hand avatar seen in its own photo's view)."""
+    renderer: str = "raster"
+    """``raster``: the avatar's mesh (refined by the photo-detail stage when it has one) through the
+    z-buffer rasteriser with SG shading and shadows (seconds); ``neural``: PALM-Net's volume renderer."""
+    mesh: object = None
+    """The :class:`palm.bake.BakedAvatar` the raster renderer shows."""
 
 
 def load_scene(
@@ -34,6 +41,7 @@ def load_scene(
     left: bool = False,
     shape_sigmas=None,
     appearance_sigmas=None,
+    renderer: str = "raster",
 ) -> Scene:
     """Build a scene from command-line style arguments (see ``palm render --help``)."""
     from palm.avatar import load_avatar
@@ -65,7 +73,9 @@ def load_scene(
         # or the whole photo scaled so that its long side is at most OWN_VIEW_MAX_SIDE
         from palm.render.rays import Camera
 
-        if "work_camera" in av.extra:
+        if renderer == "raster":  # fast enough for the photo's own resolution
+            camera = av.camera_obj().to(device)
+        elif "work_camera" in av.extra:
             camera = Camera.from_dict(av.extra["work_camera"], "avatar.json").to(device)
         else:
             camera = av.camera_obj()
@@ -81,9 +91,16 @@ def load_scene(
         camera = framing_camera(posed.vertices[0], res or 256, azimuth or 0.0, elevation,
                                 joints=posed.joints[0]).to(device)
     frame = Frame(shape_code=z_s, appearance_code=z_a, pose=pose_t, betas=betas, transl=transl)
+    mesh = None
+    if renderer == "raster":
+        from palm.bake import bake_from_prior
+
+        mesh = av.extra.get("mesh") if av is not None else None
+        if mesh is None:
+            mesh = bake_from_prior(p, resolution=RASTER_MESH_RES, betas=betas, shape_code=z_s, appearance_code=z_a)
     return Scene(model=model, frame=frame, camera=camera, light=light,
                  background=torch.ones(3, device=device), prior_hash=p.content_hash,
-                 mirror=bool(own_view and av.left))
+                 mirror=bool(own_view and av.left), renderer=renderer, mesh=mesh)
 
 
 def render_scene(scene: Scene, image: str = "pbr", emit: Emit = null_emit, cancel=None) -> torch.Tensor:
@@ -94,6 +111,8 @@ def render_scene(scene: Scene, image: str = "pbr", emit: Emit = null_emit, cance
     """
     from palm.render.color import srgb_to_linear
 
+    if scene.renderer == "raster":
+        return _render_raster(scene, image, emit)
     out = scene.model.render_image(
         scene.camera, scene.frame, light=scene.light, background=torch.zeros_like(scene.background),
         pbr=(image == "pbr"), progress=lambda i, n: emit(Progress(i, n, "rendering")), cancel=cancel,
@@ -103,6 +122,23 @@ def render_scene(scene: Scene, image: str = "pbr", emit: Emit = null_emit, cance
     rgb = torch.where(alpha > 1e-4, premult / alpha.clamp(min=1e-4), torch.zeros_like(premult))
     image = torch.cat([rgb, alpha], dim=-1)
     return image.flip(1) if scene.mirror else image
+
+
+def _render_raster(scene: Scene, image: str, emit: Emit) -> torch.Tensor:
+    """The scene's mesh posed by the frame, rasterised and shaded with shadows (:func:`palm.detail.render_mesh`)."""
+    from palm.detail import render_mesh
+    from palm.errors import PalmError
+    from palm.hand.lbs import bone_transforms
+
+    if image != "pbr":
+        raise PalmError("--image", "the radiance-field image needs --renderer neural")
+    emit(Progress(0, 1, "rendering"))
+    f = scene.frame
+    bones = bone_transforms(scene.model.hand, f.pose.cpu(), f.betas.cpu())
+    rgba = render_mesh(scene.mesh, bones, f.transl.cpu().numpy(), scene.camera.to("cpu"), scene.light.cpu())
+    emit(Progress(1, 1, "rendering"))
+    out = torch.from_numpy(rgba)
+    return out.flip(1) if scene.mirror else out
 
 
 def _coeffs(space, sigmas, flag):

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from palm.avatar import Avatar, save_avatar
+from palm.avatar import MESH_FILE, Avatar, save_avatar
 from palm.config import PersonalizeConfig
 from palm.errors import PalmError
 from palm.jobs import ETA, Emit, Log, Preview, Progress, Snapshot, check_cancel, null_emit
@@ -262,21 +262,65 @@ def personalize(
         "prior_hash": prior.content_hash,
         "photo": views[0].name,
     }
-    render = None
-    if final_metrics:
+    render, shown = None, views[0]
+    if cfg.detail is not None:
+        shown, render = _detail_stage(items[0], n_betas, prior, avatar, cfg, report, emit, cancel, final_metrics)
+    elif final_metrics:
         out = render_outputs(model, views[0].camera.to(device), state.frame(0), state.light, pbr=True)
         render = out["rgb"]
         scores = image_metrics(render, views[0], opacity=out["opacity"])
         report.update({k: json_number(v) for k, v in scores.items()})
         report["metrics_view"] = "input (working crop), PBR, white background, hand mask; iou: rendered silhouette"
+    if render is not None:
         emit(Preview(cfg.max_steps, render))
     _emit_state(emit, cfg.max_steps, state, model, views[0], True, 0)
     report["seconds"] = round(time.monotonic() - t_start, 2)
     check_cancel(cancel)
     if out_dir is not None:
-        write_avatar_folder(out_dir, avatar, report, views[0].image, render, write_extra)
+        mesh = avatar.extra.get("mesh")
+
+        def extra(folder: Path) -> None:
+            if mesh is not None:
+                from palm.bake import save_baked
+
+                save_baked(folder / MESH_FILE, mesh)
+            if write_extra is not None:
+                write_extra(folder)
+
+        write_avatar_folder(out_dir, avatar, report, shown.image, render, extra)
     avatar.extra["report"] = report
     return avatar
+
+
+def _detail_stage(item, n_betas: int, prior, avatar: Avatar, cfg: PersonalizeConfig, report: dict[str, Any],
+                  emit: Emit, cancel, final_metrics: bool) -> tuple[PersonalizeView, np.ndarray | None]:
+    """The photo-detail stage (:mod:`palm.detail`) on the first input, at ``cfg.detail.res``.
+
+    Puts the refined mesh in ``avatar.extra["mesh"]`` (not serialised in avatar.json), its crop
+    camera in ``avatar.extra["detail"]`` and the raster render's input-view metrics in ``report``.
+
+    Returns:
+        ``(the detail crop, its render on white (H, W, 3) sRGB or None)``.
+    """
+    from palm.detail import on_white, refine_avatar, render_mesh
+    from palm.hand.lbs import bone_transforms
+
+    view = crop_view(view_from_input(item, n_betas), cfg.detail.res, cfg.crop_scale)
+    mesh, info = refine_avatar(prior, avatar, view.image, view.mask, view.camera, cfg.detail, emit, cancel)
+    avatar.extra["mesh"] = mesh
+    avatar.extra["detail"] = {**info, "camera": view.camera.to("cpu").to_dict()}
+    report["detail"] = info
+    if not final_metrics:
+        return view, None
+    bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas)
+    rgba = render_mesh(mesh, bones, avatar.transl, view.camera, avatar.light)
+    render = on_white(rgba)
+    scores = image_metrics(render, view, opacity=rgba[..., 3])
+    report.update({k: json_number(v) for k, v in scores.items()})
+    report["work_resolution"] = [int(view.image.shape[1]), int(view.image.shape[0])]
+    report["metrics_view"] = ("input (crop at the detail resolution), raster PBR of the refined mesh with shadows, "
+                              "white background, hand mask; iou: rendered silhouette")
+    return view, render
 
 
 def _render_step(model, state: PersonalState, views: list[StepView], cfg: PersonalizeConfig,

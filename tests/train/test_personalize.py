@@ -28,7 +28,7 @@ TARGET_APPEARANCE = torch.tensor([2.5, -2.0, 0.0, 0.0, 0.0])
 def _cfg(**kw):
     base = {"max_steps": 10, "shape_freeze_step": 5, "pbr_start_step": 1000, "images_per_step": 1,
             "pixels_per_image": 32, "patch_size": 8, "patch_choices": ((8, 1), (16, 2)), "lr": 0.15,
-            "lr_light": 0.05, "warmup_steps": 1, "preview_every": 0, "seed": 0, "work_res": None}
+            "lr_light": 0.05, "warmup_steps": 1, "preview_every": 0, "seed": 0, "work_res": None, "detail": None}
     base.update(kw)
     return dataclasses.replace(PERSONALIZE_PRESETS["fast"], **base)
 

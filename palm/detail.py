@@ -1,0 +1,403 @@
+"""The photo-detail layer: what PALM-Net's PCA space cannot express, recovered from the photo.
+
+PALM-Net's personalisation (:mod:`palm.train.personalize`, the paper's stage) finds the prior's
+subject, light and pose that best explain the photo. One-image avatar methods then *invert and
+fine-tune*; here the fine-tuning acts on the avatar's baked surface, which is what every consumer
+shows (viewport, ``palm render``, glTF):
+
+1. **Bake** the personalised subject (:func:`palm.bake.bake_from_prior` with its codes and
+   betas) to a skinned canonical mesh with the prior's material, and subdivide it (midpoints)
+   so that the photo's hand has about one vertex per pixel.
+2. **Outline**: per-vertex offsets in canonical space (carried into the pose by the vertices'
+   own skinning) move the silhouette onto the photo's mask. With ``s(p)`` the mask's signed
+   distance in pixels (positive outside), every projected vertex pays ``relu(s)^2`` (nothing
+   of a hand lies outside its silhouette) and every visible rim vertex (normal within
+   ``rim_cos`` of perpendicular to the view) within ``band_px`` of the outline pays ``s^2``
+   (the outline lies on the mask's edge; farther rims, e.g. the wrist cut against a forearm,
+   are left alone); a uniform Laplacian keeps the offsets smooth and a weak L2 keeps them
+   small. Visibility is re-rasterised every step (no soft rasteriser is needed: the losses are
+   point losses on the projected vertices).
+3. **Albedo** under the fitted light: the shaded render is affine in the albedo per pixel,
+   ``L = a * D + S`` (``D``, ``S``: diffuse and specular of
+   :func:`palm.render.shadow.shade_groups` with the lobe groups' shadow visibility), so lighting
+   and shadows stay in ``D`` and ``S`` and only reflectance goes into ``a``. The per-vertex
+   albedo minimises ``|srgb(a D + S) - photo|^2`` over the hand pixels plus a Laplacian of its
+   change from the start value and a weak pull towards it. The start value, which is also what
+   the unseen side keeps, is the prior's albedo times the per-channel ratio that best explains
+   the seen side, so the two sides meet without a seam.
+
+The result is a :class:`palm.bake.BakedAvatar` written to the avatar folder as ``mesh.safetensors``
+(:func:`palm.bake.save_baked`) with the report's input-view metrics of the raster render.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from palm.bake import BakedAvatar, bake_from_prior, vertex_normals
+from palm.config import DetailConfig
+from palm.hand.lbs import bone_transforms
+from palm.jobs import Emit, Progress, check_cancel, null_emit
+from palm.render.color import linear_to_srgb, srgb_to_linear
+from palm.render.raster import project_screen, rasterize
+from palm.render.shadow import mesh_group_visibility, shade_groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Mesh helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def subdivide(mesh: BakedAvatar) -> BakedAvatar:
+    """Midpoint subdivision: every triangle into four, attributes of new vertices averaged.
+
+    Positions stay on the old triangles (no smoothing); normals are renormalised averages.
+    """
+    f = mesh.faces.astype(np.int64)
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    uniq, inverse = np.unique(edges, axis=0, return_inverse=True)
+    inverse = inverse.reshape(3, -1).T + len(mesh.vertices)  # (F, 3): ids of midpoints ab, bc, ca
+    a, b, c = f[:, 0], f[:, 1], f[:, 2]
+    ab, bc, ca = inverse[:, 0], inverse[:, 1], inverse[:, 2]
+    faces = np.concatenate([np.stack([a, ab, ca], 1), np.stack([b, bc, ab], 1), np.stack([c, ca, bc], 1),
+                            np.stack([ab, bc, ca], 1)]).astype(np.int32)
+
+    def extend(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, 0.5 * (x[uniq[:, 0]] + x[uniq[:, 1]])]).astype(np.float32)
+
+    normals = extend(mesh.normals)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    weights = extend(mesh.skin_weights)
+    return BakedAvatar(vertices=extend(mesh.vertices), faces=faces, normals=normals,
+                       skin_weights=weights / np.maximum(weights.sum(1, keepdims=True), 1e-12),
+                       albedo=extend(mesh.albedo), roughness=extend(mesh.roughness), metallic=extend(mesh.metallic),
+                       joints=mesh.joints, parents=mesh.parents)
+
+
+def uniform_laplacian(faces: Tensor, n_vertices: int) -> tuple[Tensor, Tensor]:
+    """Edges and degrees for ``L x = x_i - mean_{j in N(i)} x_j``.
+
+    Returns:
+        ``(edges (E, 2) long, both directions, unique; degree (V,) float)``.
+    """
+    f = faces.long()
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    e = torch.unique(torch.cat([e, e.flip(1)]), dim=0)
+    degree = torch.bincount(e[:, 0], minlength=n_vertices).float().clamp(min=1)
+    return e, degree
+
+
+def laplacian(x: Tensor, edges: Tensor, degree: Tensor) -> Tensor:
+    """``(V, C) -> (V, C)``: ``x_i - mean of its neighbours``."""
+    acc = torch.zeros_like(x).index_add_(0, edges[:, 0], x[edges[:, 1]])
+    return x - acc / degree[:, None]
+
+
+def signed_mask_distance(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, W) float32 signed distance to the mask's edge in pixels (> 0 outside)."""
+    from scipy.ndimage import distance_transform_edt
+
+    mask = np.asarray(mask, bool)
+    return (distance_transform_edt(~mask) - distance_transform_edt(mask)).astype(np.float32)
+
+
+def sample_image(image: Tensor, xy: Tensor) -> Tensor:
+    """Bilinear samples of an (H, W) image at continuous pixel coordinates (centre of pixel u at u + 0.5).
+
+    Args:
+        image: (H, W). xy: (N, 2) ``(x, y)``.
+
+    Returns:
+        (N,); border values outside the image.
+    """
+    h, w = image.shape
+    grid = torch.stack([xy[:, 0] / w * 2 - 1, xy[:, 1] / h * 2 - 1], -1)[None, None]
+    return F.grid_sample(image[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Posing and shading (torch, differentiable in the offsets / albedo)
+# ---------------------------------------------------------------------------------------------
+
+
+class PosedMesh:
+    """A baked canonical mesh in one pose and camera: ``world(offsets)`` is differentiable.
+
+    Args:
+        mesh: the canonical mesh. bones: (16, 4, 4) (:func:`palm.hand.lbs.bone_transforms`).
+        transl: (3,) world translation. K: (3, 3), Rt: (4, 4) the camera.
+    """
+
+    def __init__(self, mesh: BakedAvatar, bones: np.ndarray, transl: Any, K: Tensor, Rt: Tensor):
+        w = torch.as_tensor(mesh.skin_weights, dtype=torch.float32)
+        blend = torch.einsum("vj,jab->vab", w, torch.as_tensor(bones, dtype=torch.float32))
+        self.rot, self.shift = blend[:, :3, :3], blend[:, :3, 3] + torch.as_tensor(transl, dtype=torch.float32)
+        self.canonical = torch.as_tensor(mesh.vertices, dtype=torch.float32)
+        self.faces = torch.as_tensor(mesh.faces, dtype=torch.long)
+        self.K, self.Rt = K.float(), Rt.float()
+
+    def world(self, offsets: Tensor | None = None) -> Tensor:
+        """(V, 3) posed vertices of ``canonical + offsets``."""
+        v = self.canonical if offsets is None else self.canonical + offsets
+        return torch.einsum("vab,vb->va", self.rot, v) + self.shift
+
+    def normals(self, offsets: Tensor | None = None) -> Tensor:
+        """(V, 3) posed unit normals (area-weighted, of the posed mesh)."""
+        from palm.render.raster import vertex_normals as torch_normals
+
+        return torch_normals(self.world(offsets), self.faces)
+
+    def screen(self, world: Tensor) -> Tensor:
+        """(V, 3) continuous pixel ``x, y`` and camera depth."""
+        return project_screen(world, self.K, self.Rt)[0]
+
+    def eye(self) -> Tensor:
+        return -self.Rt[:3, :3].T @ self.Rt[:3, 3]
+
+
+def visible_vertices(screen: Tensor, faces: Tensor, height: int, width: int, tol: float = 2e-3,
+                     frags=None) -> Tensor:
+    """(V,) bool: the vertex is in the image and not behind the rasterised depth (``tol`` metres)."""
+    frags = rasterize(screen[None], faces, height, width) if frags is None else frags
+    x = screen[:, 0].floor().long()
+    y = screen[:, 1].floor().long()
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    depth = frags.depth[0][y.clamp(0, height - 1), x.clamp(0, width - 1)]
+    covered = frags.face_id[0][y.clamp(0, height - 1), x.clamp(0, width - 1)] >= 0
+    return inside & covered & (screen[:, 2] <= depth + tol)
+
+
+def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedAvatar, lobes: Tensor,
+                  height: int, width: int, shadows: bool = True) -> dict[str, Tensor]:
+    """Rasterise and shade the posed mesh: per covered pixel the affine shading ``L = a D + S``.
+
+    Returns:
+        ``mask (H, W) bool``, ``vid (N, 3) long`` and ``bary (N, 3)`` of the covered pixels (row
+        major), ``D (N, 3)``, ``S (N, 3)`` linear.
+    """
+    frags = rasterize(posed.screen(world)[None], posed.faces, height, width)
+    mask = frags.mask[0]
+    fid = frags.face_id[0][mask]
+    vid = posed.faces[fid]
+    bary = frags.bary[0][mask]
+    lobes = lobes.float()
+    if shadows:
+        groups, vis_v = mesh_group_visibility(world, normals, posed.faces, lobes)
+    else:
+        groups, vis_v = [torch.arange(len(lobes))], torch.ones(len(world), 1)
+
+    def interp(x: Tensor) -> Tensor:
+        return (x[vid] * bary[..., None]).sum(1)
+
+    n = interp(normals)
+    n = n / n.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    view = posed.eye()[None] - interp(world)
+    view = view / view.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    n = torch.where((n * view).sum(1, keepdim=True) >= 0, n, -n)  # two-sided
+    rough = interp(torch.as_tensor(mesh.roughness, dtype=torch.float32)[:, None])
+    metal = interp(torch.as_tensor(mesh.metallic, dtype=torch.float32)[:, None])
+    vis = interp(vis_v)
+    zero = torch.zeros_like(n)
+    S = shade_groups(n, view, zero, rough, metal, lobes, groups, vis)
+    D = shade_groups(n, view, torch.ones_like(n), rough, metal, lobes, groups, vis) - S
+    return {"mask": mask, "vid": vid, "bary": bary, "D": D, "S": S}
+
+
+# ---------------------------------------------------------------------------------------------
+# The two fits
+# ---------------------------------------------------------------------------------------------
+
+
+def fit_outline(posed: PosedMesh, mask: np.ndarray, cfg: DetailConfig, emit: Emit = null_emit, cancel=None,
+                step0: int = 0, total: int = 1) -> Tensor:
+    """Canonical per-vertex offsets that put the silhouette on ``mask`` (module notes, step 2).
+
+    Returns:
+        (V, 3) offsets in metres.
+    """
+    h, w = mask.shape
+    sdf = torch.from_numpy(signed_mask_distance(mask))
+    mask_t = torch.from_numpy(np.asarray(mask, bool))
+    edges, degree = uniform_laplacian(posed.faces, len(posed.canonical))
+    offsets = torch.zeros_like(posed.canonical, requires_grad=True)
+    with torch.no_grad():
+        base = posed.world()
+        px_per_m = float(posed.K[0, 0]) / float(posed.screen(base)[:, 2].mean())
+    optim = torch.optim.Adam([offsets], lr=cfg.outline_lr)
+    for step in range(cfg.outline_steps):
+        check_cancel(cancel)
+        world = posed.world(offsets)
+        screen = posed.screen(world)
+        if step % cfg.visibility_every == 0:  # rim vertices change slowly: re-rasterise every few steps
+            with torch.no_grad():
+                normals = posed.normals(offsets)
+                view = posed.eye()[None] - world
+                cos = ((normals * view).sum(1) / view.norm(dim=1).clamp_min(1e-12)).abs()
+                frags = rasterize(screen.detach()[None], posed.faces, h, w)
+                candidates = visible_vertices(screen.detach(), posed.faces, h, w, frags=frags) & (cos < cfg.rim_cos)
+                uncovered = _uncovered_pixels(mask_t & ~frags.mask[0], frags.mask[0], cfg.cover_px)
+        s = sample_image(sdf, screen[:, :2])
+        rim = candidates & (s.detach().abs() < cfg.band_px)
+        loss_in = F.relu(s).pow(2).mean()
+        loss_rim = s[rim].pow(2).mean() if bool(rim.any()) else s.sum() * 0
+        if len(uncovered) and bool(candidates.any()):
+            # every uncovered hand pixel near the render pulls its nearest rim vertex (fingertips, touching fingers)
+            loss_rim = loss_rim + torch.cdist(uncovered, screen[candidates, :2]).min(dim=1).values.pow(2).mean()
+        off_px = offsets * px_per_m
+        loss_reg = cfg.offset_smooth * laplacian(off_px, edges, degree).pow(2).sum(1).mean() \
+            + cfg.offset_l2 * off_px.pow(2).sum(1).mean()
+        loss = loss_in + loss_rim + loss_reg
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        emit(Progress(step0 + step + 1, total, "detail: outline", losses={"outline": float(loss_in + loss_rim.detach())}))
+    return offsets.detach()
+
+
+def _uncovered_pixels(uncovered: Tensor, rendered: Tensor, within_px: float, limit: int = 4096) -> Tensor:
+    """Centres ``(x, y)`` of the uncovered hand pixels within ``within_px`` of the rendered silhouette
+    (farther ones, e.g. a forearm in the photo, are not the hand's to cover), at most ``limit`` (strided)."""
+    from scipy.ndimage import distance_transform_edt
+
+    near = torch.from_numpy(distance_transform_edt(~rendered.numpy()) <= within_px)
+    ys, xs = torch.nonzero(uncovered & near, as_tuple=True)
+    pts = torch.stack([xs, ys], 1).float() + 0.5
+    return pts[:: max(1, len(pts) // limit)]
+
+
+def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, albedo0: np.ndarray,
+               faces: Tensor, cfg: DetailConfig, emit: Emit = null_emit, cancel=None, step0: int = 0,
+               total: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex albedo that reproduces the photo under the shading (module notes, step 3).
+
+    Args:
+        shading: :func:`pixel_shading` of the final mesh. photo: (H, W, 3) sRGB in [0, 1].
+        mask: (H, W) bool photo mask. albedo0: (V, 3) the prior's linear albedo.
+
+    Returns:
+        ``(albedo (V, 3), ratio (3,))``: the fitted albedo and the seen side's colour ratio.
+    """
+    pix = shading["mask"]
+    use = torch.from_numpy(np.asarray(mask, bool))[pix]  # covered pixels that the photo calls hand
+    target = torch.from_numpy(np.asarray(photo, np.float32)).reshape(-1, 3)[pix.reshape(-1)][use]
+    vid, bary = shading["vid"][use], shading["bary"][use]
+    D, S = shading["D"][use], shading["S"][use]
+    a_prior = torch.as_tensor(albedo0, dtype=torch.float32)
+    # the per-channel ratio that best explains the seen side (median of per-pixel ratios)
+    prior_px = (a_prior[vid] * bary[..., None]).sum(1)
+    lit = D.min(1).values > 1e-3
+    ratio = ((srgb_to_linear(target) - S) / D.clamp_min(1e-3) / prior_px.clamp_min(1e-3))[lit].median(0).values \
+        if bool(lit.any()) else torch.ones(3)
+    ratio = ratio.clamp(0.25, 4.0)
+    start = (a_prior * ratio).clamp(0.01, 1.0)
+    edges, degree = uniform_laplacian(faces, len(a_prior))
+    albedo = start.clone().requires_grad_(True)
+    optim = torch.optim.Adam([albedo], lr=cfg.albedo_lr)
+    for step in range(cfg.albedo_steps):
+        check_cancel(cancel)
+        a_px = (albedo[vid] * bary[..., None]).sum(1)
+        pred = linear_to_srgb((a_px * D + S).clamp(min=0, max=1))
+        change = albedo - start
+        loss_data = (pred - target).pow(2).mean()
+        loss = loss_data + cfg.albedo_smooth * laplacian(change, edges, degree).pow(2).sum(1).mean() \
+            + cfg.albedo_l2 * change.pow(2).sum(1).mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        with torch.no_grad():
+            albedo.clamp_(0.01, 1.0)
+        emit(Progress(step0 + step + 1, total, "detail: albedo",
+                      losses={"albedo": float(loss_data), "psnr": -10 * math.log10(max(float(loss_data), 1e-10))}))
+    return albedo.detach().numpy().astype(np.float32), ratio.numpy()
+
+
+def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cfg: DetailConfig,
+                  emit: Emit = null_emit, cancel=None) -> tuple[BakedAvatar, dict[str, Any]]:
+    """The photo-detail stage: bake, fit the outline, fit the albedo (module notes).
+
+    Args:
+        prior: :class:`palm.prior.Prior`. avatar: :class:`palm.avatar.Avatar` of the paper's stage.
+        photo: (H, W, 3) sRGB crop of the photo in ``camera``; mask: (H, W) bool.
+        camera: :class:`palm.render.rays.Camera` of the crop (a left hand: the mirrored crop,
+            fitted as a right hand as personalisation does).
+
+    Returns:
+        ``(mesh, info)``: the refined canonical mesh and timings / the colour ratio.
+    """
+    t0 = time.monotonic()
+    total = cfg.outline_steps + cfg.albedo_steps
+    emit(Progress(0, total, "detail: baking"))
+    mesh = bake_from_prior(prior, resolution=cfg.mesh_res, betas=avatar.betas, shape_code=avatar.shape_code,
+                           appearance_code=avatar.appearance_code)
+    for _ in range(cfg.subdivide):
+        mesh = subdivide(mesh)
+    check_cancel(cancel)
+    t_bake = time.monotonic()
+    bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas)
+    posed = PosedMesh(mesh, bones, avatar.transl, camera.K.cpu(), camera.Rt.cpu())
+    offsets = fit_outline(posed, mask, cfg, emit, cancel, 0, total) if cfg.outline_steps > 0 \
+        else torch.zeros_like(posed.canonical)
+    canonical = (posed.canonical + offsets).numpy().astype(np.float32)
+    t_outline = time.monotonic()
+    with torch.no_grad():
+        world = posed.world(offsets)
+        normals = posed.normals(offsets)
+        shading = pixel_shading(posed, world, normals, mesh, avatar.light, int(camera.height), int(camera.width))
+    albedo, ratio = fit_albedo(shading, photo, mask, mesh.albedo, posed.faces, cfg, emit, cancel,
+                               cfg.outline_steps, total)
+    refined = BakedAvatar(vertices=canonical, faces=mesh.faces, normals=vertex_normals(canonical, mesh.faces),
+                          skin_weights=mesh.skin_weights, albedo=albedo, roughness=mesh.roughness,
+                          metallic=mesh.metallic, joints=mesh.joints, parents=mesh.parents)
+    info = {"vertices": int(len(canonical)), "faces": int(len(mesh.faces)),
+            "seconds_bake": round(t_bake - t0, 2), "seconds_outline": round(t_outline - t_bake, 2),
+            "seconds_albedo": round(time.monotonic() - t_outline, 2),
+            "max_offset_mm": round(float(offsets.norm(dim=1).max()) * 1000, 2),
+            "albedo_ratio": [round(float(r), 4) for r in ratio]}
+    return refined, info
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering the refined mesh
+# ---------------------------------------------------------------------------------------------
+
+
+def render_mesh(mesh: BakedAvatar, bones: np.ndarray, transl: Any, camera, lobes: Tensor,
+                shadows: bool = True) -> np.ndarray:
+    """The posed mesh through the z-buffer rasteriser, shaded under an SG light with shadows.
+
+    Args:
+        mesh: canonical mesh (its per-vertex albedo, roughness, metallic).
+        bones: (16, 4, 4) (:func:`palm.hand.lbs.bone_transforms`); transl: (3,).
+        camera: :class:`palm.render.rays.Camera`. lobes: (K, 7) raw SG lobes.
+        shadows: per-lobe-group shadow visibility (:mod:`palm.render.shadow`); False: unshadowed.
+
+    Returns:
+        (H, W, 4) float32 linear RGB with straight alpha (1 on the hand, 0 elsewhere).
+    """
+    posed = PosedMesh(mesh, bones, transl, camera.K.cpu(), camera.Rt.cpu())
+    h, w = int(camera.height), int(camera.width)
+    with torch.no_grad():
+        world = posed.world()
+        normals = posed.normals()
+        sh = pixel_shading(posed, world, normals, mesh, lobes.detach().cpu(), h, w, shadows=shadows)
+        albedo = (torch.as_tensor(mesh.albedo, dtype=torch.float32)[sh["vid"]] * sh["bary"][..., None]).sum(1)
+        rgb = albedo * sh["D"] + sh["S"]
+    image = np.zeros((h * w, 4), np.float32)
+    covered = sh["mask"].reshape(-1).numpy()
+    image[covered, :3] = rgb.numpy()
+    image[covered, 3] = 1.0
+    return image.reshape(h, w, 4)
+
+
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) linear straight-alpha -> (H, W, 3) sRGB in [0, 1] over white (the metrics' convention)."""
+    rgb = linear_to_srgb(np.clip(rgba[..., :3], 0, 1))
+    a = rgba[..., 3:4]
+    return (rgb * a + (1 - a)).astype(np.float32)

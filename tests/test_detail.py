@@ -1,0 +1,192 @@
+"""The photo-detail stage (palm/detail.py): mesh helpers, the outline and albedo fits, the mesh file."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from palm import detail
+from palm.bake import bake_from_prior, load_baked, save_baked
+from palm.config import DetailConfig
+from palm.errors import PalmError
+from palm.eval import make_tiny_prior, prior_sample
+from palm.hand.lbs import bone_transforms
+from palm.prior import load_prior
+from palm.render.raster import rasterize
+from palm.render.rays import Camera
+from palm.render.sg import sg_init
+from palm.render.views import framing_camera
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prior") / "tiny"
+    make_tiny_prior(path)
+    return load_prior(path)
+
+
+@pytest.fixture(scope="module")
+def mesh(prior):
+    return bake_from_prior(prior, resolution=28)
+
+
+@pytest.fixture(scope="module")
+def scene(prior, mesh):
+    """The mesh posed flat, framed at 64 px, under a grey SG light."""
+    hand = prior.model.hand
+    pose = np.zeros((16, 3), np.float32)
+    bones = bone_transforms(hand, pose)
+    posed = detail.PosedMesh(mesh, bones, np.zeros(3), torch.eye(3), torch.eye(4))
+    cam = framing_camera(posed.world().numpy(), 64, 0.0, 10.0)
+    posed = detail.PosedMesh(mesh, bones, np.zeros(3), cam.K, cam.Rt)
+    light = sg_init(8, torch.Generator().manual_seed(0))
+    return posed, cam, light
+
+
+def _silhouette(posed, cam, offsets=None):
+    screen = posed.screen(posed.world(offsets))
+    return rasterize(screen[None], posed.faces, cam.height, cam.width).mask[0].numpy()
+
+
+def _iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def test_prior_bake_winds_faces_outwards(mesh):
+    """Normals (from the face winding) point away from the hand: shadows and back-face culling rely on it."""
+    out = ((mesh.vertices - mesh.vertices.mean(0)) * mesh.normals).sum(1) > 0
+    assert out.mean() > 0.7
+
+
+def test_subdivide_quadruples_faces_and_averages_attributes(mesh):
+    fine = detail.subdivide(mesh)
+    edges = {tuple(sorted(e)) for f in mesh.faces for e in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))}
+    assert len(fine.faces) == 4 * len(mesh.faces)
+    assert len(fine.vertices) == len(mesh.vertices) + len(edges)
+    assert np.allclose(fine.vertices[: len(mesh.vertices)], mesh.vertices)
+    a, b = next(iter(edges))
+    mids = fine.vertices[len(mesh.vertices):]
+    assert np.isclose(np.linalg.norm(mids - 0.5 * (mesh.vertices[a] + mesh.vertices[b]), axis=1), 0, atol=1e-7).any()
+    assert np.allclose(fine.skin_weights.sum(1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(fine.normals, axis=1), 1, atol=1e-5)
+    # the same surface: every new face's area is a quarter of its parent's in total
+    def area(m):
+        v = m.vertices[m.faces]
+        return 0.5 * np.linalg.norm(np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]), axis=1).sum()
+    assert np.isclose(area(fine), area(mesh), rtol=1e-5)
+
+
+def test_laplacian_vanishes_on_constant_fields_only(mesh):
+    faces = torch.as_tensor(mesh.faces, dtype=torch.long)
+    edges, degree = detail.uniform_laplacian(faces, len(mesh.vertices))
+    const = torch.ones(len(mesh.vertices), 3) * torch.tensor([1.0, -2.0, 0.5])
+    assert detail.laplacian(const, edges, degree).abs().max() < 1e-6
+    bump = torch.zeros(len(mesh.vertices), 1)
+    bump[0] = 1.0
+    assert float(detail.laplacian(bump, edges, degree)[0]) == pytest.approx(1.0)
+
+
+def test_signed_mask_distance_sign_and_scale():
+    m = np.zeros((20, 20), bool)
+    m[5:15, 5:15] = True
+    d = detail.signed_mask_distance(m)
+    assert d[10, 10] < 0 < d[0, 0]
+    assert d[10, 17] == pytest.approx(3.0)
+
+
+def test_outline_fit_moves_the_silhouette_onto_the_mask(scene):
+    posed, cam, _ = scene
+    start = _silhouette(posed, cam)
+    # the target: the same hand 4 px to the right (as a slightly wrong pose or shape would leave it)
+    target = np.zeros_like(start)
+    target[:, 4:] = start[:, :-4]
+    cfg = DetailConfig(outline_steps=40, outline_lr=4e-4, visibility_every=2, offset_smooth=4.0)
+    offsets = detail.fit_outline(posed, target, cfg)
+    after = _silhouette(posed, cam, offsets)
+    assert _iou(after, target) > _iou(start, target) + 0.05
+    assert torch.isfinite(offsets).all()
+
+
+def test_albedo_fit_recovers_reflectance_and_keeps_light_out(scene, mesh):
+    """A photo made with a known albedo under two different lights: the fit finds the same albedo
+    under both (the light stays in the shading), and reproduces each photo."""
+    posed, cam, light = scene
+    rng = np.random.default_rng(0)
+    true = np.clip(mesh.albedo * rng.uniform(0.6, 1.2, (len(mesh.albedo), 3)), 0.02, 1).astype(np.float32)
+    fits = []
+    for seed in (0, 1):
+        lobes = sg_init(8, torch.Generator().manual_seed(seed)) * torch.tensor([1, 1, 1, 1, 1.5, 1.2, 1.0])
+        with torch.no_grad():
+            sh = detail.pixel_shading(posed, posed.world(), posed.normals(), mesh, lobes, cam.height, cam.width)
+        a_px = (torch.as_tensor(true)[sh["vid"]] * sh["bary"][..., None]).sum(1)
+        from palm.render.color import linear_to_srgb
+
+        photo = np.ones((cam.height, cam.width, 3), np.float32)
+        photo.reshape(-1, 3)[sh["mask"].reshape(-1).numpy()] = linear_to_srgb((a_px * sh["D"] + sh["S"]).clamp(0, 1)).numpy()
+        cfg = DetailConfig(albedo_steps=300, albedo_lr=0.03, albedo_smooth=0.0, albedo_l2=0.0)
+        albedo, _ = detail.fit_albedo(sh, photo, sh["mask"].numpy(), mesh.albedo, posed.faces, cfg)
+        seen = torch.unique(sh["vid"]).numpy()
+        fits.append(albedo[seen])
+        err_before = np.abs(mesh.albedo[seen] - true[seen]).mean()
+        assert np.abs(albedo[seen] - true[seen]).mean() < 0.5 * err_before
+    assert np.abs(fits[0] - fits[1]).mean() < 0.5 * np.abs(mesh.albedo[seen] - true[seen]).mean()
+
+
+def test_baked_file_round_trip_and_hostile_files(mesh, tmp_path):
+    path = tmp_path / "mesh.safetensors"
+    save_baked(path, mesh)
+    back = load_baked(path)
+    for key in ("vertices", "faces", "albedo", "skin_weights", "joints", "parents"):
+        assert np.array_equal(getattr(back, key), getattr(mesh, key))
+    bad = dataclasses.replace(mesh, albedo=np.full_like(mesh.albedo, np.nan))
+    with pytest.raises(PalmError, match="non-finite"):
+        save_baked(tmp_path / "nan.safetensors", bad)
+    assert not (tmp_path / "nan.safetensors").exists()
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(getattr(mesh, k)) for k in mesh.__dataclass_fields__}
+    for name, change in [("faces", lambda a: {**a, "faces": a["faces"] + len(mesh.vertices)}),
+                         ("albedo", lambda a: {**a, "albedo": a["albedo"][:5]}),
+                         ("roughness", lambda a: {k: v for k, v in a.items() if k != "roughness"}),
+                         ("normals", lambda a: {**a, "normals": np.full_like(a["normals"], np.inf)})]:
+        p = tmp_path / f"bad_{name}.safetensors"
+        save_file(change(arrays), str(p))
+        with pytest.raises(PalmError) as err:
+            load_baked(p)
+        assert str(p) in str(err.value)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 40)
+    with pytest.raises(PalmError):
+        load_baked(tmp_path / "junk.safetensors")
+
+
+def test_personalize_with_detail_writes_the_refined_mesh_that_render_shows(prior, tmp_path):
+    from palm.avatar import load_avatar
+    from palm.config import PERSONALIZE_PRESETS
+    from palm.scene import load_scene, render_scene
+    from palm.train.personalize import personalize
+
+    target = prior_sample(prior, appearance_coeffs=torch.tensor([2.0, -1.5, 0, 0, 0]), res=48, pbr=False)
+    cfg = dataclasses.replace(
+        PERSONALIZE_PRESETS["fast"], max_steps=4, shape_freeze_step=2, pbr_start_step=3, pixels_per_image=32,
+        patch_size=8, patch_choices=((8, 1),), preview_every=0, work_res=None,
+        detail=DetailConfig(res=48, mesh_res=24, subdivide=0, outline_steps=4, albedo_steps=20))
+    out = tmp_path / "avatar"
+    avatar = personalize(target, prior, cfg, out, preset="test")
+    report = avatar.extra["report"]
+    for key in ("psnr_masked", "ssim_masked", "lpips_masked", "iou", "seconds", "steps"):
+        assert key in report
+    assert np.isfinite(report["psnr_masked"]) and 0 < report["iou"] <= 1
+    assert report["detail"]["vertices"] > 0
+    assert (out / "mesh.safetensors").is_file()
+    back = load_avatar(out, prior_hash=prior.content_hash)
+    assert np.allclose(back.extra["mesh"].albedo, avatar.extra["mesh"].albedo)
+    scene = load_scene(prior=prior.path, avatar=out)
+    assert scene.renderer == "raster" and scene.mesh is not None
+    image = render_scene(scene).numpy()
+    assert image.shape == (48, 48, 4) and np.isfinite(image).all()
+    # the own view shows the hand where the photo has it
+    rendered = image[..., 3] > 0.5
+    assert _iou(rendered, np.asarray(target.mask, bool)) > 0.5
