@@ -3,6 +3,12 @@
 Nothing the user made is ever left half-written: every writer goes through :func:`atomic_write`,
 which writes a temporary file in the destination folder and renames it into place, so a kill at
 any moment leaves either the old file or the new one.
+
+Temporaries are named ``.NAME.XXXXXXXX.tmp[.ext]`` (folders: ``.tmp`` / ``.old``) and locked
+(``flock``) by the process writing them for as long as it does. A kill (even SIGKILL) drops the
+lock, so the next writer of the same output -- :func:`check_output_path`, :func:`atomic_write`
+and :func:`atomic_dir` all call :func:`clean_stale_temporaries` -- recognises the temporary as
+stale and removes it; a temporary another running process still holds is left alone.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +32,8 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
 
     The temporary name keeps the destination's extension (or ``suffix``) so that libraries that
     choose a format by extension still do. On error the temporary file is removed and the error
-    propagates; ``path`` is untouched.
+    propagates; ``path`` is untouched. Temporaries of ``path`` that a killed writer left behind are
+    removed first (:func:`clean_stale_temporaries`).
 
     >>> with atomic_write("out.png") as tmp:
     ...     imageio.imwrite(tmp, image)
@@ -34,12 +42,13 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise PalmError(folder, "output folder does not exist")
+    clean_stale_temporaries(path, listing_once=True)
     ext = suffix if suffix is not None else "".join(path.suffixes[-1:])
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{ext}", dir=folder)
-    os.close(fd)
+    held = fd if _lock(fd) else _release(fd)  # held until the block ends: a kill frees the lock
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0 and not _allow_empty(path):
             raise PalmError(path, "writer produced no data")
@@ -50,6 +59,70 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    finally:
+        _release(held)
+
+
+#: When this process started using palm.io: without ``flock`` (Windows) a temporary older than
+#: this is taken for stale.
+_STARTED = time.time()
+
+
+def _lock(fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd``; False where there is none (Windows: the caller then
+    closes the file at once, since an open file cannot be renamed there)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return True
+
+
+def _lock_dir(path: Path) -> int | None:
+    """Open the folder ``path`` and :func:`_lock` it; returns the descriptor to close later."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows cannot open folders
+        return None
+    _lock(fd)
+    return fd
+
+
+def _release(fd: int | None) -> None:
+    """Close ``fd`` (which drops its lock); None is ignored. Returns None."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a live process still holds the temporary ``path`` (its ``flock``; see the module)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: anything from before this process is stale
+        try:
+            return path.lstat().st_mtime >= _STARTED
+        except OSError:
+            return False
+    if path.is_symlink():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: leave it alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # pragma: no cover - a file system without locks: fall back to the age
+        return path.lstat().st_mtime >= _STARTED
+    finally:
+        os.close(fd)
+    return False
 
 
 def _umask() -> int:
@@ -66,17 +139,21 @@ def _allow_empty(path: Path) -> bool:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; swap it into place when the block succeeds.
 
-    An existing folder at ``path`` is replaced only after the new one is complete.
+    An existing folder at ``path`` is replaced only after the new one is complete. Temporaries of
+    ``path`` that a killed writer left behind are removed first (:func:`clean_stale_temporaries`).
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(path, listing_once=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    held = [_lock_dir(tmp)]
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            held.append(_lock_dir(old))
             os.replace(path, old / "x")
             os.replace(tmp, path)
             _rmtree(old)
@@ -85,6 +162,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         _rmtree(tmp)
         raise
+    finally:
+        for fd in held:
+            _release(fd)
 
 
 def _rmtree(path: Path) -> None:
@@ -134,6 +214,9 @@ def check_output_path(path: str | os.PathLike, extensions: tuple[str, ...]) -> P
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise PalmError(parent, "output folder does not exist")
+    if path.is_dir():
+        raise PalmError(path, "is a folder; the output must be a file, choose another path")
+    clean_stale_temporaries(path)  # what a killed earlier run of this command left beside it
     return path
 
 
@@ -231,20 +314,55 @@ def _temporary_name(name: str) -> re.Pattern[str]:
     return re.compile(r"^\.+" + re.escape(name) + r"\.[a-z0-9_]{8}\.(tmp|old)(\..*)?$")
 
 
-def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+#: Per large folder, the names that may be temporaries, listed once per process for
+#: ``clean_stale_temporaries(..., listing_once=True)`` (writers of many files in one folder).
+_LISTED: dict[Path, set[str]] = {}
+#: Folders with more entries than this are listed once per process by ``listing_once`` callers.
+_LARGE_FOLDER = 256
+
+
+def _candidates(parent: Path, listing_once: bool) -> list[str]:
+    """Names in ``parent`` that look like temporaries (hidden, ``.tmp`` / ``.old`` inside)."""
+    key = parent.resolve()
+    if listing_once and key in _LISTED:
+        return sorted(_LISTED[key])
+    names, count = set(), 0
+    with os.scandir(parent) as entries:
+        for e in entries:
+            count += 1
+            if e.name.startswith(".") and (".tmp" in e.name or ".old" in e.name):
+                names.add(e.name)
+    if count > _LARGE_FOLDER:
+        _LISTED[key] = names
+    else:
+        _LISTED.pop(key, None)
+    return sorted(names)
+
+
+def clean_stale_temporaries(path: str | os.PathLike, *, listing_once: bool = False) -> list[Path]:
     """Remove the temporaries a killed writer of ``path`` left beside it; returns what was removed.
 
-    A kill between the two renames of :func:`atomic_dir` leaves ``path`` missing and its previous
-    version inside a ``.old`` temporary: that version is put back first. Two writers of the same
-    output at the same time are not supported (the second would take the first one's
-    temporaries for stale).
+    A temporary is stale when no live process holds its lock (see the module docstring); one that
+    a running writer holds is left alone. A kill between the two renames of :func:`atomic_dir`
+    leaves ``path`` missing and its previous version inside a ``.old`` temporary: that version is
+    put back first.
+
+    Args:
+        path: the output whose temporaries to look for.
+        listing_once: list a large folder (more than ``_LARGE_FOLDER`` entries) only the first
+            time this process asks about it, so that writing thousands of files into one folder
+            stays linear; temporaries other processes leave there later are then not seen.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         return []
     pattern = _temporary_name(path.name)
-    stale = sorted(p for p in parent.iterdir() if pattern.match(p.name))
+    try:
+        names = _candidates(parent, listing_once)
+    except OSError:
+        return []
+    stale = [parent / n for n in names if pattern.match(n) and not _in_use(parent / n)]
     for p in stale:
         if p.name.endswith(".old") and p.is_dir() and not path.exists() and not path.is_symlink():
             previous = p / "x"
@@ -256,6 +374,7 @@ def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         else:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+        _LISTED.get(parent.resolve(), set()).discard(p.name)
     return stale
 
 
@@ -267,5 +386,9 @@ def discard_dir(path: str | os.PathLike) -> None:
         return
     parent = path.parent if str(path.parent) else Path(".")
     aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
-    os.replace(path, aside / "x")
-    _rmtree(aside)
+    held = _lock_dir(aside)
+    try:
+        os.replace(path, aside / "x")
+        _rmtree(aside)
+    finally:
+        _release(held)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from palm.cli.common import common, print_json
+from palm.cli.common import bounded_int, common, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--poses", type=int, default=3, metavar="P", help="frames (poses) per subject (default 3)")
     s.add_argument("--views", type=int, default=7, metavar="V", help="cameras per subject, 1..7 (default 7)")
     s.add_argument("--res", type=int, default=128, metavar="R", help="image side in pixels (default 128)")
-    s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    s.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0, metavar="S",
+                   help="random seed, 0 to 2^32-1 (default 0)")
     s.add_argument(
         "--envs",
         default=None,

@@ -12,6 +12,9 @@ with ``--force`` (:func:`palm.io.check_output_dir`).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from collections.abc import Iterator
 
 from palm.cli.common import common
 
@@ -56,6 +59,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     y.set_defaults(func=run_eval)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+@contextlib.contextmanager
+def mano_default(path: str | None) -> Iterator[None]:
+    """Make ``path`` (``--mano``) the default MANO file (``$PALM_MANO_PATH``) inside the block.
+
+    The InterHand2.6M reader converts MANO registrations with the mean pose of the default MANO
+    file; without this, ``--mano`` would load the hand but the reader would still ask for it.
+    """
+    from palm.hand.mano import MANO_ENV
+
+    if not path:
+        yield
+        return
+    before = os.environ.get(MANO_ENV)
+    os.environ[MANO_ENV] = os.fspath(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MANO_ENV, None)
+        else:
+            os.environ[MANO_ENV] = before
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -104,7 +130,8 @@ def run_eval(args: argparse.Namespace) -> int:
     common_kw = {"preset": args.preset, "max_images": args.max_images, "out_dir": args.out, "emit": emit}
     if args.eval_command == "interhand":
         seqs = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
-        table = eval_interhand(args.root, prior, cfg, sequences=seqs, **common_kw)
+        with mano_default(args.mano):  # the registrations' mean pose comes from this file
+            table = eval_interhand(args.root, prior, cfg, sequences=seqs, **common_kw)
     else:
         subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
         table = eval_synthetic(args.data, prior, cfg, subjects=subjects, **common_kw)

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ex.add_argument("--pose", default="flat", help="a preset name (see 'palm hand presets') or a pose .json/.npy file")
     ex.add_argument(
-        "--betas", type=float, nargs="+", default=None, metavar="B", help="shape coefficients (the rest are 0)"
+        "--betas", type=float, nargs="+", default=None, metavar="B", help="shape coefficients, each in [-100, 100] (the rest are 0)"
     )
     ex.add_argument(
         "--left", action="store_true", help="export the left hand: the mirror image of the right-hand pose (x -> -x)"
@@ -48,21 +48,23 @@ def run_export(args: argparse.Namespace) -> int:
 
     from palm.errors import PalmError
     from palm.hand import load_hand, load_pose, mirror_pose
+    from palm.hand.poses import check_betas
     from palm.io import atomic_write
 
-    pose = load_pose(args.pose)
+    pose = load_pose(args.pose)  # checked there: finite, within MAX_POSE_RADIANS
+    check_betas(args.betas or [], "--betas")
     hand = load_hand(args.hand, args.mano)
     betas = None
     if args.betas:
-        if len(args.betas) > hand.n_betas:
-            raise PalmError("--betas", f"got {len(args.betas)} values, the {hand.name} hand has {hand.n_betas}")
-        betas = torch.tensor([args.betas], dtype=torch.float32)
+        betas = torch.tensor([check_betas(args.betas, "--betas", hand.n_betas)], dtype=torch.float32)
     pose_t = torch.as_tensor(pose, dtype=torch.float32)[None]
     if args.left:  # poses are right-hand poses: the left hand makes the mirror image of the gesture
         pose_t = mirror_pose(pose_t)
     with torch.no_grad():
         res = hand(pose_t, betas=betas, left=args.left)
     vertices = res.vertices[0].numpy().astype(np.float64)
+    if not np.isfinite(vertices).all():  # the inputs are checked; this guards the writer itself
+        raise PalmError(out, "the posed mesh has NaN or infinite vertices; nothing written")
     faces = res.faces.numpy()
     uv = hand.uv.numpy() if hand.uv is not None else None
     with atomic_write(out) as tmp:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from palm.cli.common import common
+from palm.cli.common import bounded_int, common
+
+#: Largest random seed (numpy and torch both take 32-bit seeds everywhere).
+MAX_SEED = 2**32 - 1
+#: Largest step count a flag accepts.
+MAX_STEPS = 10**9
 
 
 def register(sub) -> None:
@@ -30,8 +35,10 @@ def register(sub) -> None:
                    help="with --resume: continue with another --seed, --preset, --pretrain-steps or --set than the run's")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps of the run (both stages counted from its start)")
-    p.add_argument("--pretrain-steps", type=int, default=None, help="override the preset's geometry pretraining steps")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0, or the run's own on --resume)")
+    p.add_argument("--pretrain-steps", type=bounded_int(0, MAX_STEPS), default=None,
+                   help="override the preset's geometry pretraining steps")
+    p.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=None,
+                   help="random seed, 0 to 2^32-1 (default: 0, or the run's own on --resume)")
     p.add_argument("--subjects", default=None, help="comma-separated subject ids to train on (default: all)")
     p.add_argument("--views", default=None, help="comma-separated camera ids to use (default: all)")
     p.add_argument("--frames", default=None, help="comma-separated frame indices (0-based) to use (default: all)")
@@ -51,6 +58,7 @@ def run_train(args) -> int:
     from pathlib import Path
 
     from palm.cli.common import resolve_device
+    from palm.data.check import verify_dataset
     from palm.errors import PalmError
     from palm.io import check_output_dir, clean_stale_temporaries, discard_dir
     from palm.jobs import ConsoleProgress
@@ -66,6 +74,7 @@ def run_train(args) -> int:
                      resume=args.resume, hint="pass --resume to continue it or --force to start it over",
                      disposable=lambda folder: latest_checkpoint(folder) is None)
     device = str(resolve_device(args.device))
+    verify_dataset(args.data)  # 'palm data check --strict': a bad file fails now, not after hours of stage 0
     init_distributed(device)  # every rank has checked --out before any rank writes
     opts = TrainOptions(data=args.data, out=str(run), preset=args.preset, max_steps=args.max_steps, resume=args.resume,
                         pretrain_steps=args.pretrain_steps, seed=args.seed, device=device,

@@ -11,6 +11,11 @@ Pose file formats accepted by :func:`load_pose`:
 * JSON that is a bare list of 16x3, 48 or 45 numbers.
 * ``.npy`` with shape (16, 3), (48,) or (45,) (the last without global orientation).
 
+Every pose read here is checked once, before any work: finite numbers whose magnitude is at most
+:data:`MAX_POSE_RADIANS` (a rotation of more than 1000 rad is a unit or file error, and values of
+1e20 make the rig's SVD fail). :func:`check_betas` applies the same rule to shape coefficients
+(at most :data:`MAX_BETA` in magnitude; the PCA spaces are in standard deviations).
+
 Joint limits: :data:`JOINT_LIMITS` holds the anatomical range of motion of every joint as
 (flexion, abduction, twist) intervals in the joint's own anatomical frame (:func:`joint_frames`,
 built from the rig's rest joints); :func:`pose_to_angles` / :func:`angles_to_pose` convert between
@@ -34,6 +39,44 @@ from palm.errors import PalmError
 from palm.io import read_json
 
 POSE_FORMAT = "palm-pose-v1"
+#: Largest axis-angle component accepted in a pose (radians; one turn is 6.28).
+MAX_POSE_RADIANS = 1e3
+#: Largest shape coefficient accepted (MANO betas are in standard deviations, |b| < 5 is typical).
+MAX_BETA = 100.0
+
+
+def check_pose_values(arr: np.ndarray, path: str | os.PathLike, what: str = "pose") -> np.ndarray:
+    """Refuse NaN/Inf and axis-angle values beyond :data:`MAX_POSE_RADIANS`; returns ``arr``.
+
+    Raises:
+        PalmError: naming ``path``.
+    """
+    if not np.isfinite(arr).all():
+        raise PalmError(path, f"{what} contains NaN or infinite values")
+    if arr.size and np.abs(arr).max() > MAX_POSE_RADIANS:
+        raise PalmError(path, f"{what} has a value of {np.abs(arr).max():.3g} rad, beyond the limit of "
+                              f"{MAX_POSE_RADIANS:g} (axis-angle in radians expected)")
+    return arr
+
+
+def check_betas(values: object, path: str | os.PathLike, n_max: int | None = None, what: str = "betas") -> np.ndarray:
+    """Shape coefficients as a float64 vector: numbers, finite, at most :data:`MAX_BETA` in magnitude
+    and (with ``n_max``) at most ``n_max`` of them.
+
+    Raises:
+        PalmError: naming ``path`` (a file or a flag such as ``--betas``).
+    """
+    try:
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        raise PalmError(path, f"{what} must be a list of numbers") from None
+    if not np.isfinite(arr).all():
+        raise PalmError(path, f"{what} contain NaN or infinite values")
+    if arr.size and np.abs(arr).max() > MAX_BETA:
+        raise PalmError(path, f"{what} include a value of {np.abs(arr).max():.3g}, beyond the limit of {MAX_BETA:g}")
+    if n_max is not None and arr.size > n_max:
+        raise PalmError(path, f"got {arr.size} {what}, the hand model has {n_max}")
+    return arr
 
 
 def _preset_files() -> dict[str, Path]:
@@ -57,7 +100,7 @@ POSE_PRESETS: tuple[str, ...] = tuple(_PRESETS)
 def _as_pose(values: object, path: str | os.PathLike) -> np.ndarray:
     try:
         arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise PalmError(path, "pose is not an array of numbers of shape (16, 3), (48,) or (45,)") from None
     if arr.shape in ((16, 3), (48,)):
         arr = arr.reshape(16, 3)
@@ -65,9 +108,7 @@ def _as_pose(values: object, path: str | os.PathLike) -> np.ndarray:
         arr = np.concatenate([np.zeros((1, 3)), arr.reshape(15, 3)])
     else:
         raise PalmError(path, f"pose has shape {arr.shape}, expected (16, 3), (48,) or (45,) axis-angle values")
-    if not np.isfinite(arr).all():
-        raise PalmError(path, "pose contains NaN or infinite values")
-    return arr
+    return check_pose_values(arr, path)
 
 
 def pose_from_json(data: object, path: str | os.PathLike) -> np.ndarray:
@@ -81,11 +122,11 @@ def pose_from_json(data: object, path: str | os.PathLike) -> np.ndarray:
                 raise PalmError(path, f"'hand_pose' has shape {np.shape(data['hand_pose'])}, expected (45,)")
             try:
                 glob = np.asarray(data.get("global_orient", [0.0, 0.0, 0.0]), dtype=np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise PalmError(path, "'global_orient' is not 3 numbers") from None
-            if glob.size != 3 or not np.isfinite(glob).all():
+            if glob.size != 3:
                 raise PalmError(path, f"'global_orient' has shape {glob.shape}, expected (3,)")
-            hand[0] = glob.reshape(3)
+            hand[0] = check_pose_values(glob.reshape(3), path, "'global_orient'")
             return hand
         raise PalmError(path, "pose JSON has neither a 'pose' nor a 'hand_pose' key")
     return _as_pose(data, path)

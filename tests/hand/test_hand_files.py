@@ -148,3 +148,29 @@ def test_open_rig_file_errors(tmp_path):
         load_hand("open", tmp_path / "junk.npz")
     with pytest.raises(PalmError, match="unknown hand source"):
         load_hand("smpl")
+
+
+def test_pose_and_betas_bounds(tmp_path):
+    """Poses beyond MAX_POSE_RADIANS or non-finite, and betas beyond MAX_BETA, are refused naming the source."""
+
+    import numpy as np
+    import pytest
+
+    from palm.errors import PalmError
+    from palm.hand.poses import MAX_BETA, MAX_POSE_RADIANS, check_betas, load_pose, pose_from_json
+
+    ok = np.full((16, 3), MAX_POSE_RADIANS)
+    assert pose_from_json(ok.tolist(), "p").shape == (16, 3)  # the bound itself is accepted
+    with pytest.raises(PalmError, match=r"^p: pose has a value of 1e\+20 rad, beyond the limit of 1000"):
+        pose_from_json((ok * 1e17).tolist(), "p")
+    with pytest.raises(PalmError, match="'global_orient' contains NaN"):
+        pose_from_json({"hand_pose": [0.0] * 45, "global_orient": [float("nan"), 0, 0]}, "p")
+    big = tmp_path / "big.json"
+    big.write_text('{"pose": [' + "9" * 400 + ", 0" * 47 + "]}")
+    with pytest.raises(PalmError, match="not an array of numbers"):
+        load_pose(big)
+    assert check_betas([MAX_BETA, -1.0], "--betas").tolist() == [MAX_BETA, -1.0]
+    for bad, what in (([float("inf")], "NaN or infinite"), ([1e30], "beyond the limit of 100"),
+                      ([0.0] * 11, "the hand model has 10"), (["x"], "list of numbers")):
+        with pytest.raises(PalmError, match=what):
+            check_betas(bad, "--betas", 10)

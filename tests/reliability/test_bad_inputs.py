@@ -376,7 +376,76 @@ CASES = [
         c, lambda p: _edit_json(p / "prior.json", n_subjects=10**9), "prior.json"), "n_subjects"),
     Case("train-max-steps-0", lambda c: (["train", "--data", str(c.inp), "--out", str(c.out / "run"),
                                           "--max-steps", "0"], "--max-steps"), "must be at least 1"),
+    # --- poses and shapes beyond their bounds (issue 16: NaN vertices, SVD failures) -------------
+    Case("pose-1e20", lambda c: _pose(c, "pose.json", _pose_values(1e20)), "beyond the limit of 1000"),
+    Case("pose-inf-npy", lambda c: _pose(c, "pose.npy", _npy_bytes(np.full((16, 3), np.inf))), "nan or infinite"),
+    Case("pose-global-orient-1e20", lambda c: _pose(c, "pose.json", json.dumps(
+        {"hand_pose": [0.0] * 45, "global_orient": [1e20, 0, 0]})), "beyond the limit"),
+    Case("pose-400-digit-integer", lambda c: _pose(c, "pose.json", '{"pose": [' + "9" * 400 + ", 0" * 47 + "]}"),
+         "not an array of numbers"),
+    Case("pose-nested-100000-deep", lambda c: _pose(c, "pose.json", "[" * 100_000 + "]" * 100_000),
+         "nested too deeply"),
+    Case("export-mesh-pose-1e20", lambda c: (
+        ["export", "mesh", "--prior", str(c.prior), "--res", "8", "--pose", c.file("pose.json", _pose_values(1e20)),
+         "--out", str(c.out / "hand.obj")], str(c.inp / "pose.json")), "beyond the limit"),
+    Case("export-render-pose-1e20", lambda c: (
+        ["export", "render", "--res", "16", "--pose", c.file("pose.json", _pose_values(1e20)),
+         "--out", str(c.out / "hand.png")], str(c.inp / "pose.json")), "beyond the limit"),
+    Case("hand-export-betas-nan", lambda c: (_hand(c, "--betas", "nan"), "--betas"), "nan or infinite"),
+    Case("hand-export-betas-inf", lambda c: (_hand(c, "--betas", "0", "inf"), "--betas"), "nan or infinite"),
+    Case("hand-export-betas-1e30", lambda c: (_hand(c, "--betas", "1e30"), "--betas"), "beyond the limit of 100"),
+    Case("hand-export-too-many-betas", lambda c: (_hand(c, "--betas", *["0"] * 11), "--betas"), "the hand model has 10"),
+    # --- flags that may not go together or overflow ---------------------------------------------
+    Case("photo-left-and-right", lambda c: (
+        ["photo", c.file("hand.png", _PNG), "--left", "--right", "--out", str(c.out / "photo")], "--right"),
+         "not allowed with argument --left"),
+    Case("train-seed-huge", lambda c: (["train", "--data", str(c.inp), "--out", str(c.out / "run"),
+                                        "--seed", "9" * 30], "--seed"), "expected an integer"),
+    Case("train-seed-negative", lambda c: (["train", "--data", str(c.inp), "--out", str(c.out / "run"),
+                                            "--seed", "-1"], "--seed"), "must be an integer in [0,"),
+    Case("data-synth-seed-huge", lambda c: (["data", "synth", "--out", str(c.out / "data"), "--seed", "9" * 30],
+                                            "--seed"), "expected an integer"),
+    # --- 'palm train' runs 'palm data check --strict' before stage 0 ------------------------------
+    Case("train-data-empty-image", lambda c: _train_on(c, lambda d: _image_of(d).write_bytes(b""),
+                                                       lambda d: str(_image_of(d))), "empty file"),
+    Case("train-data-image-wrong-size", lambda c: _train_on(c, lambda d: _image_of(d).write_bytes(
+        _image_bytes("PNG", size=16)), lambda d: str(_image_of(d))), "but camera cam0 says 32x32"),
+    Case("train-data-unknown-convention", lambda c: _train_on(c, lambda d: (d / "meta.json").write_text(
+        json.dumps({"hand_pose_convention": "sideways"})), lambda d: str(d / "meta.json")),
+         "unknown hand_pose_convention"),
+    Case("train-data-evil-pickle", lambda c: _train_on(c, lambda d: (d / "0000" / "cameras.npy").write_bytes(
+        _evil_npy(c.out / "pwned")), lambda d: str(d / "0000" / "cameras.npy")), "refuses to load"),
 ]
+
+
+def _pose_values(value: float) -> str:
+    return json.dumps({"format": "palm-pose-v1", "pose": [[value, 0.0, 0.0]] + [[0.0, 0.0, 0.0]] * 15})
+
+
+def _evil_npy(marker: Path) -> bytes:
+    """A ``.npy`` of a 0-d object array (what np.save writes for a dict) whose pickle runs a command."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": ()})
+    return buf.getvalue() + pickle.dumps({"cameras": _Evil(marker)}, protocol=3)
+
+
+def _hand(ctx: Ctx, *extra: str) -> list[str]:
+    return ["hand", "export", *extra, "--out", str(ctx.out / "hand.obj")]
+
+
+def _image_of(data: Path) -> Path:
+    from palm.data.palm_dataset import frame_name
+
+    return data / "0000" / "images" / "cam0" / f"{frame_name(0)}.png"
+
+
+def _train_on(ctx: Ctx, breaks: Callable[[Path], None], named: Callable[[Path], str]) -> tuple[list[str], str]:
+    """``palm train`` on a valid dataset that ``breaks`` spoils; the error must name ``named(data)``."""
+    data = make_dataset(ctx.inp / "data")
+    breaks(data)
+    argv = ["train", "--data", str(data), "--out", str(ctx.out / "run"), "--preset", "tiny", "--max-steps", "1",
+            "--no-tensorboard"]
+    return argv, named(data)
 
 
 #: Cases that repeat a boundary the others already cover; they run with the ``slow`` marker
@@ -559,3 +628,29 @@ def test_hdr_with_some_bad_pixels_is_clamped_with_a_warning(tmp_path):
     lobes = json.loads((tmp_path / "sky.json").read_text())["lobes"]
     assert len(lobes) == 2 and np.isfinite(np.asarray(lobes)).all()
 
+
+
+def test_eval_interhand_uses_the_mano_flag(tmp_path, monkeypatch, capsys):
+    """'eval interhand --mano X' converts the registrations with X (it used to ask for --mano)."""
+    import palm.eval
+    import palm.hand
+    import palm.prior
+    from palm.cli.main import main
+    from palm.errors import PalmError
+    from palm.hand.mano import MANO_ENV, find_mano
+
+    monkeypatch.delenv(MANO_ENV, raising=False)
+    mano = tmp_path / "MANO_RIGHT.pkl"
+    mano.write_bytes(b"not read: load_hand is replaced")
+    (tmp_path / "ih").mkdir()
+
+    def fake_eval(root, prior, cfg, **kw):  # where the reader asks for the MANO file
+        raise PalmError(root, f"would read {find_mano()}")
+
+    monkeypatch.setattr(palm.hand, "load_hand", lambda kind, path=None: object())
+    monkeypatch.setattr(palm.prior, "load_prior", lambda *a, **k: object())
+    monkeypatch.setattr(palm.eval, "eval_interhand", fake_eval)
+    rc = main(["eval", "interhand", "--root", str(tmp_path / "ih"), "--mano", str(mano), "--device", "cpu"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'ih'}: would read {mano}"
+    assert MANO_ENV not in os.environ  # the flag does not leak out of the command

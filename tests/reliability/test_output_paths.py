@@ -207,7 +207,41 @@ CASES = [
     Case("eval-out-user-folder-force", lambda c: _eval(c, c.folder("mine", {"results.csv": "1,2"}), "--force"),
          "is not an evaluation folder"),
     Case("eval-out-inside-the-data", lambda c: _eval(c, None), "lies inside the input"),
+    # --- palm photo --out (files added to a folder) -------------------------------------------------
+    Case("photo-out-is-a-file", lambda c: _photo_out_file(c), "is a file"),
+    Case("photo-out-is-the-photo", lambda c: _photo_same(c), "is a file"),
+    Case("photo-out-would-replace-the-mask", lambda c: _photo_over_mask(c), "would replace the input"),
+    # --- single-file outputs that are folders ------------------------------------------------------
+    Case("hand-export-out-is-a-folder", lambda c: _out_folder(c, "hand.obj", "hand", "export"), "is a folder"),
+    Case("export-turntable-out-is-a-folder", lambda c: _out_folder(
+        c, "t.mp4", "export", "turntable", "--frames", "2", "--res", "16"), "is a folder"),
+    Case("export-env-out-is-a-folder", lambda c: _out_folder(c, "env.exr", "export", "env", "--env", "studio"),
+         "is a folder"),
 ]
+
+
+def _photo_same(c: Ctx) -> tuple[list[str], str]:
+    photo = c.photo()
+    return ["photo", photo, "--out", photo], photo
+
+
+def _photo_over_mask(c: Ctx) -> tuple[list[str], str]:
+    """``--out DIR`` where ``DIR/mask.png`` is the ``--mask`` the command reads."""
+    mask = Path(c.photo("shots/mask.png"))
+    return ["photo", c.photo(), "--mask", str(mask), "--out", str(mask.parent)], str(mask.parent)
+
+
+def _out_folder(c: Ctx, name: str, *argv: str) -> tuple[list[str], str]:
+    """A single-file command whose ``--out`` is an existing folder of the user's."""
+    out = c.folder(name, {"keep.txt": "x"})
+    return [*argv, "--out", out], out
+
+
+def _photo_out_file(c: Ctx) -> tuple[list[str], str]:
+    """``palm photo --out FILE``: refused before the 20 s of detection and fitting."""
+    out = c.root / "notes.txt"
+    out.write_text("mine")
+    return ["photo", c.photo(), "--out", str(out)], str(out)
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -360,3 +394,72 @@ def test_policy_function_directly(tmp_path):
     removed = clean_stale_temporaries(avatar)
     assert len(removed) == 2 and (avatar / "avatar.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["avatar", "run"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporaries of killed writers
+# ---------------------------------------------------------------------------------------------
+
+_KILLED_WRITER = """
+import os, sys
+from palm.io import atomic_write
+with atomic_write(sys.argv[1]) as tmp:
+    print(tmp.name, flush=True)
+    os.kill(os.getpid(), 9)
+"""
+
+_HOLDING_WRITER = """
+import sys, time
+from palm.io import atomic_write
+with atomic_write(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"partial")
+    print(tmp.name, flush=True)
+    time.sleep(600)
+"""
+
+
+def _writer(script: str, out: Path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    name = proc.stdout.readline().strip()
+    return proc, name
+
+
+def test_sigkilled_turntable_temporary_is_removed_by_the_next_run(tmp_path):
+    """A writer of t.mp4 killed with SIGKILL leaves its hidden temporary; the next 'palm export
+    turntable' to t.mp4 removes it, and leaves alone the temporary of a writer still running."""
+    out = tmp_path / "t.mp4"
+    killed, stale = _writer(_KILLED_WRITER, out)
+    assert killed.wait(timeout=120) == -9
+    assert stale.startswith(".t.mp4.") and (tmp_path / stale).is_file() and (tmp_path / stale).stat().st_size == 0
+    running, live = _writer(_HOLDING_WRITER, out)
+    try:
+        r = run_palm("export", "turntable", "--frames", "2", "--res", "16", "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live, "t.mp4"])
+    finally:
+        running.kill()
+        running.wait()
+    assert out.stat().st_size > 0
+
+
+def test_stale_temporaries_are_cleaned_by_every_writer(tmp_path):
+    """atomic_write / atomic_dir / check_output_path remove their output's dead temporaries, no others."""
+    from palm.io import atomic_dir, atomic_write, check_output_path
+
+    (tmp_path / ".a.json.ab12cd34.tmp.json").write_text("{")
+    (tmp_path / ".b.json.ab12cd34.tmp.json").write_text("{")  # another output's: kept
+    (tmp_path / ".notes.txt").write_text("mine")  # a hidden file of the user's: kept
+    with atomic_write(tmp_path / "a.json") as tmp:
+        tmp.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.json.ab12cd34.tmp.json", ".notes.txt", "a.json"]
+    (tmp_path / ".avatar.zz99yy88.tmp").mkdir()
+    with atomic_dir(tmp_path / "avatar") as tmp:
+        (tmp / "x").write_text("1")
+    assert not (tmp_path / ".avatar.zz99yy88.tmp").exists() and (tmp_path / "avatar" / "x").is_file()
+    check_output_path(tmp_path / "b.json", (".json",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.txt", "a.json", "avatar"]

@@ -394,7 +394,7 @@ def load_hand_params(path: str | os.PathLike, width: int, height: int, n_betas: 
             return default
         try:
             a = np.asarray(data[key], dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise PalmError(path, f"'{key}' must be numbers") from None
         if not shape_ok(a.shape) or not np.isfinite(a).all():
             raise PalmError(path, f"'{key}' has shape {a.shape} or non-finite values")
@@ -408,8 +408,10 @@ def load_hand_params(path: str | os.PathLike, width: int, height: int, n_betas: 
         pose = np.concatenate([go.reshape(3), hp.reshape(45)])
     else:
         raise PalmError(path, "missing 'pose' (16x3 or 48 axis-angle) or 'hand_pose' + 'global_orient'")
-    pose = pose.reshape(16, 3)
-    betas = arr("betas", lambda s: len(s) == 1, default=np.zeros(n_betas or 10))
+    from palm.hand.poses import check_betas, check_pose_values
+
+    pose = check_pose_values(pose.reshape(16, 3), path)
+    betas = check_betas(arr("betas", lambda s: len(s) == 1, default=np.zeros(n_betas or 10)), path)
     if n_betas is not None:
         if len(betas) > n_betas and np.abs(betas[n_betas:]).max() > 1e-6:
             raise PalmError(path, f"{len(betas)} betas given but the hand model has {n_betas}")
