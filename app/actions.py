@@ -273,7 +273,8 @@ def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
 
     Returns:
         ``{"shape", "appearance"}`` (K,) coefficients, ``{"shape_code", "appearance_code"}`` (32,),
-        ``"lobes"`` (L, 7), ``"pose"`` (16, 3), ``"betas"`` (n_betas,), ``"left"``, ``"camera"`` dict.
+        ``"lobes"`` (L, 7), ``"pose"`` (16, 3), ``"betas"`` (n_betas,), ``"left"``, ``"camera"`` dict,
+        ``"mesh"``: the refined mesh of the photo-detail stage or None.
 
     Raises:
         PalmError: no prior loaded, or the avatar belongs to another prior.
@@ -293,6 +294,7 @@ def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
         "betas": np.asarray(a.betas, np.float32).reshape(-1),
         "left": bool(a.left),
         "camera": dict(a.camera),
+        "mesh": a.extra.get("mesh"),
     }
 
 

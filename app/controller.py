@@ -1,9 +1,8 @@
 """User intents and job events -> :class:`app.state.AppState` (no Dear PyGui, no OpenGL).
 
-The frame loop calls intent methods from widget callbacks and :meth:`Controller.handle_events`
-once per frame. Views never write the controller's state: every change bumps a counter in
-:attr:`Controller.revision` (``"avatar"``, ``"pose"``, ``"light"``, ...), and each view remembers the
-revision it last drew and redraws when the counter has moved on.
+The frame loop calls intent methods from widget callbacks and :meth:`Controller.handle_events` once per
+frame. Views never write the controller's state: every change bumps a counter in :attr:`Controller.revision`
+(``"avatar"``, ``"pose"``, ...); each view redraws when the counter has moved past the one it last drew.
 """
 
 from __future__ import annotations
@@ -289,11 +288,12 @@ class Controller:
     def request_bake(self, resolutions=None) -> None:
         """Re-bake for the current subject: coarse first, then refine (a job that replaces the last)."""
         resolutions = self.bake_resolutions if resolutions is None else resolutions
-        if self.prior is None:
-            # rig fallback: the sliders are betas; the bake is the rig's rest mesh (fast, synchronous)
+        if self.state.subject.compare and self.state.subject.personal_mesh is not None:
+            self.avatar = self.state.subject.personal_mesh  # refined from the photo: what render and export show
+            return self.bump("avatar", "pose")
+        if self.prior is None:  # rig fallback: the sliders are betas; the rig's rest mesh (fast, synchronous)
             self.avatar = actions.bake_rig(self.hand, self.rig_betas())
-            self.bump("avatar", "pose")
-            return
+            return self.bump("avatar", "pose")
         self.start_job("bake", actions.job_bake, self.prior, self.current_subject(), tuple(resolutions))
 
     def load_avatar(self, folder: str) -> None:
@@ -302,7 +302,7 @@ class Controller:
         s = self.state.subject
         s.personal_shape, s.personal_appearance = data["shape"], data["appearance"]
         s.personal_shape_code, s.personal_appearance_code = data["shape_code"], data["appearance_code"]
-        s.personal_betas = data["betas"]
+        s.personal_betas, s.personal_mesh = data["betas"], data["mesh"]
         n = min(len(s.shape), len(data["shape"]))
         s.shape[:n], s.appearance[:n] = data["shape"][:n], data["appearance"][: min(len(s.appearance), n)]
         s.avatar_path, s.compare = str(folder), True
@@ -445,7 +445,8 @@ class Controller:
         mesh as shown), in a job; :meth:`notify` confirms the path."""
         path = str(tasks.check_export(path, tasks.MESH_EXTENSIONS, self.input_paths()))
         s = self.state.subject
-        res = max(int(resolution), s.bake_resolution) if self.prior is not None and resolution else 0
+        refined = s.compare and s.personal_mesh is not None  # the photo-detail mesh is exported as shown
+        res = max(int(resolution), s.bake_resolution) if self.prior is not None and resolution and not refined else 0
         if res == s.bake_resolution and s.bake_resolution >= max(self.bake_resolutions):
             res = 0  # the refined viewport mesh is that resolution already
         self.start_job("export mesh", tasks.job_export_mesh, path, self.avatar, self.hand,
@@ -484,7 +485,7 @@ class Controller:
         s.shape = np.zeros(prior.n_shape, np.float32)
         s.appearance = np.zeros(prior.n_appearance, np.float32)
         s.personal_shape = s.personal_appearance = s.personal_shape_code = s.personal_appearance_code = None
-        s.personal_betas, s.compare, self._described = None, False, False
+        s.personal_betas, s.personal_mesh, s.compare, self._described = None, None, False, False
         self.bump("codes", "names")
         self.state.neural_note = actions.neural_available(prior)
         self.state.neural_available = not self.state.neural_note

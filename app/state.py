@@ -32,6 +32,8 @@ class SubjectState:
     """(32,) codes of the personalised avatar (they override its coefficients), or None."""
     personal_appearance_code: np.ndarray | None = None
     personal_betas: np.ndarray | None = None
+    personal_mesh: Any = None
+    """The avatar's refined mesh (``mesh.safetensors``, a ``palm.bake.BakedAvatar``), shown while comparing."""
     compare: bool = False
     prior_path: str = ""
     prior_note: str = ""
