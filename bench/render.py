@@ -1,7 +1,10 @@
-"""Rendering benchmark: network evaluations/s, full PBR rays/s (cpu and paper presets), and the
-fraction of network evaluations that empty-space skipping keeps for a 256x256 view of the hand.
+"""Rendering benchmark: network evaluations/s, full PBR rays/s (cpu and paper presets), the
+fraction of network evaluations that empty-space skipping keeps for a 256x256 view of the hand,
+and the avatar renderer users wait for: ``avatar_512_seconds`` (``palm render --avatar DIR --pose
+fist --res 512`` in-process: load prior + avatar, pose, rasterise, shade with shadows), with the
+raster and neural renderers' agreement (PSNR of one against the other, same view, small image).
 
-    python bench/render.py [--quick] [--device cpu|cuda]
+    python bench/render.py [--quick] [--device cpu|cuda] [--avatar DIR]
 
 Prints progress to stderr and, as its last line, one JSON object.
 """
@@ -101,11 +104,65 @@ def ess_fraction(cfg: C.PalmNetConfig, hand, device) -> dict:
             "fraction_marching": march_with / max(march_without, 1)}
 
 
+def avatar_figures(avatar_dir: str | None, neural_res: int) -> dict:
+    """Seconds for a 512x512 raster render of an avatar, and raster-vs-neural PSNR at ``neural_res``.
+
+    Without ``avatar_dir`` the avatar is the default prior's mean subject, baked and subdivided as
+    the photo-detail stage does (palm.detail), written to a temporary avatar folder.
+    """
+    import tempfile
+
+    import numpy as np
+
+    from palm.metrics import psnr_masked
+    from palm.scene import load_scene, render_scene
+
+    tmp = None
+    if avatar_dir is None:
+        from palm.avatar import Avatar, save_avatar
+        from palm.bake import bake_from_prior, save_baked
+        from palm.detail import subdivide
+        from palm.prior import load_prior
+        from palm.render.environment import display_light
+
+        prior = load_prior(None)
+        z_s, z_a = prior.codes_from_coeffs()
+        tmp = tempfile.TemporaryDirectory()
+        avatar_dir = str(Path(tmp.name) / "avatar")
+        cam = {"K": [[300.0, 0, 128], [0, 300.0, 128], [0, 0, 1]], "Rt": np.eye(4).tolist(), "height": 256, "width": 256}
+        save_avatar(avatar_dir, Avatar(c := torch.zeros(0), c, z_s, z_a, display_light(None)[0], np.zeros((16, 3)),
+                                       np.zeros(prior.model.hand.n_betas), np.array([0, 0, 0.5]), cam,
+                                       prior.content_hash))
+        save_baked(Path(avatar_dir) / "mesh.safetensors", subdivide(bake_from_prior(prior, resolution=96)))
+    t0 = time.perf_counter()
+    scene = load_scene(avatar=avatar_dir, pose="fist", res=512)
+    raster = render_scene(scene).numpy()
+    seconds = time.perf_counter() - t0
+    small = [render_scene(load_scene(avatar=avatar_dir, pose="fist", res=neural_res, renderer=r)).numpy()
+             for r in ("raster", "neural")]
+    mask = (small[0][..., 3] > 0.5) & (small[1][..., 3] > 0.5)
+    from palm.render.color import linear_to_srgb
+
+    a, b = (linear_to_srgb(np.clip(x[..., :3], 0, 1)) for x in small)
+    out = {"avatar_512_seconds": round(seconds, 2), "avatar_512_covered_px": int((raster[..., 3] > 0).sum()),
+           "avatar_vertices": int(len(scene.mesh.vertices)), "raster_vs_neural_res": neural_res,
+           "raster_vs_neural_psnr": round(float(psnr_masked(a, b, mask)), 2),
+           "raster_vs_neural_iou": round(float(mask.sum() / max(((small[0][..., 3] > 0.5) | (small[1][..., 3] > 0.5)).sum(), 1)), 4)}
+    if tmp is not None:
+        tmp.cleanup()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer points, rays and repeats (under two minutes on a CPU)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--avatar", default=None, help="avatar folder for avatar_512_seconds (default: the prior's mean subject)")
+    ap.add_argument("--only-avatar", action="store_true", help="only the avatar figures")
     args = ap.parse_args()
+    if args.only_avatar:
+        print(json.dumps(avatar_figures(args.avatar, 32 if args.quick else 64)))
+        return
     device = torch.device(args.device)
     hand = load_hand("open").to(device)
     cpu_cfg, paper_cfg = C.PRESETS["cpu"].model, C.PRESETS["paper"].model
@@ -132,6 +189,8 @@ def main() -> None:
         "ess_evals_without_skipping": ess["without"],
         "torch_threads": torch.get_num_threads(),
     }
+    log("avatar: 512x512 raster render with shadows; raster vs neural ...")
+    result.update(avatar_figures(args.avatar, 32 if q else 64))
     print(json.dumps(result))
 
 

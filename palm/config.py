@@ -320,19 +320,21 @@ class DetailConfig:
     mesh_res: int = 96
     """Marching-cubes cells along the hand box's longest side (then ``subdivide`` midpoint steps)."""
     subdivide: int = 1
-    outline_steps: int = 60
+    outline_steps: int = 200
     outline_lr: float = 2e-4
     """Adam step of the canonical offsets, metres."""
     visibility_every: int = 5
     rim_cos: float = 0.3
     band_px: float = 8.0
     cover_px: float = 30.0
-    offset_smooth: float = 40.0
+    offset_smooth: float = 150.0
     offset_l2: float = 0.01
-    albedo_steps: int = 150
+    albedo_steps: int = 300
     albedo_lr: float = 0.02
-    albedo_smooth: float = 0.05
+    albedo_smooth: float = 0.01
     albedo_l2: float = 1e-4
+    albedo_range: float = 2.0
+    """The fitted albedo stays within this factor of its start (the prior's, colour-corrected)."""
 
 
 @dataclass(frozen=True)
@@ -447,12 +449,14 @@ PERSONALIZE_PRESETS: dict[str, PersonalizeConfig] = {
 
 
 def scaled_schedule(cfg: PersonalizeConfig, steps: int) -> PersonalizeConfig:
-    """``cfg`` with ``max_steps = steps`` and its milestones scaled by ``steps / cfg.max_steps``."""
+    """``cfg`` with ``max_steps = steps`` and its milestones (and detail steps) scaled by ``steps / cfg.max_steps``."""
     f = steps / cfg.max_steps
     s = lambda n: max(1, round(n * f))
+    detail = cfg.detail and dataclasses.replace(cfg.detail, outline_steps=s(cfg.detail.outline_steps),
+                                                albedo_steps=s(cfg.detail.albedo_steps))
     return dataclasses.replace(cfg, max_steps=steps, shape_freeze_step=s(cfg.shape_freeze_step),
                                pbr_start_step=s(cfg.pbr_start_step), warmup_steps=s(cfg.warmup_steps),
-                               preview_every=max(1, min(cfg.preview_every, steps)))
+                               preview_every=max(1, min(cfg.preview_every, steps)), detail=detail)
 
 
 # ---------------------------------------------------------------------------------------------

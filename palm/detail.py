@@ -175,12 +175,15 @@ def visible_vertices(screen: Tensor, faces: Tensor, height: int, width: int, tol
 
 
 def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedAvatar, lobes: Tensor,
-                  height: int, width: int, shadows: bool = True) -> dict[str, Tensor]:
+                  height: int, width: int, shadows: bool = True, albedo: Tensor | None = None) -> dict[str, Tensor]:
     """Rasterise and shade the posed mesh: per covered pixel the affine shading ``L = a D + S``.
+
+    Args:
+        albedo: (V, 3) per-vertex albedo: shade with it (``rgb``) instead of returning ``D`` and ``S``.
 
     Returns:
         ``mask (H, W) bool``, ``vid (N, 3) long`` and ``bary (N, 3)`` of the covered pixels (row
-        major), ``D (N, 3)``, ``S (N, 3)`` linear.
+        major), and ``D (N, 3)``, ``S (N, 3)`` linear, or with ``albedo`` the linear ``rgb (N, 3)``.
     """
     frags = rasterize(posed.screen(world)[None], posed.faces, height, width)
     mask = frags.mask[0]
@@ -204,6 +207,9 @@ def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedA
     rough = interp(torch.as_tensor(mesh.roughness, dtype=torch.float32)[:, None])
     metal = interp(torch.as_tensor(mesh.metallic, dtype=torch.float32)[:, None])
     vis = interp(vis_v)
+    if albedo is not None:
+        rgb = shade_groups(n, view, interp(albedo), rough, metal, lobes, groups, vis)
+        return {"mask": mask, "vid": vid, "bary": bary, "rgb": rgb}
     zero = torch.zeros_like(n)
     S = shade_groups(n, view, zero, rough, metal, lobes, groups, vis)
     D = shade_groups(n, view, torch.ones_like(n), rough, metal, lobes, groups, vis) - S
@@ -257,7 +263,7 @@ def fit_outline(posed: PosedMesh, mask: np.ndarray, cfg: DetailConfig, emit: Emi
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        emit(Progress(step0 + step + 1, total, "detail: outline", losses={"outline": float(loss_in + loss_rim.detach())}))
+        emit(Progress(step0 + step + 1, total, "detail: outline", losses={"outline": float((loss_in + loss_rim).detach())}))
     return offsets.detach()
 
 
@@ -311,7 +317,8 @@ def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, 
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        with torch.no_grad():
+        with torch.no_grad():  # within a factor of the start: shading the mesh cannot explain stays out
+            albedo.copy_(torch.minimum(torch.maximum(albedo, start / cfg.albedo_range), start * cfg.albedo_range))
             albedo.clamp_(0.01, 1.0)
         emit(Progress(step0 + step + 1, total, "detail: albedo",
                       losses={"albedo": float(loss_data), "psnr": -10 * math.log10(max(float(loss_data), 1e-10))}))
@@ -369,7 +376,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
 
 
 def render_mesh(mesh: BakedAvatar, bones: np.ndarray, transl: Any, camera, lobes: Tensor,
-                shadows: bool = True) -> np.ndarray:
+                shadows: bool = True, supersample: int = 2) -> np.ndarray:
     """The posed mesh through the z-buffer rasteriser, shaded under an SG light with shadows.
 
     Args:
@@ -377,23 +384,38 @@ def render_mesh(mesh: BakedAvatar, bones: np.ndarray, transl: Any, camera, lobes
         bones: (16, 4, 4) (:func:`palm.hand.lbs.bone_transforms`); transl: (3,).
         camera: :class:`palm.render.rays.Camera`. lobes: (K, 7) raw SG lobes.
         shadows: per-lobe-group shadow visibility (:mod:`palm.render.shadow`); False: unshadowed.
+        supersample: rendered at this factor per side and box-filtered down (anti-aliased edges).
 
     Returns:
         (H, W, 4) float32 linear RGB with straight alpha (1 on the hand, 0 elsewhere).
     """
+    ss = max(1, int(supersample))
+    if ss > 1:
+        camera = camera.to("cpu")
+        K = camera.K.clone().float()
+        K[:2] *= ss  # pixel centres at u + 0.5 scale with the image
+        from palm.render.rays import Camera
+
+        camera = Camera(K, camera.Rt.clone(), int(camera.height) * ss, int(camera.width) * ss)
     posed = PosedMesh(mesh, bones, transl, camera.K.cpu(), camera.Rt.cpu())
     h, w = int(camera.height), int(camera.width)
     with torch.no_grad():
         world = posed.world()
         normals = posed.normals()
-        sh = pixel_shading(posed, world, normals, mesh, lobes.detach().cpu(), h, w, shadows=shadows)
-        albedo = (torch.as_tensor(mesh.albedo, dtype=torch.float32)[sh["vid"]] * sh["bary"][..., None]).sum(1)
-        rgb = albedo * sh["D"] + sh["S"]
+        sh = pixel_shading(posed, world, normals, mesh, lobes.detach().cpu(), h, w, shadows=shadows,
+                           albedo=torch.as_tensor(mesh.albedo, dtype=torch.float32))
+        rgb = sh["rgb"]
     image = np.zeros((h * w, 4), np.float32)
     covered = sh["mask"].reshape(-1).numpy()
     image[covered, :3] = rgb.numpy()
     image[covered, 3] = 1.0
-    return image.reshape(h, w, 4)
+    image = image.reshape(h, w, 4)
+    if ss > 1:  # box filter of premultiplied colour, then back to straight alpha
+        blocks = image.reshape(h // ss, ss, w // ss, ss, 4).mean(axis=(1, 3))
+        alpha = blocks[..., 3:4]
+        blocks[..., :3] = np.where(alpha > 0, blocks[..., :3] / np.maximum(alpha, 1e-8), 0)
+        image = np.ascontiguousarray(blocks, dtype=np.float32)
+    return image
 
 
 def on_white(rgba: np.ndarray) -> np.ndarray:

@@ -86,8 +86,20 @@ def score_sample(prior, avatar, sample, light=None, *, work_res: int | None, lpi
         transl=torch.as_tensor(view.transl, device=dev),
     )
     lobes = avatar.light if light is None else torch.as_tensor(light, dtype=torch.float32)
+    mesh = avatar.extra.get("mesh")
+    if mesh is not None:  # the refined mesh of the photo-detail stage: what the user sees, rasterised
+        from palm.detail import on_white, render_mesh
+        from palm.hand.lbs import bone_transforms
+
+        rgba = render_mesh(mesh, bone_transforms(model.hand, view.pose, view.betas), view.transl, view.camera, lobes)
+        return image_metrics(on_white(rgba), view, lpips=lpips, opacity=rgba[..., 3])
     out = render_outputs(model, view.camera.to(dev), frame, lobes.to(dev), pbr=True)
     return image_metrics(out["rgb"], view, lpips=lpips, opacity=out["opacity"])
+
+
+def score_res(cfg) -> int | None:
+    """The scoring crop of a personalisation config: the detail stage's when it has one."""
+    return cfg.detail.res if cfg.detail is not None else cfg.work_res
 
 
 def mean_scores(rows: Iterable[dict[str, float]]) -> dict[str, float]:
@@ -148,7 +160,7 @@ def eval_synthetic(
             novel = s.env_name is not None and first.env_name is not None and s.env_name != first.env_name
             if novel and s.env_lobes is None:
                 continue  # no stored lighting to relight with
-            score = score_sample(prior, avatar, s, light=s.env_lobes if novel else None, work_res=cfg.work_res)
+            score = score_sample(prior, avatar, s, light=s.env_lobes if novel else None, work_res=score_res(cfg))
             score["image"] = f"{it[0]}/{it[1]}/{it[2]}"
             (rows_novel if novel else rows_seen).append(score)
         report = avatar.extra.get("report", {})
@@ -198,7 +210,7 @@ def eval_interhand(
                              emit, cancel, preset=preset)
         rows = []
         for s in samples:
-            score = score_sample(prior, avatar, s, work_res=cfg.work_res)
+            score = score_sample(prior, avatar, s, work_res=score_res(cfg))
             score["image"] = str(s.meta.get("path", s.frame))
             rows.append(score)
         report = avatar.extra.get("report", {})

@@ -190,3 +190,26 @@ def test_personalize_with_detail_writes_the_refined_mesh_that_render_shows(prior
     # the own view shows the hand where the photo has it
     rendered = image[..., 3] > 0.5
     assert _iou(rendered, np.asarray(target.mask, bool)) > 0.5
+
+
+def test_render_cli_refuses_rf_image_with_the_raster_renderer(tmp_path, capsys):
+    from palm.cli.main import main
+
+    rc = main(["render", "--image", "rf", "--out", str(tmp_path / "x.png")])
+    assert rc == 2
+    assert "--renderer neural" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_supersampled_render_is_antialiased_and_keeps_the_silhouette(prior, scene, mesh):
+    from palm.detail import render_mesh
+
+    _, cam, light = scene
+    hand_bones = bone_transforms(prior.model.hand, np.zeros((16, 3), np.float32))
+    hard = render_mesh(mesh, hand_bones, np.zeros(3), cam, light, supersample=1)
+    soft = render_mesh(mesh, hand_bones, np.zeros(3), cam, light, supersample=3)
+    assert hard.shape == soft.shape == (cam.height, cam.width, 4)
+    assert set(np.unique(hard[..., 3])) <= {0.0, 1.0}
+    partial = (soft[..., 3] > 0) & (soft[..., 3] < 1)
+    assert partial.any() and np.isfinite(soft).all()
+    assert abs((soft[..., 3] > 0.5).sum() - hard[..., 3].sum()) < 0.1 * hard[..., 3].sum()

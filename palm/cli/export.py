@@ -132,8 +132,9 @@ def _require_dir(path: str, what: str) -> None:
 def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[Any, Any]:
     """The baked avatar and its rig shape for ``--avatar``/``--prior``.
 
-    ``--avatar`` bakes the personalised codes with the prior it was made for (the shipped default
-    prior unless ``--prior`` is given too); ``--prior`` (or, with neither, the shipped default
+    ``--avatar`` gives its refined mesh (``mesh.safetensors`` of the photo-detail stage, at the
+    stage's resolution) or else bakes the personalised codes with the prior it was made for (the
+    shipped default prior unless ``--prior`` is given too); ``--prior`` (or, with neither, the shipped default
     prior) bakes the prior's mean subject. Without any prior installed, the hand rig itself is used.
 
     Returns:
@@ -157,6 +158,8 @@ def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[An
     from palm.avatar import load_avatar
 
     av = load_avatar(avatar_dir, prior_hash=prior.content_hash)
+    if "mesh" in av.extra:  # refined from the photo (palm.detail): what the studio and palm render show
+        return av.extra["mesh"], av.betas
     baked = bake_from_prior(prior, resolution=res, betas=av.betas, shape_code=av.shape_code,
                             appearance_code=av.appearance_code)
     return baked, av.betas

@@ -1,12 +1,14 @@
 """``palm personalize``: one photo of a hand -> a relightable, posable avatar (spec section 9).
 
     palm personalize PHOTO --prior PRIOR --out AVATAR [--force] [--mask M] [--hand-params J] [--camera C]
-                           [--left] [--preset paper|fast] [--steps N] [--work-res PX]
+                           [--left] [--preset paper|fast] [--steps N] [--work-res PX] [--detail-res PX]
 
 The photo is preprocessed (:func:`palm.data.photo.pipeline.preprocess_photo`: landmarks, hand fit, mask,
 or the user's mask / hand parameters / camera), then :func:`palm.train.personalize.personalize`
-fits the prior's PCA codes, an SG environment and a pose correction. Writes the avatar folder
-(``avatar.safetensors``, ``avatar.json``, ``report.json``) and ``AVATAR/photo/`` (the
+fits the prior's PCA codes, an SG environment and a pose correction; then (all presets but
+``paper``) the photo-detail stage (:mod:`palm.detail`) refines the baked mesh's outline and albedo.
+Writes the avatar folder (``avatar.safetensors``, ``avatar.json``, ``report.json``,
+``mesh.safetensors``) and ``AVATAR/photo/`` (the
 preprocessing's overlay, mask and hand parameters) plus ``AVATAR/preview.png`` (render beside
 the photo crop), all in one atomic swap.
 
@@ -50,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="fast", choices=("fast", "paper"),
                    help="fast (a few CPU minutes, default) or paper (5200 steps, the published schedule)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="override the preset's number of steps")
+    p.add_argument("--detail-res", type=int, default=None, metavar="PX",
+                   help="side of the photo crop the photo-detail stage fits (outline and albedo of the mesh); 0 "
+                        "skips the stage (the 'paper' preset has none; 'fast': 256)")
     p.add_argument("--work-res", type=int, default=None, metavar="PX",
                    help="side of the working crop around the hand, 32 to 2048 (default: the preset's, 128 for fast, "
                         "256 for paper)")
@@ -109,7 +114,14 @@ def run_personalize(args: argparse.Namespace) -> int:
     cfg = PERSONALIZE_PRESETS[args.preset]
     if args.steps is not None:
         cfg = scaled_schedule(cfg, args.steps)
+    if args.detail_res is not None and not (args.detail_res == 0 or 32 <= args.detail_res <= 2048):
+        raise PalmError("--detail-res", f"must be 0 (off) or between 32 and 2048, got {args.detail_res}")
     cfg = dataclasses.replace(cfg, seed=args.seed, work_res=args.work_res or cfg.work_res)
+    if args.detail_res is not None:
+        from palm.config import DetailConfig
+
+        detail = None if args.detail_res == 0 else dataclasses.replace(cfg.detail or DetailConfig(), res=args.detail_res)
+        cfg = dataclasses.replace(cfg, detail=detail)
     device = resolve_device(args.device)
     hand = None
     if args.mano:

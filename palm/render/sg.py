@@ -186,11 +186,20 @@ def sg_cosine_lobe(lam: torch.Tensor, cos_theta: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(...)`` irradiance per unit amplitude.
     """
-    lam, cos_theta = torch.broadcast_tensors(lam, cos_theta)
     small = lam < IRRADIANCE_SERIES_MAX_SHARPNESS
-    series = _cosine_lobe_series(lam.clamp(1e-6, IRRADIANCE_SERIES_MAX_SHARPNESS), cos_theta)
-    fitted = _cosine_lobe_fitted(lam.clamp_min(IRRADIANCE_SERIES_MAX_SHARPNESS), cos_theta)
-    return torch.where(small, series, fitted)
+    shape = torch.broadcast_shapes(lam.shape, cos_theta.shape)
+    if lam.shape != shape:
+        # one sharpness per lobe: its factors are computed once, then broadcast against the cosines
+        series = _cosine_lobe_series(lam.clamp(1e-6, IRRADIANCE_SERIES_MAX_SHARPNESS), cos_theta)
+        fitted = _cosine_lobe_fitted(lam.clamp_min(IRRADIANCE_SERIES_MAX_SHARPNESS), cos_theta)
+        return torch.where(small, series, fitted)
+    # one sharpness per point (warped specular lobes): the series only where it is used
+    t = cos_theta.expand(shape)
+    out = _cosine_lobe_fitted(lam.clamp_min(IRRADIANCE_SERIES_MAX_SHARPNESS), t)
+    if bool(small.any()):
+        out = out.masked_scatter(small, _cosine_lobe_series(lam[small].clamp(1e-6, IRRADIANCE_SERIES_MAX_SHARPNESS),
+                                                            t[small]))
+    return out
 
 
 #: Legendre bands kept, ``(2l + 1) * C_l`` with ``C_l = 2 pi int_0^1 t P_l(t) dt`` (clamped
@@ -210,10 +219,10 @@ def _cosine_lobe_series(lam: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     for k in range(1, 9):  # the next term is < 1e-7 of the sum for lam <= 3
         term = term * half_sq / (k * (2.0 * bands + 2 * k + 1))
         total = total + term
+    coef = torch.exp(-lam)[..., None] * torch.tensor(_BAND_WEIGHTS, dtype=lam.dtype, device=lam.device) * total
     t2 = t * t
-    legendre = torch.stack([torch.ones_like(t), t, 1.5 * t2 - 0.5, (35.0 * t2 * t2 - 30.0 * t2 + 3.0) / 8.0], dim=-1)
-    weights = torch.tensor(_BAND_WEIGHTS, dtype=lam.dtype, device=lam.device)
-    return torch.exp(-lam) * (weights * total * legendre).sum(dim=-1)
+    return (coef[..., 0] + coef[..., 1] * t + coef[..., 2] * (1.5 * t2 - 0.5)
+            + coef[..., 3] * ((35.0 * t2 * t2 - 30.0 * t2 + 3.0) / 8.0))
 
 
 def _cosine_lobe_fitted(lam: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

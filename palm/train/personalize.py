@@ -317,7 +317,7 @@ def _detail_stage(item, n_betas: int, prior, avatar: Avatar, cfg: PersonalizeCon
     render = on_white(rgba)
     scores = image_metrics(render, view, opacity=rgba[..., 3])
     report.update({k: json_number(v) for k, v in scores.items()})
-    report["work_resolution"] = [int(view.image.shape[1]), int(view.image.shape[0])]
+    report["detail_resolution"] = [int(view.image.shape[1]), int(view.image.shape[0])]
     report["metrics_view"] = ("input (crop at the detail resolution), raster PBR of the refined mesh with shadows, "
                               "white background, hand mask; iou: rendered silhouette")
     return view, render

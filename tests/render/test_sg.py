@@ -190,3 +190,21 @@ def test_fit_real_map():
     assert P.shape == (32, 7) and torch.isfinite(P).all()
     assert report["irradiance_rel_error"] <= 0.05, report
     assert report["rel_error"] <= 0.6, report
+
+
+def test_cosine_lobe_per_point_sharpness_matches_both_closed_forms():
+    """Per-point sharpness (the warped specular lobes) takes the masked path: the series where the
+    sharpness is below the switch, the fitted form elsewhere, exactly as the broadcast path."""
+    from palm.render.sg import IRRADIANCE_SERIES_MAX_SHARPNESS as S
+    from palm.render.sg import _cosine_lobe_fitted, _cosine_lobe_series, sg_cosine_lobe
+
+    g = torch.Generator().manual_seed(0)
+    lam = torch.rand(500, 6, generator=g) * 2 * S + 1e-3
+    t = torch.rand(500, 6, generator=g) * 2 - 1
+    want = torch.where(lam < S, _cosine_lobe_series(lam.clamp(1e-6, S), t), _cosine_lobe_fitted(lam.clamp_min(S), t))
+    got = sg_cosine_lobe(lam, t)
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-7)
+    # per-lobe sharpness broadcast against many cosines: the same values
+    per_lobe = lam[0]
+    assert torch.allclose(sg_cosine_lobe(per_lobe, t), sg_cosine_lobe(per_lobe.expand(500, 6).contiguous(), t),
+                          rtol=1e-5, atol=1e-6)
