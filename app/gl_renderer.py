@@ -193,11 +193,18 @@ class AvatarRenderer:
         prog["u_spec_log2_d0"].value = SPECULAR_LOG2_D0
         prog["u_spec_layers"].value = self.spec_layers
 
-    def render(self, camera: OrbitCamera) -> np.ndarray:
-        """Draw and read back the image: (H, W, 4) uint8 sRGB, row 0 = top."""
-        width, height = self.size
+    def render(self, camera: OrbitCamera, coarse: int = 1) -> np.ndarray:
+        """Draw and read back the image: (H, W, 4) uint8 sRGB, row 0 = top.
+
+        ``coarse > 1`` draws the same view at ``1/coarse`` of the size per side (into a corner of the
+        framebuffer, same projection) and returns it enlarged by pixel repetition: a frame that
+        follows the user's input at a fraction of the cost.
+        """
+        full_w, full_h = self.size
+        coarse = max(1, int(coarse))
+        width, height = max(1, full_w // coarse), max(1, full_h // coarse)
         view = camera.world_to_camera()
-        proj = gl_projection(camera.intrinsics(width, height), width, height, 0.01, 50.0)
+        proj = gl_projection(camera.intrinsics(full_w, full_h), full_w, full_h, 0.01, 50.0)
         eye = camera.eye().astype(np.float32)
         scale = float(2.0**self.exposure)
         ctx = self.ctx
@@ -231,8 +238,12 @@ class AvatarRenderer:
             p["u_exposure_scale"].value = scale
             self._mesh_vaos[self.preintegrated].render()
         ctx.disable(ctx.DEPTH_TEST)
-        data = self.fbo.read(components=4, alignment=1)
-        return np.frombuffer(data, np.uint8).reshape(height, width, 4)
+        data = self.fbo.read(viewport=(0, 0, width, height), components=4, alignment=1)
+        image = np.frombuffer(data, np.uint8).reshape(height, width, 4)
+        if coarse == 1:
+            return image
+        big = np.repeat(np.repeat(image, coarse, axis=0), coarse, axis=1)[:full_h, :full_w]
+        return np.pad(big, ((0, full_h - big.shape[0]), (0, full_w - big.shape[1]), (0, 0)), mode="edge")
 
     def release(self) -> None:
         for obj in [self._bg_vao, self._bg_vbo, *self._mesh_vaos.values(), *self._mesh_buffers, self.env_texture,

@@ -36,6 +36,10 @@ PAD = 8
 REST_BEFORE_NEURAL_S = 0.6
 IDLE_FRAME_S = 1.0 / 60.0
 """The interactive loop sleeps the rest of this period after a frame in which nothing changed."""
+COARSE_FACTOR = 2
+"""Viewport frames drawn while input is moving are this many times smaller per side."""
+REFINE_AFTER_S = 0.2
+"""Input quiet for this long: the coarse frame is redrawn at full size."""
 #: (tag key, tab label): labels short enough that all seven fit the panel column.
 #: Diagnostics (doctor report and log) is a window: View > Diagnostics.
 TABS = (("Pose", "Pose"), ("Shape", "Shape"), ("Lighting", "Light"), ("Personalise", "Personalise"),
@@ -83,6 +87,8 @@ class Studio(CameraViews):
         self.drops: queue.Queue[str] = queue.Queue()
         self.last_image: np.ndarray | None = None
         self.render_dirty = True
+        self.coarse = 1
+        """Size divisor of the last viewport image (> 1: a coarse frame drawn while input moved)."""
         self._mouse_prev: tuple[float, float] | None = None
         self._wheel = 0.0
         self._last_motion = time.monotonic()
@@ -244,7 +250,7 @@ class Studio(CameraViews):
     def export_render(self, path: str) -> None:
         if self.last_image is None:
             raise PalmError(path, "nothing rendered yet")
-        actions.export_image(path, self.last_image)
+        actions.export_image(path, self.viewport_image())
         self.controller.log(f"render saved to {path}")
 
     def export_mesh(self, path: str) -> None:
@@ -378,7 +384,7 @@ class Studio(CameraViews):
             c.start_neural(actions.NeuralView(self.camera.intrinsics(w, h), self.camera.world_to_camera(), w, h,
                                               background.copy(), float(2.0**c.state.light.exposure)))
 
-    def _draw_viewport(self) -> None:
+    def _draw_viewport(self, full: bool = False) -> None:
         c = self.controller
         if self.changed("neural") and c.neural_image is not None:
             img = _fit(np.asarray(c.neural_image, np.float32), self.vp_size)
@@ -390,8 +396,11 @@ class Studio(CameraViews):
         t0 = time.perf_counter()
         backdrop = self._photo_backdrop() if self.overlay and self.camera.photo is not None else None
         self.renderer.draw_background = backdrop is None
+        # while the user moves things, draw coarse frames; the full image follows once input rests
+        moving = not full and time.monotonic() - self._last_motion < REFINE_AFTER_S
+        self.coarse = COARSE_FACTOR if moving else 1
         try:
-            image = self.renderer.render(self.camera)
+            image = self.renderer.render(self.camera, self.coarse)
         finally:
             self.renderer.draw_background = True
             self.ctx.screen.use()
@@ -446,6 +455,8 @@ class Studio(CameraViews):
             c.receive_drop(path)
         c.handle_events()
         self._mouse()
+        if self.coarse > 1 and time.monotonic() - self._last_motion >= REFINE_AFTER_S:
+            self.render_dirty = True  # input has rested: replace the coarse frame
         self._update_renderer()
         self._maybe_neural()
         drawn = self.renderer.renders
@@ -469,7 +480,7 @@ class Studio(CameraViews):
         a drop not taken, job events not applied, or a viewport image not drawn."""
         c = self.controller
         jobs = [j for j in c.runner.active() if j.kind != "neural"]
-        return bool(jobs) or not self.drops.empty() or self.render_dirty
+        return bool(jobs) or not self.drops.empty() or self.render_dirty or self.coarse > 1
 
     def run(self) -> None:
         """The interactive loop: an idle frame (nothing redrawn, no job) sleeps out the rest of
@@ -484,10 +495,11 @@ class Studio(CameraViews):
         self.close()
 
     def viewport_image(self) -> np.ndarray:
-        """The last viewport image (H, W, 4) uint8 sRGB, row 0 = top (renders first if needed)."""
-        if self.last_image is None or self.render_dirty:
+        """The last viewport image (H, W, 4) uint8 sRGB, row 0 = top, at full size (renders first if needed)."""
+        if self.last_image is None or self.render_dirty or self.coarse > 1:
+            self.render_dirty = True
             self._update_renderer()
-            self._draw_viewport()
+            self._draw_viewport(full=True)
         return self.last_image
 
     def wait_for_bake(self, timeout_s: float = 90.0) -> bool:

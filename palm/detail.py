@@ -320,8 +320,9 @@ def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, 
         with torch.no_grad():  # within a factor of the start: shading the mesh cannot explain stays out
             albedo.copy_(torch.minimum(torch.maximum(albedo, start / cfg.albedo_range), start * cfg.albedo_range))
             albedo.clamp_(0.01, 1.0)
+        data = float(loss_data.detach())
         emit(Progress(step0 + step + 1, total, "detail: albedo",
-                      losses={"albedo": float(loss_data), "psnr": -10 * math.log10(max(float(loss_data), 1e-10))}))
+                      losses={"albedo": data, "psnr": -10 * math.log10(max(data, 1e-10))}))
     return albedo.detach().numpy().astype(np.float32), ratio.numpy()
 
 

@@ -130,14 +130,16 @@ def test_f_frames_the_hand(studio, xin):
 
 def test_idle_frames_do_not_redraw_the_viewport(studio):
     studio.step_frames(3)
-    if studio.controller.runner.active():
-        studio.wait_idle(120)
+    studio.wait_idle(120)  # jobs done and any coarse frame replaced
     renders = studio.renderer.renders
     redrawn = [studio.frame() for _ in range(10)]
     assert not any(redrawn) and studio.renderer.renders == renders
     studio.controller.set_pose_value(0, 2, 0.3)
     try:
-        assert studio.frame() and studio.renderer.renders == renders + 1
+        # one coarse frame follows the change at once, one full frame once input has rested
+        assert studio.frame() and studio.renderer.renders == renders + 1 and studio.coarse > 1
+        assert studio.wait_idle(30) and studio.coarse == 1 and studio.renderer.renders == renders + 2
+        assert not any(studio.frame() for _ in range(5))
     finally:
         studio.controller.set_pose_value(0, 2, 0.0)
         studio.step_frames(2)
