@@ -10,7 +10,7 @@ photo's own view (the detail stage's crop), masked PSNR / SSIM / LPIPS and silho
 * ``after``: the refined mesh of the photo-detail stage (the report's numbers).
 
 With ``--figure``, one row per photo: photo | avatar in the photo's view | albedo (unlit) | relit
-with ``city`` | relit with ``sunset`` | posed as a fist from the standard view. Prints progress to
+with ``city`` | relit with ``sunset`` | posed as a fist from the standard view (the photo's light). Prints progress to
 stderr and, as its last line, one JSON object.
 """
 
@@ -98,15 +98,15 @@ def one_photo(path: str, prior, steps: int | None, figure: bool) -> tuple[dict, 
         shown.append(on_white(render_mesh(mesh, bones, avatar.transl, view.camera, display_light(env)[0])))
     if avatar.left:  # the crop is mirrored for fitting: show it as the user took it
         shown = [s[:, ::-1] for s in shown]
+    from palm.bake import posed_avatar
     from palm.hand import load_pose
     from palm.render.views import framing_camera, present_upright
-    from palm.bake import posed_avatar
 
     fist = present_upright(load_pose("fist"))
     posed = posed_avatar(mesh, fist, prior.model.hand, avatar.betas)
     cam = framing_camera(posed.vertices, 256, 20.0, 10.0, joints=posed.joints)
     shown.append(on_white(render_mesh(mesh, bone_transforms(prior.model.hand, fist, avatar.betas), np.zeros(3), cam,
-                                      display_light(None)[0])))
+                                      avatar.light)))
     return row, np.concatenate([_panel(s) for s in shown], axis=1)
 
 

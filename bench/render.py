@@ -145,7 +145,7 @@ def avatar_figures(avatar_dir: str | None, neural_res: int) -> dict:
 
     a, b = (linear_to_srgb(np.clip(x[..., :3], 0, 1)) for x in small)
     out = {"avatar_512_seconds": round(seconds, 2), "avatar_512_covered_px": int((raster[..., 3] > 0).sum()),
-           "avatar_vertices": int(len(scene.mesh.vertices)), "raster_vs_neural_res": neural_res,
+           "avatar_vertices": len(scene.mesh.vertices), "raster_vs_neural_res": neural_res,
            "raster_vs_neural_psnr": round(float(psnr_masked(a, b, mask)), 2),
            "raster_vs_neural_iou": round(float(mask.sum() / max(((small[0][..., 3] > 0.5) | (small[1][..., 3] > 0.5)).sum(), 1)), 4)}
     if tmp is not None:

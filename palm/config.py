@@ -329,6 +329,10 @@ class DetailConfig:
     cover_px: float = 30.0
     offset_smooth: float = 150.0
     offset_l2: float = 0.01
+    tangential: float = 1.0
+    """Offsets may also slide along the surface, their L2 weight divided by this (0: along normals only)."""
+    depth_weight: float = 1.0
+    """Weight of the offsets' squared component along the photo's view rays (pixels), which it cannot see."""
     albedo_steps: int = 300
     albedo_lr: float = 0.02
     albedo_smooth: float = 0.01

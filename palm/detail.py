@@ -32,6 +32,7 @@ The result is a :class:`palm.bake.BakedAvatar` written to the avatar folder as `
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -48,7 +49,6 @@ from palm.jobs import Emit, Progress, check_cancel, null_emit
 from palm.render.color import linear_to_srgb, srgb_to_linear
 from palm.render.raster import project_screen, rasterize
 from palm.render.shadow import mesh_group_visibility, shade_groups
-
 
 # ---------------------------------------------------------------------------------------------
 # Mesh helpers
@@ -221,9 +221,10 @@ def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedA
 # ---------------------------------------------------------------------------------------------
 
 
-def fit_outline(posed: PosedMesh, mask: np.ndarray, cfg: DetailConfig, emit: Emit = null_emit, cancel=None,
-                step0: int = 0, total: int = 1) -> Tensor:
-    """Canonical per-vertex offsets that put the silhouette on ``mask`` (module notes, step 2).
+def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarray, cfg: DetailConfig,
+                emit: Emit = null_emit, cancel=None, step0: int = 0, total: int = 1) -> Tensor:
+    """Canonical per-vertex offsets along ``normals_canonical`` that put the silhouette on ``mask``
+    (module notes, step 2).
 
     Returns:
         (V, 3) offsets in metres.
@@ -232,13 +233,19 @@ def fit_outline(posed: PosedMesh, mask: np.ndarray, cfg: DetailConfig, emit: Emi
     sdf = torch.from_numpy(signed_mask_distance(mask))
     mask_t = torch.from_numpy(np.asarray(mask, bool))
     edges, degree = uniform_laplacian(posed.faces, len(posed.canonical))
-    offsets = torch.zeros_like(posed.canonical, requires_grad=True)
+    # offsets along the normals (a finger grows or thins all round) and, dearer by 1 / tangential,
+    # along the surface; their component along the view ray (depth, which the photo cannot see) pays too
+    along = torch.as_tensor(normals_canonical, dtype=torch.float32)
+    free = torch.zeros(len(along), 3, requires_grad=True)
     with torch.no_grad():
         base = posed.world()
         px_per_m = float(posed.K[0, 0]) / float(posed.screen(base)[:, 2].mean())
-    optim = torch.optim.Adam([offsets], lr=cfg.outline_lr)
+        ray = base - posed.eye()[None]
+        ray = ray / ray.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    optim = torch.optim.Adam([free], lr=cfg.outline_lr)
     for step in range(cfg.outline_steps):
         check_cancel(cancel)
+        offsets = free if cfg.tangential > 0 else (free * along).sum(1, keepdim=True) * along
         world = posed.world(offsets)
         screen = posed.screen(world)
         if step % cfg.visibility_every == 0:  # rim vertices change slowly: re-rasterise every few steps
@@ -257,8 +264,13 @@ def fit_outline(posed: PosedMesh, mask: np.ndarray, cfg: DetailConfig, emit: Emi
             # every uncovered hand pixel near the render pulls its nearest rim vertex (fingertips, touching fingers)
             loss_rim = loss_rim + torch.cdist(uncovered, screen[candidates, :2]).min(dim=1).values.pow(2).mean()
         off_px = offsets * px_per_m
+        normal_px = (off_px * along).sum(1)
+        depth_px = (torch.einsum("vab,vb->va", posed.rot, off_px) * ray).sum(1)
         loss_reg = cfg.offset_smooth * laplacian(off_px, edges, degree).pow(2).sum(1).mean() \
-            + cfg.offset_l2 * off_px.pow(2).sum(1).mean()
+            + cfg.offset_l2 * normal_px.pow(2).mean() + cfg.depth_weight * depth_px.pow(2).mean()
+        if cfg.tangential > 0:
+            tangent_px = off_px - normal_px[:, None] * along
+            loss_reg = loss_reg + cfg.offset_l2 / cfg.tangential * tangent_px.pow(2).sum(1).mean()
         loss = loss_in + loss_rim + loss_reg
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -349,21 +361,24 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
     check_cancel(cancel)
     t_bake = time.monotonic()
     bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas)
-    posed = PosedMesh(mesh, bones, avatar.transl, camera.K.cpu(), camera.Rt.cpu())
-    offsets = fit_outline(posed, mask, cfg, emit, cancel, 0, total) if cfg.outline_steps > 0 \
-        else torch.zeros_like(posed.canonical)
-    canonical = (posed.canonical + offsets).numpy().astype(np.float32)
+    K, Rt = camera.K.cpu(), camera.Rt.cpu()
+    offsets = fit_outline(PosedMesh(mesh, bones, avatar.transl, K, Rt), mask, mesh.normals, cfg, emit, cancel,
+                          0, total) if cfg.outline_steps > 0 else torch.zeros(len(mesh.vertices), 3)
+    moved = mesh.vertices + offsets.numpy().astype(np.float32)
+    mesh = dataclasses.replace(mesh, vertices=moved, normals=vertex_normals(moved, mesh.faces))
+    canonical = mesh.vertices
+    posed = PosedMesh(mesh, bones, avatar.transl, K, Rt)
     t_outline = time.monotonic()
     with torch.no_grad():
-        world = posed.world(offsets)
-        normals = posed.normals(offsets)
+        world = posed.world()
+        normals = posed.normals()
         shading = pixel_shading(posed, world, normals, mesh, avatar.light, int(camera.height), int(camera.width))
     albedo, ratio = fit_albedo(shading, photo, mask, mesh.albedo, posed.faces, cfg, emit, cancel,
                                cfg.outline_steps, total)
     refined = BakedAvatar(vertices=canonical, faces=mesh.faces, normals=vertex_normals(canonical, mesh.faces),
                           skin_weights=mesh.skin_weights, albedo=albedo, roughness=mesh.roughness,
                           metallic=mesh.metallic, joints=mesh.joints, parents=mesh.parents)
-    info = {"vertices": int(len(canonical)), "faces": int(len(mesh.faces)),
+    info = {"vertices": len(canonical), "faces": len(mesh.faces),
             "seconds_bake": round(t_bake - t0, 2), "seconds_outline": round(t_outline - t_bake, 2),
             "seconds_albedo": round(time.monotonic() - t_outline, 2),
             "max_offset_mm": round(float(offsets.norm(dim=1).max()) * 1000, 2),

@@ -51,6 +51,13 @@ def _silhouette(posed, cam, offsets=None):
     return rasterize(screen[None], posed.faces, cam.height, cam.width).mask[0].numpy()
 
 
+def posed_normals(posed):
+    """Canonical vertex normals of a PosedMesh's mesh (the outline fit displaces along them)."""
+    from palm.bake import vertex_normals
+
+    return vertex_normals(posed.canonical.numpy(), posed.faces.numpy())
+
+
 def _iou(a, b):
     return (a & b).sum() / max((a | b).sum(), 1)
 
@@ -104,7 +111,7 @@ def test_outline_fit_moves_the_silhouette_onto_the_mask(scene):
     target = np.zeros_like(start)
     target[:, 4:] = start[:, :-4]
     cfg = DetailConfig(outline_steps=40, outline_lr=4e-4, visibility_every=2, offset_smooth=4.0)
-    offsets = detail.fit_outline(posed, target, cfg)
+    offsets = detail.fit_outline(posed, target, posed_normals(posed), cfg)
     after = _silhouette(posed, cam, offsets)
     assert _iou(after, target) > _iou(start, target) + 0.05
     assert torch.isfinite(offsets).all()
