@@ -122,5 +122,7 @@ def shade_groups(
     """
     out = torch.zeros_like(albedo)
     for g, idx in enumerate(groups):
+        if not bool((visibility[:, g] > 0).any()):
+            continue  # the group lights none of the points
         out = out + visibility[:, g : g + 1] * shade_sg(normal, view, albedo, roughness, metallic, lobes[idx])
     return out

@@ -16,6 +16,7 @@ import torch
 from palm.data.synth.config import SynthConfig
 from palm.data.types import CameraParams
 from palm.errors import PalmError
+from palm.render.shadow import shade_groups
 
 
 def welded_normals(vertices: torch.Tensor, hand: Any) -> torch.Tensor:
@@ -78,20 +79,6 @@ def bumped_normals(normal: torch.Tensor, grad_uv: torch.Tensor, bump: torch.Tens
     return out / out.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
-def shadow_directions(lobes: torch.Tensor, n_axes: int, n_uniform: int) -> torch.Tensor:
-    """Directions tested for shadows: the axes of the ``n_axes`` strongest lobes + a Fibonacci sphere.
-
-    Returns:
-        (D, 3) unit directions, ``D = min(n_axes, K) + n_uniform``.
-    """
-    from palm.render.sg import fibonacci_sphere, sg_integral
-
-    xi = lobes[:, :3] / lobes[:, :3].norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    energy = sg_integral(lobes).abs().sum(dim=-1)  # (K,)
-    top = torch.argsort(energy, descending=True)[: min(n_axes, lobes.shape[0])]
-    return torch.cat([xi[top], fibonacci_sphere(n_uniform, dtype=lobes.dtype).to(lobes.device)], dim=0)
-
-
 def lobe_visibility(
     vertices: torch.Tensor,
     normals: torch.Tensor,
@@ -103,7 +90,7 @@ def lobe_visibility(
     """Per-vertex visibility of each lobe group (see the module notes).
 
     ``V_g(x) = sum_d S_g(w_d) c_d(x) vis_d(x) / sum_d S_g(w_d) c_d(x)`` over the shadow directions
-    ``w_d`` (:func:`shadow_directions`), with the group's radiance
+    ``w_d`` (:func:`palm.render.shadow.shadow_directions`), with the group's radiance
     ``S_g(w) = sum_{k in g} mean(mu_k) exp(lambda_k (w . xi_k - 1))``, the cosine
     ``c_d(x) = max(n(x) . w_d, 0)`` and the binary shadow-map visibility ``vis_d(x)``; 1 where the
     denominator vanishes (the group does not light the point).
@@ -114,60 +101,18 @@ def lobe_visibility(
     Returns:
         (V, G) in [0, 1].
     """
-    from palm.render.raster import cluster_mesh, shadow_visibility
+    from palm.render.raster import cluster_mesh
+    from palm.render.shadow import group_visibility
 
     sealed_v, sealed_f = hand.sealed_mesh(vertices)
     proxy_v, proxy_f = cluster_mesh(sealed_v, sealed_f, cfg.shadow_proxy_cell)
-    dirs = shadow_directions(lobes, cfg.shadow_lobe_axes, cfg.shadow_uniform_dirs)  # (D, 3)
-    vis = shadow_visibility(
-        vertices, normals, proxy_v, proxy_f, dirs, resolution=cfg.shadow_resolution, bias_texels=cfg.shadow_bias_texels
-    )  # (V, D)
-    xi = lobes[:, :3] / lobes[:, :3].norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    lam = lobes[:, 3:4].abs()
-    amp = lobes[:, 4:7].abs().mean(dim=-1, keepdim=True)
-    radiance = amp * torch.exp(lam * (xi @ dirs.T - 1.0))  # (K, D)
-    shape = torch.stack([radiance[g].sum(0) for g in groups])  # (G, D)
-    cos = (normals @ dirs.T).clamp(min=0)  # (V, D)
-    den = cos @ shape.T  # (V, G)
-    num = (cos * vis) @ shape.T
-    return torch.where(
-        den > 1e-12 * shape.sum(-1).clamp(min=1e-30), num / den.clamp(min=1e-30), torch.ones_like(den)
-    ).clamp(0.0, 1.0)
+    return group_visibility(vertices, normals, proxy_v, proxy_f, lobes, groups, cfg.shadow_lobe_axes,
+                            cfg.shadow_uniform_dirs, cfg.shadow_resolution, cfg.shadow_bias_texels)
 
 
 # ---------------------------------------------------------------------------------------------
 # Shading and rendering
 # ---------------------------------------------------------------------------------------------
-
-
-def shade_groups(
-    normal: torch.Tensor,
-    view: torch.Tensor,
-    albedo: torch.Tensor,
-    roughness: torch.Tensor,
-    metallic: torch.Tensor,
-    lobes: torch.Tensor,
-    groups: list[torch.Tensor],
-    visibility: torch.Tensor,
-) -> torch.Tensor:
-    """``sum_g V_g shade_sg(n, v, a, r, m, lobes_g)``: the engine's BRDF under each shadowed lobe group.
-
-    Args:
-        normal, view: (N, 3) unit vectors (``view`` points to the camera).
-        albedo: (N, 3) linear. roughness, metallic: (N, 1).
-        lobes: (K, 7). groups: G index tensors. visibility: (N, G).
-
-    Returns:
-        (N, 3) linear radiance.
-    """
-    from palm.render.brdf import shade_sg
-
-    out = torch.zeros_like(albedo)
-    for g, idx in enumerate(groups):
-        if not bool((visibility[:, g] > 0).any()):
-            continue
-        out = out + visibility[:, g : g + 1] * shade_sg(normal, view, albedo, roughness, metallic, lobes[idx])
-    return out
 
 
 @dataclass
