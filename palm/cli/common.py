@@ -140,3 +140,30 @@ def resolve_device(name: str = "auto") -> Any:
     elif device.type != "cpu":
         raise PalmError("--device", f"device type '{device.type}' is not supported (use auto, cpu, cuda or cuda:N)")
     return device
+
+
+def add_detail_res(p: argparse.ArgumentParser) -> None:
+    """``--detail-res PX``: the photo-detail stage's crop (0 skips the stage)."""
+    p.add_argument("--detail-res", type=_detail_res, default=None, metavar="PX",
+                   help="side of the photo crop the photo-detail stage fits (outline and albedo of the mesh); 0 "
+                        "skips the stage (the 'paper' preset has none; 'fast': 256)")
+
+
+def _detail_res(text: str) -> int:
+    value = bounded_int(0, 2048)(text)
+    if 0 < value < 32:
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or a side of 32 to 2048 pixels, got {value}")
+    return value
+
+
+def with_detail_res(cfg, value: int | None):
+    """``cfg`` (a PersonalizeConfig) with ``--detail-res`` applied: None keeps the preset's stage,
+    0 removes it, 32-2048 sets its crop (adding the stage with its defaults where the preset has none)."""
+    import dataclasses
+
+    from palm.config import DetailConfig
+
+    if value is None:
+        return cfg
+    detail = None if value == 0 else dataclasses.replace(cfg.detail or DetailConfig(), res=value)
+    return dataclasses.replace(cfg, detail=detail)

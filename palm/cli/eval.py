@@ -16,7 +16,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from palm.cli.common import common
+from palm.cli.common import add_detail_res, common, with_detail_res
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
@@ -26,6 +26,7 @@ def _shared(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-res", type=int, default=None, metavar="PX",
                    help="side of the crop around the hand used for fitting and scoring, 32 to 2048 (default: the "
                         "preset's, 128 for fast, 256 for paper)")
+    add_detail_res(p)
     p.add_argument("--max-images", type=int, default=None, metavar="N", help="score at most N images per group")
     p.add_argument("--out", default=None, metavar="DIR", help="write eval.md, eval.json and the avatars here (a new "
                    "path, or an earlier evaluation folder with --force)")
@@ -118,7 +119,8 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = PERSONALIZE_PRESETS[args.preset]
     if args.steps is not None:
         cfg = scaled_schedule(cfg, args.steps)
-    cfg = dataclasses.replace(cfg, preview_every=0, work_res=args.work_res or cfg.work_res)
+    cfg = with_detail_res(dataclasses.replace(cfg, preview_every=0, work_res=args.work_res or cfg.work_res),
+                          args.detail_res)
     bar = ConsoleProgress("personalize", quiet=args.quiet or args.json)
 
     def emit(event):

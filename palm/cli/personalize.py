@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from palm.cli.common import common
+from palm.cli.common import add_detail_res, common, with_detail_res
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,9 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="fast", choices=("fast", "paper"),
                    help="fast (a few CPU minutes, default) or paper (5200 steps, the published schedule)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="override the preset's number of steps")
-    p.add_argument("--detail-res", type=int, default=None, metavar="PX",
-                   help="side of the photo crop the photo-detail stage fits (outline and albedo of the mesh); 0 "
-                        "skips the stage (the 'paper' preset has none; 'fast': 256)")
+    add_detail_res(p)
     p.add_argument("--work-res", type=int, default=None, metavar="PX",
                    help="side of the working crop around the hand, 32 to 2048 (default: the preset's, 128 for fast, "
                         "256 for paper)")
@@ -114,14 +112,8 @@ def run_personalize(args: argparse.Namespace) -> int:
     cfg = PERSONALIZE_PRESETS[args.preset]
     if args.steps is not None:
         cfg = scaled_schedule(cfg, args.steps)
-    if args.detail_res is not None and not (args.detail_res == 0 or 32 <= args.detail_res <= 2048):
-        raise PalmError("--detail-res", f"must be 0 (off) or between 32 and 2048, got {args.detail_res}")
-    cfg = dataclasses.replace(cfg, seed=args.seed, work_res=args.work_res or cfg.work_res)
-    if args.detail_res is not None:
-        from palm.config import DetailConfig
-
-        detail = None if args.detail_res == 0 else dataclasses.replace(cfg.detail or DetailConfig(), res=args.detail_res)
-        cfg = dataclasses.replace(cfg, detail=detail)
+    cfg = with_detail_res(dataclasses.replace(cfg, seed=args.seed, work_res=args.work_res or cfg.work_res),
+                          args.detail_res)
     device = resolve_device(args.device)
     hand = None
     if args.mano:

@@ -326,6 +326,12 @@ CASES = [
     Case("hand-export-out-folder-missing", lambda c: (["hand", "export", "--out", str(c.out / "nope" / "h.obj")],
                                                       str(c.out / "nope")), "output folder does not exist"),
     Case("render-res-0", lambda c: (_render(c)[:3] + ["--res", "0"] + _render(c)[5:], "--res"), "must be"),
+    Case("render-azimuth-inf", lambda c: (_render(c, "--cam-azimuth", "inf"), "--cam-azimuth"), "must be a finite"),
+    Case("render-shape-pca-nan", lambda c: (_render(c, "--shape-pca", "nan,0"), "--shape-pca"), "finite"),
+    Case("render-rf-with-raster", lambda c: (_render(c, "--image", "rf"), "--image"), "--renderer neural"),
+    Case("personalize-detail-res-5", lambda c: (
+        ["personalize", c.file("grey.png", _image_bytes("PNG", size=64, grey=True)), "--prior", str(c.prior),
+         "--out", str(c.out / "avatar"), "--detail-res", "5"], "--detail-res"), "expected 0 (off)"),
     Case("export-render-res-0", lambda c: (["export", "render", "--res", "0", "--out", str(c.out / "h.png")],
                                            "--res"), "must be a positive integer"),
     Case("export-turntable-frames-0", lambda c: (["export", "turntable", "--frames", "0", "--out",
