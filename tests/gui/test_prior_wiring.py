@@ -170,3 +170,31 @@ def test_missing_environment_presets_are_a_clear_error(monkeypatch):
     monkeypatch.setattr(envmap, "list_presets", list)
     with pytest.raises(PalmError, match="environment presets"):
         actions.env_presets()
+
+
+def test_avatar_with_a_refined_mesh_shows_that_mesh(xvfb, standin_prior, standin_avatar, wait_jobs, tmp_path):
+    """An avatar folder with mesh.safetensors (the photo-detail stage) is shown as that mesh while
+    comparing, not re-baked from the prior; the sliders' subject is baked again without it."""
+    import shutil
+
+    from app.controller import Controller
+    from palm.bake import bake_from_prior, save_baked
+    from palm.prior import load_prior
+
+    folder = tmp_path / "refined"
+    shutil.copytree(standin_avatar, folder)
+    refined = bake_from_prior(load_prior(standin_prior), resolution=20)
+    refined.albedo[:] = (0.9, 0.1, 0.1)  # unmistakable
+    save_baked(folder / "mesh.safetensors", refined)
+    c = Controller(standin_prior, bake_resolutions=RES)
+    try:
+        wait_jobs(c)
+        c.load_avatar(str(folder))
+        assert wait_jobs(c)
+        assert c.avatar.vertices.shape == refined.vertices.shape
+        assert np.allclose(c.avatar.albedo, (0.9, 0.1, 0.1))
+        c.set_compare(False)
+        assert wait_jobs(c)
+        assert not np.allclose(c.avatar.albedo, (0.9, 0.1, 0.1))
+    finally:
+        c.shutdown()
