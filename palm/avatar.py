@@ -64,7 +64,7 @@ def save_avatar(path: str | os.PathLike, avatar: Avatar, report: dict[str, Any] 
         "appearance_code": avatar.appearance_code,
         "light": avatar.light,
     }
-    tensors = {k: v.detach().cpu().float().contiguous() for k, v in tensors.items()}
+    tensors = {k: v.detach().cpu().float().clone() for k, v in tensors.items()}  # own memory each
     meta = {
         "format": FORMAT,
         "prior_hash": avatar.prior_hash,

@@ -29,9 +29,10 @@ class Scene:
     prior_hash: str = ""
     mirror: bool = False
     """Flip the image left-right (a left-hand avatar seen in its own photo's view)."""
-    renderer: str = "raster"
-    """``raster``: the avatar's mesh (refined by the photo-detail stage when it has one) through the
-    z-buffer rasteriser with SG shading and shadows (seconds); ``neural``: PALM-Net's volume renderer."""
+    renderer: str = "neural"
+    """``neural``: PALM-Net's volume renderer; ``raster``: ``mesh`` (an avatar's refined mesh of the
+    photo-detail stage, or a bake) through the z-buffer rasteriser with SG shading and shadows
+    (seconds). :func:`load_scene` picks ``raster`` unless told otherwise."""
     mesh: object = None
     """The :class:`palm.bake.BakedAvatar` the raster renderer shows."""
 

@@ -242,7 +242,19 @@ def test_golden_preset_pose(studio):
     c = studio.controller
     if c.prior is None or not c.state.subject.bake_resolution:
         pytest.skip("the default prior is not installed")
+    from palm.assets import DEFAULT_ENV
+
     old_pose, old_size = c.state.pose.pose.copy(), tuple(studio.vp_size)
+    # a known state whatever the earlier tests left: default light, the prior's mean subject
+    c.reset_light()
+    c.set_environment(DEFAULT_ENV)
+    s = c.state.subject
+    if s.compare or np.any(s.shape) or np.any(s.appearance):
+        s.compare = False
+        s.shape[:], s.appearance[:] = 0.0, 0.0
+        c.bump("codes")
+        c.request_bake()
+    assert studio.wait_idle(300)
     try:
         c.apply_preset("fist")
         studio.step_frames(1)
@@ -266,3 +278,65 @@ def test_golden_preset_pose(studio):
     expected = iio.imread(golden)[..., :3]
     diff = np.abs(image.astype(float) - expected.astype(float))
     assert diff.mean() < 6.0, f"mean abs diff {diff.mean():.2f} levels"
+
+
+def test_photo_view_of_a_refined_avatar_matches_palm_render(studio, tmp_path):
+    """Opening an avatar with a refined mesh shows that mesh in its photo's view with the photo's
+    framing: the viewport's silhouette is the one ``palm render --avatar`` (the engine's raster
+    renderer, same mesh, camera and light) draws, and their colours agree roughly (the viewport
+    pre-integrates the light and casts no shadows)."""
+    import torch
+
+    from palm.avatar import Avatar, save_avatar
+    from palm.bake import bake_from_prior, save_baked
+    from palm.hand import load_pose
+    from palm.render.views import framing_camera, present_upright
+    from palm.scene import load_scene, render_scene
+
+    c = studio.controller
+    if c.prior is None:
+        pytest.skip("the default prior is not installed")
+    prior = c.prior.prior
+    hand = prior.model.hand
+    pose = present_upright(load_pose("relaxed"))
+    with torch.no_grad():
+        posed = hand(torch.as_tensor(pose)[None], torch.zeros(1, hand.n_betas))
+    cam = framing_camera(posed.vertices[0].numpy(), 200, 25.0, 10.0, joints=posed.joints[0].numpy())
+    zeros = torch.zeros(prior.pca_shape.n_components)
+    z_s, z_a = prior.codes_from_coeffs(zeros, zeros)
+    light = torch.tensor([[0.3, 1.0, 0.6, 2.0, 2.5, 2.2, 2.0], [0.0, -1.0, 0.0, 1.0, 0.4, 0.4, 0.4]])
+    folder = tmp_path / "avatar"
+    save_avatar(folder, Avatar(zeros, zeros, z_s, z_a, light, pose, np.zeros(hand.n_betas), np.zeros(3),
+                               cam.to("cpu").to_dict(), prior.content_hash))
+    save_baked(folder / "mesh.safetensors", bake_from_prior(prior, resolution=48))
+    engine = render_scene(load_scene(prior=c.prior.path, avatar=str(folder))).numpy()
+    old_pose, old_env, old_size = c.state.pose.pose.copy(), c.state.light.name, tuple(studio.vp_size)
+    try:
+        c.load_avatar(str(folder))
+        assert studio.wait_idle(120)
+        studio.renderer.resize(200, 200)
+        studio.vp_size = (200, 200)
+        studio.photo_view()
+        studio._update_renderer()
+        studio.renderer.draw_background = False
+        view = studio.renderer.render(studio.camera)
+        studio.ctx.screen.use()
+    finally:
+        studio.renderer.draw_background = True
+        studio.vp_size = old_size
+        studio.renderer.resize(*old_size)
+        c.set_compare(False)
+        c.state.subject.avatar_path, c.state.subject.personal_mesh = "", None
+        c.set_environment(old_env)
+        c.set_pose(old_pose)
+        studio.reset_camera()
+        studio.wait_idle(120)
+    ours, theirs = view[..., 3] > 127, engine[..., 3] > 0.5
+    assert theirs.sum() > 2000
+    assert (ours & theirs).sum() / (ours | theirs).sum() > 0.95
+    from palm.render.color import linear_to_srgb
+
+    both = ours & theirs
+    colour_gl = view[..., :3][both].mean(0) / 255.0
+    colour_engine = linear_to_srgb(np.clip(engine[..., :3][both], 0, 1)).mean(0)
+    assert np.abs(colour_gl - colour_engine).max() < 0.12, (colour_gl, colour_engine)
