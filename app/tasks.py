@@ -159,4 +159,4 @@ def job_export_mesh(emit, cancel, path: str, avatar: Any, hand: Any, pose: np.nd
         check_cancel(cancel)
     emit(Progress(1, 2, "writing"))
     export_mesh(path, avatar, hand, pose, betas)
-    return str(path), int(len(avatar.vertices))
+    return str(path), len(avatar.vertices)

@@ -60,7 +60,7 @@ class XInput:
     def key(self, name: str, *modifiers: str, hold_s: float = 0.05) -> None:
         """Press and release the key ``name`` (an X keysym name: ``"o"``, ``"F10"``, ``"Home"``) while
         holding ``modifiers`` (``"Control_L"``, ``"Shift_L"``, ``"Alt_L"``)."""
-        from Xlib import X, XK
+        from Xlib import XK, X
         from Xlib.ext import xtest
 
         codes = [self.d.keysym_to_keycode(XK.string_to_keysym(m)) for m in modifiers]
@@ -79,7 +79,7 @@ class XInput:
 
     def press(self, name: str, down: bool = True) -> None:
         """Only press (or with ``down=False`` only release) the key ``name``."""
-        from Xlib import X, XK
+        from Xlib import XK, X
         from Xlib.ext import xtest
 
         xtest.fake_input(self.d, X.KeyPress if down else X.KeyRelease,

@@ -16,7 +16,6 @@ from palm.eval import make_tiny_prior, prior_sample
 from palm.hand.lbs import bone_transforms
 from palm.prior import load_prior
 from palm.render.raster import rasterize
-from palm.render.rays import Camera
 from palm.render.sg import sg_init
 from palm.render.views import framing_camera
 
@@ -120,7 +119,7 @@ def test_outline_fit_moves_the_silhouette_onto_the_mask(scene):
 def test_albedo_fit_recovers_reflectance_and_keeps_light_out(scene, mesh):
     """A photo made with a known albedo under two different lights: the fit finds the same albedo
     under both (the light stays in the shading), and reproduces each photo."""
-    posed, cam, light = scene
+    posed, cam, _light = scene
     rng = np.random.default_rng(0)
     true = np.clip(mesh.albedo * rng.uniform(0.6, 1.2, (len(mesh.albedo), 3)), 0.02, 1).astype(np.float32)
     fits = []

@@ -56,7 +56,7 @@ def test_screenshot_shows_the_asked_pose(shots):
 
 def test_viewport_fills_the_right_side_at_1024x640(shots):
     image = shots["fist"]
-    view, (top, left, bottom, right) = _viewport(image)
+    view, (_top, _left, bottom, right) = _viewport(image)
     # the viewport's child window ends 8 px from the window's right edge and above the status bar:
     # the image reaches its padding on every side (no band, no cropping)
     border_x = 1024 - 1 - 8  # the child window's right border column
