@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -142,5 +141,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    tempfile.tempdir = tempfile.gettempdir()
     main()

@@ -148,11 +148,11 @@ class PosedMesh:
         v = self.canonical if offsets is None else self.canonical + offsets
         return torch.einsum("vab,vb->va", self.rot, v) + self.shift
 
-    def normals(self, offsets: Tensor | None = None) -> Tensor:
-        """(V, 3) posed unit normals (area-weighted, of the posed mesh)."""
+    def normals(self, world: Tensor) -> Tensor:
+        """(V, 3) unit normals (area-weighted) of the posed positions ``world`` (from :meth:`world`)."""
         from palm.render.raster import vertex_normals as torch_normals
 
-        return torch_normals(self.world(offsets), self.faces)
+        return torch_normals(world, self.faces)
 
     def screen(self, world: Tensor) -> Tensor:
         """(V, 3) continuous pixel ``x, y`` and camera depth."""
@@ -160,6 +160,11 @@ class PosedMesh:
 
     def eye(self) -> Tensor:
         return -self.Rt[:3, :3].T @ self.Rt[:3, 3]
+
+
+def interp_pixels(values: Tensor, vid: Tensor, bary: Tensor) -> Tensor:
+    """Per-vertex ``values (V, C)`` at covered pixels given by their face's ``vid (N, 3)`` and ``bary (N, 3)``."""
+    return (values[vid] * bary[..., None]).sum(1)
 
 
 def visible_vertices(screen: Tensor, faces: Tensor, height: int, width: int, tol: float = 2e-3,
@@ -197,7 +202,7 @@ def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedA
         groups, vis_v = [torch.arange(len(lobes))], torch.ones(len(world), 1)
 
     def interp(x: Tensor) -> Tensor:
-        return (x[vid] * bary[..., None]).sum(1)
+        return interp_pixels(x, vid, bary)
 
     n = interp(normals)
     n = n / n.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -223,8 +228,8 @@ def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedA
 
 def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarray, cfg: DetailConfig,
                 emit: Emit = null_emit, cancel=None, step0: int = 0, total: int = 1) -> Tensor:
-    """Canonical per-vertex offsets along ``normals_canonical`` that put the silhouette on ``mask``
-    (module notes, step 2).
+    """Canonical per-vertex offsets that put the silhouette on ``mask`` (module notes, step 2): along
+    ``normals_canonical`` only when ``cfg.tangential`` is 0, else also along the surface (dearer).
 
     Returns:
         (V, 3) offsets in metres.
@@ -250,7 +255,7 @@ def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarra
         screen = posed.screen(world)
         if step % cfg.visibility_every == 0:  # rim vertices change slowly: re-rasterise every few steps
             with torch.no_grad():
-                normals = posed.normals(offsets)
+                normals = posed.normals(world.detach())
                 view = posed.eye()[None] - world
                 cos = ((normals * view).sum(1) / view.norm(dim=1).clamp_min(1e-12)).abs()
                 frags = rasterize(screen.detach()[None], posed.faces, h, w)
@@ -309,7 +314,7 @@ def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, 
     D, S = shading["D"][use], shading["S"][use]
     a_prior = torch.as_tensor(albedo0, dtype=torch.float32)
     # the per-channel ratio that best explains the seen side (median of per-pixel ratios)
-    prior_px = (a_prior[vid] * bary[..., None]).sum(1)
+    prior_px = interp_pixels(a_prior, vid, bary)
     lit = D.min(1).values > 1e-3
     ratio = ((srgb_to_linear(target) - S) / D.clamp_min(1e-3) / prior_px.clamp_min(1e-3))[lit].median(0).values \
         if bool(lit.any()) else torch.ones(3)
@@ -320,7 +325,7 @@ def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, 
     optim = torch.optim.Adam([albedo], lr=cfg.albedo_lr)
     for step in range(cfg.albedo_steps):
         check_cancel(cancel)
-        a_px = (albedo[vid] * bary[..., None]).sum(1)
+        a_px = interp_pixels(albedo, vid, bary)
         pred = linear_to_srgb((a_px * D + S).clamp(min=0, max=1))
         change = albedo - start
         loss_data = (pred - target).pow(2).mean()
@@ -366,19 +371,16 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
                           0, total) if cfg.outline_steps > 0 else torch.zeros(len(mesh.vertices), 3)
     moved = mesh.vertices + offsets.numpy().astype(np.float32)
     mesh = dataclasses.replace(mesh, vertices=moved, normals=vertex_normals(moved, mesh.faces))
-    canonical = mesh.vertices
     posed = PosedMesh(mesh, bones, avatar.transl, K, Rt)
     t_outline = time.monotonic()
     with torch.no_grad():
         world = posed.world()
-        normals = posed.normals()
+        normals = posed.normals(world)
         shading = pixel_shading(posed, world, normals, mesh, avatar.light, int(camera.height), int(camera.width))
     albedo, ratio = fit_albedo(shading, photo, mask, mesh.albedo, posed.faces, cfg, emit, cancel,
                                cfg.outline_steps, total)
-    refined = BakedAvatar(vertices=canonical, faces=mesh.faces, normals=vertex_normals(canonical, mesh.faces),
-                          skin_weights=mesh.skin_weights, albedo=albedo, roughness=mesh.roughness,
-                          metallic=mesh.metallic, joints=mesh.joints, parents=mesh.parents)
-    info = {"vertices": len(canonical), "faces": len(mesh.faces),
+    refined = dataclasses.replace(mesh, albedo=albedo)
+    info = {"vertices": len(moved), "faces": len(mesh.faces),
             "seconds_bake": round(t_bake - t0, 2), "seconds_outline": round(t_outline - t_bake, 2),
             "seconds_albedo": round(time.monotonic() - t_outline, 2),
             "max_offset_mm": round(float(offsets.norm(dim=1).max()) * 1000, 2),
@@ -417,7 +419,7 @@ def render_mesh(mesh: BakedAvatar, bones: np.ndarray, transl: Any, camera, lobes
     h, w = int(camera.height), int(camera.width)
     with torch.no_grad():
         world = posed.world()
-        normals = posed.normals()
+        normals = posed.normals(world)
         sh = pixel_shading(posed, world, normals, mesh, lobes.detach().cpu(), h, w, shadows=shadows,
                            albedo=torch.as_tensor(mesh.albedo, dtype=torch.float32))
         rgb = sh["rgb"]

@@ -126,7 +126,7 @@ def test_albedo_fit_recovers_reflectance_and_keeps_light_out(scene, mesh):
     for seed in (0, 1):
         lobes = sg_init(8, torch.Generator().manual_seed(seed)) * torch.tensor([1, 1, 1, 1, 1.5, 1.2, 1.0])
         with torch.no_grad():
-            sh = detail.pixel_shading(posed, posed.world(), posed.normals(), mesh, lobes, cam.height, cam.width)
+            sh = detail.pixel_shading(posed, w := posed.world(), posed.normals(w), mesh, lobes, cam.height, cam.width)
         a_px = (torch.as_tensor(true)[sh["vid"]] * sh["bary"][..., None]).sum(1)
         from palm.render.color import linear_to_srgb
 

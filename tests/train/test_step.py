@@ -163,7 +163,7 @@ def test_personalisation_renders_through_pixel_centres(tmp_path, monkeypatch):
 
     monkeypatch.setattr(prior.model, "render_rays", recording)
     cfg = dataclasses.replace(PERSONALIZE_PRESETS["fast"], max_steps=1, pixels_per_image=16, patch_size=8,
-                              patch_choices=((8, 1),), preview_every=0, work_res=None)
+                              patch_choices=((8, 1),), preview_every=0, work_res=None, detail=None)
     avatar = personalize(sample, prior, cfg, None, final_metrics=False)
     cam = Camera.from_dict(avatar.extra["work_camera"])
     origins, dirs = seen[0]
