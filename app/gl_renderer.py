@@ -193,12 +193,13 @@ class AvatarRenderer:
         prog["u_spec_log2_d0"].value = SPECULAR_LOG2_D0
         prog["u_spec_layers"].value = self.spec_layers
 
-    def render(self, camera: OrbitCamera, coarse: int = 1) -> np.ndarray:
+    def render(self, camera: OrbitCamera, coarse: int = 1, expand: bool = True) -> np.ndarray:
         """Draw and read back the image: (H, W, 4) uint8 sRGB, row 0 = top.
 
         ``coarse > 1`` draws the same view at ``1/coarse`` of the size per side (into a corner of the
-        framebuffer, same projection) and returns it enlarged by pixel repetition: a frame that
-        follows the user's input at a fraction of the cost.
+        framebuffer, same projection): a frame that follows the user's input at a fraction of the
+        cost. It comes back enlarged to (H, W) by pixel repetition, or with ``expand=False`` as it
+        was drawn, (H // coarse, W // coarse, 4) (at least one pixel per side).
         """
         full_w, full_h = self.size
         coarse = max(1, int(coarse))
@@ -240,7 +241,7 @@ class AvatarRenderer:
         ctx.disable(ctx.DEPTH_TEST)
         data = self.fbo.read(viewport=(0, 0, width, height), components=4, alignment=1)
         image = np.frombuffer(data, np.uint8).reshape(height, width, 4)
-        if coarse == 1:
+        if coarse == 1 or not expand:
             return image
         big = np.repeat(np.repeat(image, coarse, axis=0), coarse, axis=1)[:full_h, :full_w]
         return np.pad(big, ((0, full_h - big.shape[0]), (0, full_w - big.shape[1]), (0, 0)), mode="edge")
