@@ -237,8 +237,6 @@ def test_photo_view_reproduces_the_photo_camera(studio):
 
 def test_golden_preset_pose(studio):
     """The ``fist`` preset at 320x240 from the start-up view matches the stored image (tolerant)."""
-    import imageio.v3 as iio
-
     c = studio.controller
     if c.prior is None or not c.state.subject.bake_resolution:
         pytest.skip("the default prior is not installed")
@@ -270,33 +268,19 @@ def test_golden_preset_pose(studio):
         c.set_pose(old_pose)
         studio.reset_camera()
         studio.step_frames(2)
-    golden = GOLDEN / "fist_320x240.png"
-    if not golden.is_file():
-        GOLDEN.mkdir(exist_ok=True)
-        iio.imwrite(golden, image)
-        pytest.skip(f"golden image written: {golden}")
-    expected = iio.imread(golden)[..., :3]
-    diff = np.abs(image.astype(float) - expected.astype(float))
-    assert diff.mean() < 6.0, f"mean abs diff {diff.mean():.2f} levels"
+    _match_golden(np.ascontiguousarray(image), "fist_320x240.png")
 
 
-def test_photo_view_of_a_refined_avatar_matches_palm_render(studio, tmp_path):
-    """Opening an avatar with a refined mesh shows that mesh in its photo's view with the photo's
-    framing: the viewport's silhouette is the one ``palm render --avatar`` (the engine's raster
-    renderer, same mesh, camera and light) draws, and their colours agree roughly (the viewport
-    pre-integrates the light and casts no shadows)."""
+def _refined_avatar(prior, folder: Path) -> Path:
+    """An avatar folder as personalisation writes it: the prior's mean subject in the relaxed pose,
+    seen by a 200 px photo camera, lit by a two-lobe fitted light, with a baked ``mesh.safetensors``."""
     import torch
 
     from palm.avatar import Avatar, save_avatar
     from palm.bake import bake_from_prior, save_baked
     from palm.hand import load_pose
     from palm.render.views import framing_camera, present_upright
-    from palm.scene import load_scene, render_scene
 
-    c = studio.controller
-    if c.prior is None:
-        pytest.skip("the default prior is not installed")
-    prior = c.prior.prior
     hand = prior.model.hand
     pose = present_upright(load_pose("relaxed"))
     with torch.no_grad():
@@ -305,21 +289,30 @@ def test_photo_view_of_a_refined_avatar_matches_palm_render(studio, tmp_path):
     zeros = torch.zeros(prior.pca_shape.n_components)
     z_s, z_a = prior.codes_from_coeffs(zeros, zeros)
     light = torch.tensor([[0.3, 1.0, 0.6, 2.0, 2.5, 2.2, 2.0], [0.0, -1.0, 0.0, 1.0, 0.4, 0.4, 0.4]])
-    folder = tmp_path / "avatar"
     save_avatar(folder, Avatar(zeros, zeros, z_s, z_a, light, pose, np.zeros(hand.n_betas), np.zeros(3),
                                cam.to("cpu").to_dict(), prior.content_hash))
     save_baked(folder / "mesh.safetensors", bake_from_prior(prior, resolution=48))
-    engine = render_scene(load_scene(prior=c.prior.path, avatar=str(folder))).numpy()
+    return folder
+
+
+def _avatar_views(studio, folder: Path, envs: list) -> list[np.ndarray]:
+    """Open the avatar at ``folder`` and render its photo view at 200x200 without the background,
+    once per environment in ``envs`` (None: the avatar's own fitted light). (200, 200, 4) uint8 each."""
+    c = studio.controller
     old_pose, old_env, old_size = c.state.pose.pose.copy(), c.state.light.name, tuple(studio.vp_size)
+    views = []
     try:
         c.load_avatar(str(folder))
         assert studio.wait_idle(120)
         studio.renderer.resize(200, 200)
         studio.vp_size = (200, 200)
         studio.photo_view()
-        studio._update_renderer()
         studio.renderer.draw_background = False
-        view = studio.renderer.render(studio.camera)
+        for env in envs:
+            if env is not None:
+                c.set_environment(env)
+            studio._update_renderer()
+            views.append(studio.renderer.render(studio.camera).copy())
         studio.ctx.screen.use()
     finally:
         studio.renderer.draw_background = True
@@ -331,6 +324,55 @@ def test_photo_view_of_a_refined_avatar_matches_palm_render(studio, tmp_path):
         c.set_pose(old_pose)
         studio.reset_camera()
         studio.wait_idle(120)
+    return views
+
+
+def _match_golden(image: np.ndarray, name: str, max_mean_levels: float = 6.0) -> None:
+    """Compare ``image`` (H, W, C) uint8 with ``golden/name``; a missing golden is written and skips."""
+    import imageio.v3 as iio
+
+    golden = GOLDEN / name
+    if not golden.is_file():
+        GOLDEN.mkdir(exist_ok=True)
+        iio.imwrite(golden, image)
+        pytest.skip(f"golden image written: {golden}")
+    expected = iio.imread(golden)
+    assert expected.shape == image.shape, (expected.shape, image.shape)
+    diff = np.abs(image.astype(float) - expected.astype(float))
+    assert diff.mean() < max_mean_levels, f"{name}: mean abs diff {diff.mean():.2f} levels"
+
+
+def test_golden_avatar_photo_view_and_relit(studio, tmp_path):
+    """A refined avatar in its photo's view, under its own fitted light and relit by the ``sunset``
+    and ``night`` presets, matches the stored images; relighting changes the hand's colours."""
+    c = studio.controller
+    if c.prior is None:
+        pytest.skip("the default prior is not installed")
+    folder = _refined_avatar(c.prior.prior, tmp_path / "avatar")
+    own, sunset, night = _avatar_views(studio, folder, [None, "sunset", "night"])
+    hand = (own[..., 3] > 127) & (sunset[..., 3] > 127)
+    assert hand.sum() > 2000
+    assert np.array_equal(own[..., 3] > 127, sunset[..., 3] > 127)  # the light moves no geometry
+    own_c, sunset_c, night_c = (v[..., :3][hand].astype(float).mean(0) for v in (own, sunset, night))
+    assert np.abs(own_c - sunset_c).max() > 10 and night_c.mean() < sunset_c.mean(), (own_c, sunset_c, night_c)
+    _match_golden(own, "avatar_photo_view_200.png")
+    _match_golden(sunset, "avatar_sunset_200.png")
+    _match_golden(night, "avatar_night_200.png")
+
+
+def test_photo_view_of_a_refined_avatar_matches_palm_render(studio, tmp_path):
+    """Opening an avatar with a refined mesh shows that mesh in its photo's view with the photo's
+    framing: the viewport's silhouette is the one ``palm render --avatar`` (the engine's raster
+    renderer, same mesh, camera and light) draws, and their colours agree roughly (the viewport
+    pre-integrates the light and casts no shadows)."""
+    from palm.scene import load_scene, render_scene
+
+    c = studio.controller
+    if c.prior is None:
+        pytest.skip("the default prior is not installed")
+    folder = _refined_avatar(c.prior.prior, tmp_path / "avatar")
+    engine = render_scene(load_scene(prior=c.prior.path, avatar=str(folder))).numpy()
+    (view,) = _avatar_views(studio, folder, [None])
     ours, theirs = view[..., 3] > 127, engine[..., 3] > 0.5
     assert theirs.sum() > 2000
     assert (ours & theirs).sum() / (ours | theirs).sum() > 0.95
