@@ -213,7 +213,7 @@ class AvatarRenderer:
         ctx.viewport = (0, 0, width, height)
         ctx.disable(ctx.CULL_FACE | ctx.BLEND)
         ctx.enable(ctx.DEPTH_TEST)
-        self.fbo.clear(0.0, 0.0, 0.0, 1.0 if self.draw_background else 0.0, depth=1.0)
+        self.fbo.clear(0.0, 0.0, 0.0, 1.0 if self.draw_background else 0.0, depth=1.0, viewport=(0, 0, width, height))
         self.renders += 1
         if self.env_texture is not None and self.draw_background:
             bg = self.bg_prog

@@ -152,7 +152,7 @@ class Trainer:
         if not self.items:
             raise PalmError(opts.data, "dataset has no images (after the subject/view/frame selection)")
         self.subject_index = {sid: i for i, sid in enumerate(self.dataset.subjects)}
-        self.hand = load_hand("open").to(self.device)
+        self.hand = subject_hands(load_hand("open"), opts.data).to(self.device)
         torch.manual_seed(self.seed)  # initial weights: the same on every rank and every run
         self.model = PalmNet(cfg.model, self.hand, len(self.dataset.subjects)).to(self.device)
         self.optimizer = make_adam(param_groups(self.model, cfg), cfg.adam)
@@ -542,6 +542,17 @@ def init_distributed(device: str) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if str(device).startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend)
+
+
+def subject_hands(rig, data: str | os.PathLike):
+    """The rig the trainer skins and fits with: when subjects of ``data`` carry their own flat hand
+    (``<sid>/shape.npz``, synthetic generator 2.0: proportions the rig's betas cannot express), a
+    :class:`~palm.data.synth.shape.ShapedHand` that gives each of them its own hand (recognised by
+    its registered betas; stage-0 SDF targets and skinning then use the rendered hand), else ``rig``."""
+    from palm.data.synth.shape import ShapedHand
+
+    hand = ShapedHand.from_dataset(rig, data)
+    return hand if hand.n_subjects else rig
 
 
 def export_prior(run: str | os.PathLike, out: str | os.PathLike, n_components: int = 5) -> dict[str, Any]:

@@ -241,20 +241,17 @@ def test_shaped_hand_falls_back_to_the_rig(rig, tiny):
     torch.testing.assert_close(left.vertices[0, :, 0], -hand(pose, hand.subject_betas[:1]).vertices[0, :, 0])
 
 
-def test_with_shapes_gives_the_trainer_the_subject_hands(tiny: Path, monkeypatch):
-    """``python -m palm.data.synth.with_shapes train ...``: load_hand("open") carries the subjects."""
-    import palm.hand
-    from palm.data.synth import with_shapes
+def test_trainer_gives_subjects_their_own_hands(tiny: Path, rig):
+    """``palm train`` on a dataset with ``shape.npz`` skins each subject with its own flat hand;
+    a dataset without them trains on the plain rig."""
+    from palm.train.trainer import subject_hands
 
-    monkeypatch.setattr(palm.hand, "load_hand", palm.hand.load_hand)  # restored after the test
-    with_shapes.install(str(tiny))
-    with_shapes.install(str(tiny))  # idempotent
-    hand = palm.hand.load_hand("open")
+    hand = subject_hands(rig, tiny)
     assert isinstance(hand, ShapedHand) and hand.n_subjects == N_SUBJECTS
     betas = torch.from_numpy(PalmDataset(tiny).poses("0001").betas)[None]
     rest = read_shape(tiny / "0001" / SHAPE_FILE)["rest_vertices"]
     np.testing.assert_array_equal(hand.rest(betas)[0][0].numpy(), rest)
-    assert with_shapes.main(["train", "--out", "x"]) == 2  # --data is required
+    assert subject_hands(rig, tiny / "0001") is rig  # no subject folders with shapes: the rig
 
 
 def test_subjects_vary_in_proportions_not_only_size(rig):

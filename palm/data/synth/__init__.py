@@ -7,7 +7,7 @@ One concept per module (nothing here re-exports them; import from the defining m
 :class:`~palm.data.synth.shape.ShapedHand` that poses it), :mod:`~palm.data.synth.rig`
 (poses and the camera rig), :mod:`~palm.data.synth.shading` (shadows, lighting, relief, the
 reference renderer of one view), :mod:`~palm.data.synth.generate` (the generator and its file
-encodings) and :mod:`~palm.data.synth.with_shapes` (run ``palm train`` with the subjects' own hands).
+encodings).
 
 ``palm.data.synth.generate.generate(out, SynthConfig(...))`` renders ``n_subjects x n_poses x n_views`` images with the
 project's reference renderer and writes them in the PALM layout (:mod:`palm.data.palm_dataset`).
