@@ -53,6 +53,30 @@ def sg_uniforms(lobes: np.ndarray) -> SGUniforms:
     return SGUniforms(xi.numpy(), lam.numpy(), mu.numpy())
 
 
+FRONT_FACE = "cw"
+"""Winding of an outward face on screen: counter-clockwise in the world, clockwise after
+:func:`app.camera.gl_projection` (OpenCV's y-down camera keeps image row 0 at the top, a mirror)."""
+
+
+def closed_outward(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether the mesh (V, 3), (F, 3) is closed and consistently wound outward: every directed
+    edge appears once and its reverse once (a watertight, oriented surface), and the enclosed
+    volume is positive. Such a mesh shows no back face from outside, so culling them is exact."""
+    f = np.asarray(faces, np.int64).reshape(-1, 3)
+    if len(f) == 0:
+        return False
+    directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    n = int(max(directed.max(), 0)) + 1
+    keys = directed[:, 0] * n + directed[:, 1]
+    if len(np.unique(keys)) != len(keys):
+        return False  # an edge used twice in the same direction: open or inconsistently wound
+    if not np.isin(directed[:, 1] * n + directed[:, 0], keys).all():
+        return False  # a border edge: the surface is open
+    v = np.asarray(vertices, np.float64)
+    volume = np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum() / 6.0
+    return bool(volume > 0)
+
+
 def vertex_data(avatar) -> np.ndarray:
     """Interleaved per-vertex data of a :class:`palm.bake.BakedAvatar`: (V, 27) float32.
 
@@ -103,6 +127,8 @@ class AvatarRenderer:
         self.show_environment = True
         self.flat_color = (0.18, 0.18, 0.2)
         self.has_avatar = False
+        self.closed = False
+        """The avatar is a closed, outward-wound surface: back faces are culled (same image, faster)."""
         self.draw_avatar = True
         self.draw_background = True
         """False: no environment pass, the image's alpha is 0 where no avatar was drawn (overlays)."""
@@ -140,6 +166,7 @@ class AvatarRenderer:
                            for flag, prog in self.programs.items()}
         self._mesh_buffers = [vbo, ibo]
         self.has_avatar = True
+        self.closed = closed_outward(avatar.vertices, avatar.faces)
 
     def set_bones(self, bone_transforms: np.ndarray) -> None:
         """Bone matrices (16, 4, 4): rest -> posed world."""
@@ -237,8 +264,11 @@ class AvatarRenderer:
             p["u_proj"].write(proj.astype(np.float32).T.tobytes())
             p["u_eye"].value = tuple(eye)
             p["u_exposure_scale"].value = scale
+            if self.closed:  # no back face can show: llvmpipe then sets up half the triangles
+                ctx.front_face = FRONT_FACE
+                ctx.enable(ctx.CULL_FACE)
             self._mesh_vaos[self.preintegrated].render()
-        ctx.disable(ctx.DEPTH_TEST)
+        ctx.disable(ctx.DEPTH_TEST | ctx.CULL_FACE)
         data = self.fbo.read(viewport=(0, 0, width, height), components=4, alignment=1)
         image = np.frombuffer(data, np.uint8).reshape(height, width, 4)
         if coarse == 1 or not expand:

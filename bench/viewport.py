@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--studio-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.studio_only:  # a process of its own: the studio's GLX context and the EGL one do not mix
-        print(json.dumps(studio_figures(args.prior, 20 if args.quick else 60, 5 if args.quick else 15)))
+        print(json.dumps(studio_figures(args.prior, 30 if args.quick else 60, 9 if args.quick else 15)))
         return 0
     frames = 8 if args.quick else 60
 
