@@ -223,15 +223,13 @@ def run_render(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({args.res}x{args.res}, neural)")
         return 0
 
-    from palm.cli.common import resolve_device
     from palm.export.preview import raster_view
 
-    device = resolve_device(getattr(args, "device", "auto"))
     hand = _load_hand(args)
     pose = _load_pose(args)
     avatar, betas = load_source(args, hand)
     lobes = load_lobes(args)
-    image = raster_view(avatar, pose, hand, lobes, args.res, azimuth_deg=args.azimuth, betas=betas, device=device)
+    image = raster_view(avatar, pose, hand, lobes, args.res, azimuth_deg=args.azimuth, betas=betas)
     write_image(out, image, exposure=args.exposure)
     print(f"wrote {out} ({args.res}x{args.res})")
     return 0
@@ -242,17 +240,15 @@ def run_turntable(args: argparse.Namespace) -> int:
     from palm.io import check_output_path
 
     out = check_output_path(args.out, VIDEO_EXTENSIONS)
-    from palm.cli.common import resolve_device
     from palm.jobs import ConsoleProgress
 
-    device = resolve_device(getattr(args, "device", "auto"))
     hand = _load_hand(args)
     pose = _load_pose(args)
     avatar, betas = load_source(args, hand)
     lobes = load_lobes(args)
 
     def render(azimuth: float):
-        return raster_view(avatar, pose, hand, lobes, args.res, azimuth_deg=azimuth, betas=betas, device=device)
+        return raster_view(avatar, pose, hand, lobes, args.res, azimuth_deg=azimuth, betas=betas)
 
     export_turntable(out, render, args.frames, fps=args.fps, emit=ConsoleProgress("turntable"))
     print(f"wrote {out} ({args.frames} frames)")

@@ -1,7 +1,7 @@
 """Pictures of a :class:`palm.bake.BakedAvatar`: raster stills, turntables and environment maps.
 
-- :func:`raster_render`: the posed avatar through :mod:`palm.render.raster` (z-buffer, torch, CPU
-  or GPU), shaded per pixel under an SG environment by :func:`palm.render.brdf.shade_sg`.
+- :func:`raster_render`: the posed avatar through :func:`palm.detail.render_mesh` (z-buffer,
+  per-pixel SG shading with shadows, supersampled): the renderer of ``palm render --avatar``.
 - :func:`raster_view`: the standard still: the hand presented upright and framed palm to the
   camera (:func:`palm.render.views.present_upright`, :func:`palm.render.views.framing_camera`, the
   framing every renderer uses).
@@ -21,11 +21,10 @@ import torch
 
 from palm.bake import BakedAvatar, posed_avatar, to_numpy
 from palm.errors import PalmError
+from palm.hand.lbs import bone_transforms
 from palm.imageio import to_srgb8, write_exr
 from palm.io import atomic_write, check_output_path
 from palm.jobs import Emit, Progress, check_cancel, null_emit
-from palm.render.brdf import shade_sg
-from palm.render.raster import interpolate, project_screen, rasterize
 from palm.render.rays import Camera
 from palm.render.sg import save_sg, sg_to_equirect
 from palm.render.views import framing_camera, present_upright
@@ -33,8 +32,6 @@ from palm.render.views import framing_camera, present_upright
 VIDEO_EXTENSIONS = (".mp4", ".gif")
 ENV_EXTENSIONS = (".exr", ".json")
 
-#: Pixels shaded at once (bounds the (N, K, 3) lobe products of :func:`palm.render.brdf.shade_sg`).
-SHADE_CHUNK = 1 << 16
 
 
 def raster_render(
@@ -45,14 +42,14 @@ def raster_render(
     sg_lobes: Any,
     res: int | tuple[int, int] | None = None,
     betas: Any = None,
-    device: str | torch.device = "cpu",
+    shadows: bool = True,
+    supersample: int = 2,
 ) -> np.ndarray:
     """Render the (posed) avatar with the z-buffer rasteriser under an SG environment.
 
-    Per pixel: perspective-correct interpolated position, normal, albedo, roughness and metallic
-    (:func:`palm.render.raster.rasterize` in float32, whose barycentrics stay within about 1e-4 of
-    float64 at 2K, and :func:`palm.render.raster.interpolate`), shaded two-sided by
-    :func:`palm.render.brdf.shade_sg`. No anti-aliasing (render larger and downsample for it).
+    The renderer of ``palm render --avatar`` (:func:`palm.detail.render_mesh`): per-pixel
+    interpolated position, normal and material, shaded two-sided under the SG light with per-lobe
+    -group shadows, ``supersample`` x ``supersample`` samples per pixel.
 
     Args:
         avatar: the canonical baked avatar; pose: (16, 3) or None (as is); hand: the rig.
@@ -60,47 +57,25 @@ def raster_render(
         sg_lobes: (K, 7) raw SG lobes (tensor or array).
         res: output side or (height, width); None uses the camera's size (K is rescaled otherwise).
         betas: shape coefficients for the pose.
-        device: torch device that rasterises and shades.
+        shadows: shadowed light (False: unshadowed); supersample: samples per pixel side.
 
     Returns:
         (H, W, 4) float32 linear RGB with straight alpha (1 on the hand, 0 elsewhere).
     """
-    shown = posed_avatar(avatar, pose, hand, betas)
-    dev = torch.device(device)
-    K = torch.as_tensor(camera.K, dtype=torch.float32).clone()
-    Rt = torch.as_tensor(camera.Rt, dtype=torch.float32).to(dev)
+    from palm.detail import render_mesh
+
+    K = torch.as_tensor(camera.K, dtype=torch.float32).cpu().clone()
     height, width = int(camera.height), int(camera.width)
     if res is not None:
         new_h, new_w = (res, res) if isinstance(res, int) else res
         K[0] *= new_w / width
         K[1] *= new_h / height
         height, width = int(new_h), int(new_w)
-    vertices = torch.as_tensor(shown.vertices, dtype=torch.float32, device=dev)
-    faces = torch.as_tensor(shown.faces, dtype=torch.long, device=dev)
-    frags = rasterize(project_screen(vertices, K.to(dev), Rt), faces, height, width)  # (1, H, W)
-    mask = frags.mask[0].reshape(-1)
-    image = torch.zeros(height * width, 4, dtype=torch.float32, device=dev)
-    if bool(mask.any()):
-        attrs = np.concatenate(
-            [shown.vertices, shown.normals, shown.albedo, shown.roughness[:, None], shown.metallic[:, None]], axis=1
-        )
-        attrs_t = torch.as_tensor(attrs, dtype=torch.float32, device=dev)
-        values = interpolate(attrs_t, faces, frags)[0].reshape(-1, attrs.shape[1])[mask]  # (N, 11)
-        position, normal, material = values[:, :3], values[:, 3:6], values[:, 6:]
-        normal = normal / normal.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        eye = -Rt[:3, :3].T @ Rt[:3, 3]
-        view = eye - position
-        view = view / view.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        normal = torch.where((normal * view).sum(1, keepdim=True) >= 0, normal, -normal)  # two-sided
-        lobes = torch.as_tensor(sg_lobes, dtype=torch.float32).detach().to(dev)
-        rgb = torch.empty(len(values), 3, dtype=torch.float32, device=dev)
-        with torch.no_grad():
-            for s in range(0, len(values), SHADE_CHUNK):
-                sl = slice(s, s + SHADE_CHUNK)
-                rgb[sl] = shade_sg(normal[sl], view[sl], material[sl, :3], material[sl, 3:4], material[sl, 4:5], lobes)
-        image[mask, :3] = rgb
-        image[mask, 3] = 1.0
-    return image.reshape(height, width, 4).cpu().numpy()
+    view = Camera(K, torch.as_tensor(camera.Rt, dtype=torch.float32).cpu().clone(), height, width)
+    bones = (np.broadcast_to(np.eye(4, dtype=np.float32), (16, 4, 4)) if pose is None
+             else to_numpy(bone_transforms(hand, pose, betas)))
+    lobes = torch.as_tensor(sg_lobes, dtype=torch.float32)
+    return render_mesh(avatar, bones, np.zeros(3, np.float32), view, lobes, shadows=shadows, supersample=supersample)
 
 
 def raster_view(
@@ -112,7 +87,6 @@ def raster_view(
     azimuth_deg: float = 0.0,
     elevation_deg: float = 10.0,
     betas: Any = None,
-    device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """The standard raster still: the hand upright, palm to the camera at azimuth 0.
 
@@ -123,7 +97,7 @@ def raster_view(
         avatar: canonical baked avatar; pose: (16, 3) or None (the flat hand); hand: its rig.
         sg_lobes: (K, 7) raw lobes; res: side or (height, width).
         azimuth_deg, elevation_deg: camera orbit (degrees) about the hand's up axis.
-        betas: the rig's shape coefficients; device: torch device of the render.
+        betas: the rig's shape coefficients.
 
     Returns:
         (H, W, 4) float32 linear straight-alpha RGBA.
@@ -131,7 +105,7 @@ def raster_view(
     upright = present_upright(np.zeros((16, 3), np.float32) if pose is None else to_numpy(pose).reshape(16, 3))
     shown = posed_avatar(avatar, upright, hand, betas)
     camera = framing_camera(shown.vertices, res, azimuth_deg, elevation_deg, joints=shown.joints)
-    return raster_render(avatar, upright, hand, camera, sg_lobes, betas=betas, device=device)
+    return raster_render(avatar, upright, hand, camera, sg_lobes, betas=betas)
 
 
 def export_turntable(
