@@ -337,7 +337,7 @@ class DetailConfig:
     albedo_lr: float = 0.02
     albedo_smooth: float = 0.01
     albedo_l2: float = 1e-4
-    albedo_range: float = 2.0
+    albedo_range: float = 4.0
     """The fitted albedo stays within this factor of its start (the prior's, colour-corrected)."""
 
 

@@ -360,7 +360,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
     total = cfg.outline_steps + cfg.albedo_steps
     emit(Progress(0, total, "detail: baking"))
     mesh = bake_from_prior(prior, resolution=cfg.mesh_res, betas=avatar.betas, shape_code=avatar.shape_code,
-                           appearance_code=avatar.appearance_code)
+                           appearance_code=avatar.appearance_code, pose=avatar.pose)
     for _ in range(cfg.subdivide):
         mesh = subdivide(mesh)
     check_cancel(cancel)

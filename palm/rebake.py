@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from palm.bake import BakedAvatar, largest_component, vertex_normals
+from palm.bake import BakedAvatar, largest_component, silhouette_level, vertex_normals
 from palm.deform import SkinningField
 from palm.errors import PalmError
 from palm.fields.encoding import to_unit_cube
@@ -190,9 +190,10 @@ class PriorBaker:
         g = self._grid
         grid_feature = self._geometry_grid(z_s)
         volume = grid_feature[:, 0].reshape(g.counts).cpu().numpy()
-        if not (volume.min() < 0 < volume.max()):
+        level = silhouette_level(float(self.model.beta.detach()))  # as bake_from_prior: the rendered outline
+        if not (volume.min() < level < volume.max()):
             raise PalmError(getattr(self.prior, "path", "prior"), "the prior's SDF has no surface in the hand's box")
-        verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(g.step,) * 3, gradient_direction="descent")
+        verts, faces, _, _ = marching_cubes(volume, level=level, spacing=(g.step,) * 3, gradient_direction="descent")
         verts, faces = largest_component(verts + g.lo, faces)
         verts, faces = verts.astype(np.float32), faces.astype(np.int32)
         model = self.model

@@ -46,7 +46,11 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=96, help="scoring crop side")
     args = ap.parse_args()
 
-    prior = load_prior(args.prior)
+    from palm.hand import load_hand
+    from palm.train.trainer import subject_hands
+
+    # the rig as the trainer had it: subjects with a shape.npz are posed with their own flat hands
+    prior = load_prior(args.prior, hand=subject_hands(load_hand("open"), args.data))
     subjects = subject_range(args.subjects)
     ds = PalmDataset(args.data, subjects=subjects)
     train_frames = [int(f) for f in args.train_frames.split(",")]

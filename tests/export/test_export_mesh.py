@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import json
 import shutil
 import subprocess
@@ -359,3 +360,30 @@ def test_real_rig_posed_glb_reproduces_its_lbs(tmp_path):
         script = _validator()
         run = subprocess.run(["node", str(script), str(path)], check=False, capture_output=True, text=True, timeout=120)
         assert json.loads(run.stdout)["issues"]["numErrors"] == 0
+
+
+@pytest.mark.parametrize("beta", [0.0004, 0.0007, 0.0015])
+def test_silhouette_level_is_where_the_volume_render_draws_the_outline(beta):
+    """Rays past a cylinder (radius 8 mm) through the Laplace density: their opacity is one half
+    at ``silhouette_level`` outside the surface (the level the bakes extract)."""
+    import torch
+
+    from palm.bake import SILHOUETTE_RADIUS, silhouette_level
+    from palm.render.volume import laplace_density
+
+    r = SILHOUETTE_RADIUS
+    t = torch.linspace(-0.05, 0.05, 200001, dtype=torch.float64)
+    dt = float(t[1] - t[0])
+
+    def opacity(h: float) -> float:  # a ray at distance h from the axis, perpendicular to it
+        d = torch.sqrt(h * h + t * t) - r
+        return 1.0 - math.exp(-float(laplace_density(d, beta).sum()) * dt)
+
+    lo, hi = r - 5 * beta, r + 10 * beta  # opacity falls from ~1 to ~0 across this range
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if opacity(mid) > 0.5 else (lo, mid)
+    outline = 0.5 * (lo + hi) - r
+    level = silhouette_level(beta)
+    assert outline > 0.5 * beta  # the outline lies well outside the zero set
+    assert abs(level - outline) < 0.1 * beta, (level, outline)
