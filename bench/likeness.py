@@ -81,7 +81,8 @@ def one_photo(path: str, prior, steps: int | None, figure: bool) -> tuple[dict, 
     view = crop_view(view_from_input(photo, prior.model.hand.n_betas), cfg.detail.res, cfg.crop_scale)
     bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas)
     plain = subdivide(bake_from_prior(prior, resolution=cfg.detail.mesh_res, betas=avatar.betas,
-                                      shape_code=avatar.shape_code, appearance_code=avatar.appearance_code))
+                                      shape_code=avatar.shape_code, appearance_code=avatar.appearance_code,
+                                      pose=avatar.pose))
     rgba = render_mesh(plain, bones, avatar.transl, view.camera, avatar.light)
     before = image_metrics(on_white(rgba), view, opacity=rgba[..., 3])
     keys = ("psnr_masked", "ssim_masked", "lpips_masked", "iou")
