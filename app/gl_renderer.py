@@ -19,6 +19,7 @@ import numpy as np
 from app.actions import env_image, turn_environment, y_rotation
 from app.camera import OrbitCamera, gl_projection
 from app.programs import load_program
+from palm.bake import closed_outward
 
 MAX_LOBES = 64
 ENV_TEX_HEIGHT = 128
@@ -56,25 +57,6 @@ def sg_uniforms(lobes: np.ndarray) -> SGUniforms:
 FRONT_FACE = "cw"
 """Winding of an outward face on screen: counter-clockwise in the world, clockwise after
 :func:`app.camera.gl_projection` (OpenCV's y-down camera keeps image row 0 at the top, a mirror)."""
-
-
-def closed_outward(vertices: np.ndarray, faces: np.ndarray) -> bool:
-    """Whether the mesh (V, 3), (F, 3) is closed and consistently wound outward: every directed
-    edge appears once and its reverse once (a watertight, oriented surface), and the enclosed
-    volume is positive. Such a mesh shows no back face from outside, so culling them is exact."""
-    f = np.asarray(faces, np.int64).reshape(-1, 3)
-    if len(f) == 0:
-        return False
-    directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    n = int(max(directed.max(), 0)) + 1
-    keys = directed[:, 0] * n + directed[:, 1]
-    if len(np.unique(keys)) != len(keys):
-        return False  # an edge used twice in the same direction: open or inconsistently wound
-    if not np.isin(directed[:, 1] * n + directed[:, 0], keys).all():
-        return False  # a border edge: the surface is open
-    v = np.asarray(vertices, np.float64)
-    volume = np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum() / 6.0
-    return bool(volume > 0)
 
 
 def vertex_data(avatar) -> np.ndarray:
@@ -166,7 +148,9 @@ class AvatarRenderer:
                            for flag, prog in self.programs.items()}
         self._mesh_buffers = [vbo, ibo]
         self.has_avatar = True
-        self.closed = closed_outward(avatar.vertices, avatar.faces)
+        # the bakers know it; a mesh of unknown make (a file) is checked once here
+        known = getattr(avatar, "closed", None)
+        self.closed = known if known is not None else closed_outward(avatar.vertices, avatar.faces)
 
     def set_bones(self, bone_transforms: np.ndarray) -> None:
         """Bone matrices (16, 4, 4): rest -> posed world."""

@@ -38,6 +38,50 @@ class BakedAvatar:
     """(16, 3) float32 rest joints (canonical)."""
     parents: np.ndarray
     """(16,) int32, ``parents[0] = -1``."""
+    closed: bool | None = None
+    """Whether the surface is watertight and wound outward (so back faces never show), as its
+    maker knows it: True for marching-cubes bakes whose box holds the whole surface; None when
+    unknown (:func:`closed_outward` decides, at a cost linear in the faces)."""
+
+
+#: The array fields of :class:`BakedAvatar` (what :func:`save_baked` writes).
+ARRAY_FIELDS = ("vertices", "faces", "normals", "skin_weights", "albedo", "roughness", "metallic", "joints",
+                "parents")
+
+
+def closed_outward(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether the mesh (V, 3), (F, 3) is closed and consistently wound outward: every directed
+    edge appears once and its reverse once (a watertight, oriented surface), and the enclosed
+    volume is positive. Such a mesh shows no back face from outside, so culling them is exact."""
+    f = np.asarray(faces, np.int64).reshape(-1, 3)
+    if len(f) == 0:
+        return False
+    directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    n = int(max(directed.max(), 0)) + 1
+    keys = directed[:, 0] * n + directed[:, 1]
+    if len(np.unique(keys)) != len(keys):
+        return False  # an edge used twice in the same direction: open or inconsistently wound
+    if not np.isin(directed[:, 1] * n + directed[:, 0], keys).all():
+        return False  # a border edge: the surface is open
+    v = np.asarray(vertices, np.float64)
+    volume = np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum() / 6.0
+    return bool(volume > 0)
+
+
+def encloses(verts: np.ndarray, counts: Any, step: float) -> bool:
+    """Whether a marching-cubes surface (a connected piece) is closed: none of its vertices lies
+    on the grid's border planes. A surface the box cuts open has its border edges in those planes
+    (the only cells where a marching-cubes surface can end); skimage's 'descent' winds it outward.
+
+    Args:
+        verts: (V, 3) vertices in the grid's frame (``marching_cubes`` output, before any offset).
+        counts: the grid's samples per axis (3,).
+        step: the grid spacing (``marching_cubes``' ``spacing``).
+    """
+    v = np.asarray(verts, np.float64) / step
+    top = np.asarray(counts, np.float64) - 1
+    tol = 1e-6
+    return bool(len(v)) and bool(((v > tol) & (v < top - tol)).all())
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -235,8 +279,9 @@ def bake_from_prior(
     # skimage's 'descent' (its default) winds the faces counter-clockwise seen from outside for an SDF that is
     # negative inside (checked: the normals point away from the hand, tests/export/test_export_mesh.py)
     verts, faces, _, _ = marching_cubes(volume, level=level, spacing=(step, step, step), gradient_direction="descent")
-    verts = verts + lo.cpu().numpy()
     verts, faces = largest_component(verts, faces)
+    closed = encloses(verts, counts, step)
+    verts = verts + lo.cpu().numpy()
     from palm.deform import SkinningField
 
     with torch.no_grad():
@@ -261,6 +306,7 @@ def bake_from_prior(
         metallic=to_numpy(torch.cat(metal)).astype(np.float32),
         joints=to_numpy(rest_j[0]).astype(np.float32),
         parents=to_numpy(hand.parents).astype(np.int32).reshape(16),
+        closed=closed,
     )
 
 
@@ -293,7 +339,7 @@ def save_baked(path: Any, mesh: BakedAvatar) -> None:
     from palm.errors import PalmError
     from palm.io import atomic_write
 
-    arrays = {k: np.ascontiguousarray(getattr(mesh, k)) for k in BakedAvatar.__dataclass_fields__}
+    arrays = {k: np.ascontiguousarray(getattr(mesh, k)) for k in ARRAY_FIELDS}
     for key, value in arrays.items():
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise PalmError(path, f"refusing to write non-finite values in '{key}'")
@@ -312,7 +358,7 @@ def load_baked(path: Any) -> BakedAvatar:
         t = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise PalmError(path, f"not a readable safetensors file ({exc})") from None
-    missing = [k for k in BakedAvatar.__dataclass_fields__ if k not in t]
+    missing = [k for k in ARRAY_FIELDS if k not in t]
     if missing:
         raise PalmError(path, f"missing arrays: {', '.join(missing)}")
     v, f = t["vertices"], t["faces"]
@@ -330,4 +376,4 @@ def load_baked(path: Any) -> BakedAvatar:
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise PalmError(path, f"'{key}' contains NaN or infinite values")
     return BakedAvatar(**{k: t[k].astype(np.int32 if k in ("faces", "parents") else np.float32)
-                          for k in BakedAvatar.__dataclass_fields__})
+                          for k in ARRAY_FIELDS})

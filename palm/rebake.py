@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from palm.bake import BakedAvatar, largest_component, silhouette_level, vertex_normals
+from palm.bake import BakedAvatar, encloses, largest_component, silhouette_level, vertex_normals
 from palm.deform import SkinningField
 from palm.errors import PalmError
 from palm.fields.encoding import to_unit_cube
@@ -99,6 +99,7 @@ class _Surface:
     weights: np.ndarray  # (V, 16)
     h_r: torch.Tensor  # (V, Dr) radiance hash features
     feature: torch.Tensor  # (V, 13) geometry feature
+    closed: bool  # the box held the whole surface (palm.bake.encloses)
 
 
 class PriorBaker:
@@ -194,7 +195,9 @@ class PriorBaker:
         if not (volume.min() < level < volume.max()):
             raise PalmError(getattr(self.prior, "path", "prior"), "the prior's SDF has no surface in the hand's box")
         verts, faces, _, _ = marching_cubes(volume, level=level, spacing=(g.step,) * 3, gradient_direction="descent")
-        verts, faces = largest_component(verts + g.lo, faces)
+        verts, faces = largest_component(verts, faces)
+        closed = encloses(verts, g.counts, g.step)
+        verts = verts + g.lo
         verts, faces = verts.astype(np.float32), faces.astype(np.int32)
         model = self.model
         v_t = torch.as_tensor(verts, device=g.rest_v.device)
@@ -207,7 +210,7 @@ class PriorBaker:
             h_r = model.radiance.encode(v_t)
         else:
             feature, h_r = self._interpolate(verts, grid_feature.cpu().numpy(), g.h_r)
-        return _Surface(key, verts, faces, vertex_normals(verts, faces), weights, h_r, feature)
+        return _Surface(key, verts, faces, vertex_normals(verts, faces), weights, h_r, feature, closed)
 
     def bake(self, shape_coeffs=None, appearance_coeffs=None, shape_code=None, appearance_code=None,
              cancel=None) -> BakedAvatar:
@@ -242,4 +245,5 @@ class PriorBaker:
                 joints=self._grid.rest_j.cpu().numpy().astype(np.float32),
                 parents=np.asarray(model.hand.parents.cpu() if hasattr(model.hand.parents, "cpu")
                                    else model.hand.parents, np.int32).reshape(16),
+                closed=s.closed,
             )

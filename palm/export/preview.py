@@ -33,7 +33,6 @@ VIDEO_EXTENSIONS = (".mp4", ".gif")
 ENV_EXTENSIONS = (".exr", ".json")
 
 
-
 def raster_render(
     avatar: BakedAvatar,
     pose: Any,

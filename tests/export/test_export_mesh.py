@@ -387,3 +387,18 @@ def test_silhouette_level_is_where_the_volume_render_draws_the_outline(beta):
     level = silhouette_level(beta)
     assert outline > 0.5 * beta  # the outline lies well outside the zero set
     assert abs(level - outline) < 0.1 * beta, (level, outline)
+
+
+def test_encloses_tells_a_box_that_cuts_the_surface():
+    """Marching cubes of a sphere SDF is closed and outward when the grid's border is outside it,
+    and open (the flag False) when the box cuts the sphere."""
+    from skimage.measure import marching_cubes
+
+    from palm.bake import closed_outward, encloses
+
+    ax = np.linspace(-1.0, 1.0, 24)
+    x, y, z = np.meshgrid(ax, ax, ax, indexing="ij")
+    sdf = np.sqrt(x**2 + y**2 + z**2)
+    for radius in (0.6, 1.2):
+        v, f, _, _ = marching_cubes(sdf - radius, level=0.0, spacing=(0.5, 0.5, 0.5), gradient_direction="descent")
+        assert encloses(v, sdf.shape, 0.5) == (radius < 1.0) == closed_outward(v, f)

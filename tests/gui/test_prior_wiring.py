@@ -16,7 +16,7 @@ RES = (20, 28)  # small grids: coarse, refine
 
 def test_baker_matches_bake_from_prior(standin_prior):
     """The cached exact baker equals the engine's bake; the interpolating one has the same mesh."""
-    from palm.bake import bake_from_prior
+    from palm.bake import bake_from_prior, closed_outward
     from palm.prior import load_prior
     from palm.rebake import PriorBaker
 
@@ -32,6 +32,9 @@ def test_baker_matches_bake_from_prior(standin_prior):
     np.testing.assert_allclose(got.skin_weights, ref.skin_weights, atol=1e-5)
     coarse = PriorBaker(prior, RES[0], exact=False).bake(shape, appearance)
     np.testing.assert_allclose(coarse.vertices, ref.vertices, atol=1e-6)
+    # the bakers' closedness flag (from the box border) agrees with the mesh's own edges and volume
+    # (the stand-in's blob is cut by the box: False; the real prior's bake is closed, test_shader_parity)
+    assert ref.closed == got.closed == coarse.closed == closed_outward(ref.vertices, ref.faces)
     assert np.abs(coarse.albedo - ref.albedo).mean() < 0.02
 
 
