@@ -58,7 +58,6 @@ def run_train(args) -> int:
     from pathlib import Path
 
     from palm.cli.common import resolve_device
-    from palm.data.check import verify_dataset
     from palm.errors import PalmError
     from palm.io import check_output_dir, clean_stale_temporaries, discard_dir
     from palm.jobs import ConsoleProgress
@@ -74,7 +73,6 @@ def run_train(args) -> int:
                      resume=args.resume, hint="pass --resume to continue it or --force to start it over",
                      disposable=lambda folder: latest_checkpoint(folder) is None)
     device = str(resolve_device(args.device))
-    verify_dataset(args.data)  # 'palm data check --strict': a bad file fails now, not after hours of stage 0
     init_distributed(device)  # every rank has checked --out before any rank writes
     opts = TrainOptions(data=args.data, out=str(run), preset=args.preset, max_steps=args.max_steps, resume=args.resume,
                         pretrain_steps=args.pretrain_steps, seed=args.seed, device=device,

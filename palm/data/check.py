@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from palm.data.palm_dataset import (
@@ -65,8 +66,9 @@ def check_dataset(root: str | os.PathLike, decode: bool = False) -> dict[str, An
     return {**report, "errors": [str(p) for p in problems]}
 
 
-def _check(root: Path, decode: bool) -> tuple[dict[str, Any], list[PalmError]]:
-    """:func:`check_dataset`'s report (without ``errors``) and its problems, in order found."""
+def _check(root: Path, decode: bool, subjects: Sequence[str] | None = None) -> tuple[dict[str, Any], list[PalmError]]:
+    """:func:`check_dataset`'s report (without ``errors``) and its problems, in order found;
+    ``subjects``: check only these (each must be a subject folder of ``root``)."""
     if not root.exists():
         raise PalmError(root, "folder not found")
     if not root.is_dir():
@@ -80,6 +82,12 @@ def _check(root: Path, decode: bool) -> tuple[dict[str, Any], list[PalmError]]:
     )
     if not candidates:
         raise PalmError(root, "not a PALM-layout dataset (no <subject>/cameras.npy, poses.npy or images/)")
+    if subjects is not None:
+        unknown = [s for s in subjects if s not in candidates]
+        if unknown:
+            have = ", ".join(candidates[:10]) + (f", ... ({len(candidates)} in all)" if len(candidates) > 10 else "")
+            raise PalmError(root, f"no subject {', '.join(map(repr, unknown))} in the dataset (it has {have})")
+        candidates = sorted(set(subjects))
     errors: list[PalmError] = []
     if (root / "meta.json").exists():
         meta = read_json(root / "meta.json")  # malformed meta.json is an error about the whole folder
@@ -148,10 +156,12 @@ def _check(root: Path, decode: bool) -> tuple[dict[str, Any], list[PalmError]]:
     return report, errors
 
 
-def verify_dataset(root: str | os.PathLike) -> dict[str, Any]:
+def verify_dataset(root: str | os.PathLike, subjects: Sequence[str] | None = None) -> dict[str, Any]:
     """The strict check as a pre-flight for training: every file present, readable and sized right.
 
-    Runs :func:`check_dataset` with ``decode=True``.
+    Runs :func:`check_dataset` with ``decode=True``, on ``subjects`` only when given (the ones a
+    run trains on: a broken subject it leaves out does not stop it; a chosen one not in the
+    folder does).
 
     Returns:
         The report of :func:`check_dataset` (complete: no missing files, no errors).
@@ -160,7 +170,7 @@ def verify_dataset(root: str | os.PathLike) -> dict[str, Any]:
         PalmError: the first problem (named by its file), with how many more there are; a
             refused pickle raises :class:`palm.safepickle.UnsafePickleError`.
     """
-    report, problems = _check(Path(root), decode=True)
+    report, problems = _check(Path(root), decode=True, subjects=subjects)
     more = len(problems) + len(report["missing"]) - 1
     tail = f" (and {more} more problem(s): run 'palm data check --strict {report['root']}')" if more > 0 else ""
     if problems:

@@ -126,6 +126,7 @@ class Trainer:
     """One training run (one rank)."""
 
     def __init__(self, opts: TrainOptions, emit: Emit = null_emit, cancel=None):
+        from palm.data.check import verify_dataset
         from palm.data.palm_dataset import PalmDataset
         from palm.hand import load_hand
         from palm.model import PalmNet
@@ -145,6 +146,8 @@ class Trainer:
             cfg = _checked(C.PRESETS[self.preset], opts)
             self.seed = 0 if opts.seed is None else opts.seed
         self.cfg = cfg
+        # 'palm data check --strict' on the chosen subjects: a bad file fails now, not after hours of stage 0
+        verify_dataset(opts.data, subjects=list(opts.subjects) if opts.subjects else None)
         self.dataset = PalmDataset(opts.data, subjects=list(opts.subjects) if opts.subjects else None,
                                    views=list(opts.views) if opts.views else None)
         self.items = [i for i, (_, frame, _) in enumerate(self.dataset.index())
@@ -178,7 +181,8 @@ class Trainer:
 
         ``--seed``, ``--preset``, ``--pretrain-steps`` and ``--set`` that differ from the run's are
         refused unless ``allow_changes``; a change of the model's parameters is refused always
-        (only ``model.pbr.*`` and ``model.sampler.*`` may change).
+        (only ``model.pbr.*``, ``model.sampler.*`` and ``model.density.*``, beta's initial value and
+        floor, may change).
         """
         from palm.io import read_json
         from palm.train.checkpoint import latest_checkpoint
@@ -194,10 +198,11 @@ class Trainer:
         except (KeyError, TypeError) as exc:
             raise PalmError(sidecar, f"config from another version: {exc}") from None
         changed = _checked(cfg, opts)
-        weights_only = lambda m: dataclasses.replace(m, pbr=C.PBRConfig(), sampler=C.SamplerConfig())
+        weights_only = lambda m: dataclasses.replace(m, pbr=C.PBRConfig(), sampler=C.SamplerConfig(),
+                                                     density=C.DensityConfig())
         if weights_only(changed.model) != weights_only(cfg.model):
-            raise PalmError("--set", "a resumed run cannot change the model's parameters (only model.pbr.* and "
-                                     "model.sampler.* may change)")
+            raise PalmError("--set", "a resumed run cannot change the model's parameters (only model.pbr.*, "
+                                     "model.sampler.* and model.density.* may change)")
         run_seed, run_preset = saved.get("seed", 0), saved.get("preset") or "cpu"
         seed = run_seed if opts.seed is None else opts.seed
         differences = [f"{name}: {fields}" for name, fields in (

@@ -254,3 +254,14 @@ def test_verify_names_the_first_missing_file(release):
     msg = str(err.value)
     assert msg.startswith(str(root / "0000" / "masks" / "MCU_01" / "000001.png") + ": file missing from the dataset")
     assert "and 1 more problem(s)" in msg
+
+
+def test_strict_check_of_chosen_subjects_only(release):
+    """A run on a subset checks that subset: a broken subject it leaves out does not stop it."""
+    root, _ = release
+    (root / "0001" / "images" / "MCU_01" / "000001.png").write_bytes(b"")
+    assert verify_dataset(root, subjects=["0000"])["subject_ids"] == ["0000"]
+    with pytest.raises(PalmError, match="empty file"):
+        verify_dataset(root, subjects=["0000", "0001"])
+    with pytest.raises(PalmError, match="no subject '0042' in the dataset"):
+        verify_dataset(root, subjects=["0042"])
