@@ -18,8 +18,8 @@ What counts as an error (``errors``, as opposed to ``missing`` files):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from palm.data.palm_dataset import (
