@@ -360,10 +360,12 @@ def test_resume_with_allow_changes_takes_the_new_seed(tmp_path):
     run = tmp_path / "run"
     make_checkpoint(run)  # step 3 of a cpu-preset run with seed 0 (a run from before run.json existed)
     r = run_palm("train", "--data", str(data), "--out", str(run), "--resume", "--seed", "4", "--allow-changes",
+                 "--set", "model.density.beta_min=0.0005",  # beta's floor holds no weights: it may change
                  "--max-steps", "4", "--no-tensorboard", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     side = json.loads((run / "checkpoints" / "step_0000004.json").read_text())
     assert side["seed"] == 4 and side["preset"] == "cpu"
+    assert side["config"]["model"]["density"]["beta_min"] == 0.0005
     assert (run / "run.json").is_file()  # the run is marked from now on
 
 
