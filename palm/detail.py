@@ -78,7 +78,7 @@ def subdivide(mesh: BakedAvatar) -> BakedAvatar:
     return BakedAvatar(vertices=extend(mesh.vertices), faces=faces, normals=normals,
                        skin_weights=weights / np.maximum(weights.sum(1, keepdims=True), 1e-12),
                        albedo=extend(mesh.albedo), roughness=extend(mesh.roughness), metallic=extend(mesh.metallic),
-                       joints=mesh.joints, parents=mesh.parents)
+                       joints=mesh.joints, parents=mesh.parents, closed=mesh.closed)  # same surface, same winding
 
 
 def uniform_laplacian(faces: Tensor, n_vertices: int) -> tuple[Tensor, Tensor]:

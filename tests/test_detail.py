@@ -83,6 +83,11 @@ def test_subdivide_quadruples_faces_and_averages_attributes(mesh):
         v = m.vertices[m.faces]
         return 0.5 * np.linalg.norm(np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]), axis=1).sum()
     assert np.isclose(area(fine), area(mesh), rtol=1e-5)
+    # a closed, outward surface stays one (the flag the viewport culls on is carried over)
+    from palm.bake import closed_outward
+
+    assert fine.closed == mesh.closed == closed_outward(mesh.vertices, mesh.faces) == closed_outward(fine.vertices,
+                                                                                                      fine.faces)
 
 
 def test_laplacian_vanishes_on_constant_fields_only(mesh):
