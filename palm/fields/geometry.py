@@ -118,7 +118,8 @@ class GeometryNetwork(nn.Module):
         Returns:
             ``kappa (N,)`` in ``[0, 1]``.
         """
-        r = torch.rand(normal.shape, generator=generator, dtype=normal.dtype, device="cpu").to(normal.device)
+        src = generator.device if generator is not None else "cpu"  # draw where the generator lives
+        r = torch.rand(normal.shape, generator=generator, dtype=normal.dtype, device=src).to(normal.device)
         r = r / r.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         tangent = torch.cross(normal, r, dim=-1)
         x_shift = x_canon + self.cfg.geometry.curvature_eps * tangent

@@ -122,3 +122,17 @@ def test_training_rays_pass_through_pixel_centres(dataset, tmp_path, monkeypatch
     origins, dirs = seen[0]
     xy = project(sample.camera.to_camera(), origins + dirs) - 0.5
     assert torch.allclose(xy, xy.round(), atol=1e-3), "training rays miss the pixel centres"
+
+
+@pytest.mark.gpu
+def test_image_steps_on_cuda_with_geometry_training(dataset, tmp_path):
+    """Both stages on a CUDA device with the SDF training in stage 1 (curvature term, CUDA generators):
+    the path the CPU preset never takes (a CPU-only generator in the curvature term once broke it)."""
+    from palm.train.trainer import Trainer, TrainOptions
+
+    opts = TrainOptions(data=str(dataset), out=str(tmp_path / "run"), preset="tiny", max_steps=4,
+                        pretrain_steps=2, seed=3, tensorboard=False, device="cuda",
+                        overrides=("geometry_freeze_steps=0",))
+    trainer = Trainer(opts)
+    assert trainer.fit(4) is not None and trainer.step == 4
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
