@@ -247,9 +247,6 @@ def bake_from_prior(
             density, the surface whose outline the volume render draws (0 is the zero set).
     """
     import torch
-    from skimage.measure import marching_cubes
-
-    from palm.errors import PalmError
 
     model = prior.model
     dev = model.light.device
@@ -274,14 +271,7 @@ def bake_from_prior(
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
         sdf = torch.cat([model.canonical_sdf(p, z_s, p_code)[0] for p in grid.split(65536)])
     volume = sdf.reshape(counts).cpu().numpy()
-    if not (volume.min() < level < volume.max()):
-        raise PalmError(getattr(prior, "path", "prior"), "the prior's SDF has no surface in the hand's box")
-    # skimage's 'descent' (its default) winds the faces counter-clockwise seen from outside for an SDF that is
-    # negative inside (checked: the normals point away from the hand, tests/export/test_export_mesh.py)
-    verts, faces, _, _ = marching_cubes(volume, level=level, spacing=(step, step, step), gradient_direction="descent")
-    verts, faces = largest_component(verts, faces)
-    closed = encloses(verts, counts, step)
-    verts = verts + lo.cpu().numpy()
+    verts, faces, closed = surface_from_volume(volume, level, step, lo.cpu().numpy(), getattr(prior, "path", "prior"))
     from palm.deform import SkinningField
 
     with torch.no_grad():
@@ -308,6 +298,39 @@ def bake_from_prior(
         parents=to_numpy(hand.parents).astype(np.int32).reshape(16),
         closed=closed,
     )
+
+
+def surface_from_volume(volume: np.ndarray, level: float, step: float, corner: Any,
+                        source: Any = "prior") -> tuple[np.ndarray, np.ndarray, bool]:
+    """The hand's surface in an SDF grid: marching cubes at ``level``, the largest connected piece,
+    whether the box held it whole (:func:`encloses`), moved to the grid's place.
+
+    Args:
+        volume: (X, Y, Z) SDF samples (negative inside), spacing ``step``.
+        level: the iso-level (:func:`silhouette_level`).
+        step: grid spacing in metres.
+        corner: (3,) position of ``volume[0, 0, 0]``.
+        source: what a grid with no surface is blamed on (the prior's path).
+
+    Returns:
+        ``(vertices (V, 3) float64, faces (F, 3) int64, closed)``; faces wound counter-clockwise
+        seen from outside.
+
+    Raises:
+        PalmError: the level is outside the volume's range (no surface in the box).
+    """
+    from skimage.measure import marching_cubes
+
+    from palm.errors import PalmError
+
+    if not (volume.min() < level < volume.max()):
+        raise PalmError(source, "the prior's SDF has no surface in the hand's box")
+    # skimage's 'descent' (its default) winds the faces counter-clockwise seen from outside for an SDF that is
+    # negative inside (checked: the normals point away from the hand, tests/export/test_export_mesh.py)
+    verts, faces, _, _ = marching_cubes(volume, level=level, spacing=(step,) * 3, gradient_direction="descent")
+    verts, faces = largest_component(verts, faces)
+    closed = encloses(verts, np.asarray(volume.shape), step)
+    return verts + np.asarray(corner, np.float64), faces, closed
 
 
 def largest_component(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

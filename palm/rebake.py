@@ -28,9 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from palm.bake import BakedAvatar, encloses, largest_component, silhouette_level, vertex_normals
+from palm.bake import BakedAvatar, silhouette_level, surface_from_volume, vertex_normals
 from palm.deform import SkinningField
-from palm.errors import PalmError
 from palm.fields.encoding import to_unit_cube
 from palm.jobs import check_cancel
 
@@ -186,18 +185,11 @@ class PriorBaker:
         return out
 
     def _extract(self, z_s: torch.Tensor, key: bytes) -> _Surface:
-        from skimage.measure import marching_cubes
-
         g = self._grid
         grid_feature = self._geometry_grid(z_s)
         volume = grid_feature[:, 0].reshape(g.counts).cpu().numpy()
         level = silhouette_level(float(self.model.beta.detach()))  # as bake_from_prior: the rendered outline
-        if not (volume.min() < level < volume.max()):
-            raise PalmError(getattr(self.prior, "path", "prior"), "the prior's SDF has no surface in the hand's box")
-        verts, faces, _, _ = marching_cubes(volume, level=level, spacing=(g.step,) * 3, gradient_direction="descent")
-        verts, faces = largest_component(verts, faces)
-        closed = encloses(verts, g.counts, g.step)
-        verts = verts + g.lo
+        verts, faces, closed = surface_from_volume(volume, level, g.step, g.lo, getattr(self.prior, "path", "prior"))
         verts, faces = verts.astype(np.float32), faces.astype(np.int32)
         model = self.model
         v_t = torch.as_tensor(verts, device=g.rest_v.device)

@@ -230,3 +230,27 @@ def test_deform_normals_rigid_bone():
     n = deform_normals(x, torch.tensor([[0.0, 1.0, 0.0]]), T, field)
     torch.testing.assert_close(n, (T[0, :3, :3] @ torch.tensor([0.0, 1.0, 0.0]))[None], atol=1e-3, rtol=0)
     torch.testing.assert_close(n.norm(dim=-1), torch.ones(1))
+
+
+def test_model_keeps_a_skinning_field_per_subject(monkeypatch):
+    """Prior training alternates subjects: each one's field is built once and reused (within the
+    betas tolerance), and the least recently used goes once the cache is full."""
+    import palm.model as M
+    from palm.config import apply_overrides
+    from palm.hand import load_hand
+
+    cfg = apply_overrides(PalmNetConfig(), ["deformer.skin_grid_res=8"])
+    model = M.PalmNet(cfg, load_hand("open"), 2)
+    monkeypatch.setattr(M, "SKINNING_CACHE_SIZE", 2)
+    built = []
+    real = M.SkinningField.from_hand
+    monkeypatch.setattr(M.SkinningField, "from_hand", lambda *a, **k: built.append(1) or real(*a, **k))
+    a, b, c = (torch.full((model.hand.n_betas,), v) for v in (0.0, 0.5, -0.5))
+    first_a, first_b = model.skinning_field(a), model.skinning_field(b)
+    assert first_a is not first_b and len(built) == 2
+    assert model.skinning_field(a + 0.5 * M.SKINNING_BETAS_TOL) is first_a  # within tolerance: reused
+    assert model.skinning_field(b) is first_b and len(built) == 2
+    model.skinning_field(c)  # a third subject: the least recently used (a) goes
+    assert len(built) == 3
+    assert model.skinning_field(b) is first_b and len(built) == 3
+    assert model.skinning_field(a) is not first_a and len(built) == 4

@@ -146,8 +146,12 @@ class Trainer:
             cfg = _checked(C.PRESETS[self.preset], opts)
             self.seed = 0 if opts.seed is None else opts.seed
         self.cfg = cfg
-        # 'palm data check --strict' on the chosen subjects: a bad file fails now, not after hours of stage 0
-        verify_dataset(opts.data, subjects=list(opts.subjects) if opts.subjects else None)
+        # 'palm data check --strict' on the chosen subjects: a bad file fails now, not after hours of stage 0.
+        # Rank 0 decodes every file once; the other ranks wait for it (torchrun ends them if it fails).
+        if self.rank == 0:
+            verify_dataset(opts.data, subjects=list(opts.subjects) if opts.subjects else None)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
         self.dataset = PalmDataset(opts.data, subjects=list(opts.subjects) if opts.subjects else None,
                                    views=list(opts.views) if opts.views else None)
         self.items = [i for i, (_, frame, _) in enumerate(self.dataset.index())
