@@ -1,0 +1,15 @@
+#!/bin/sh
+# Continuation of runs/prior256gpu (step 4710: 110 GPU steps with the SDF trained) on this CPU,
+# the SDF still trained (normals, curvature), the cpu preset's batch and sampler. Pass nothing: it resumes.
+cd "$(dirname "$0")/.."
+exec nice -n 19 .venv/bin/palm train --data runs/synth256 --out runs/prior256gpu --device cpu --no-tensorboard \
+  --subjects 0000,0001,0002,0003,0004,0005,0006,0007,0008,0009,0010,0011,0012,0013,0014,0015,0016,0017,0018,0019 \
+  --views MCU_01,MCU_02,MCU_03,MCU_04,MCU_05,MCU_06 --frames 0,1 \
+  --set checkpoint_every=50 --set model.pbr.estimator=sg \
+  --set model.pbr.light_grid=[2,4] --set model.pbr.global_illumination=false \
+  --set model.sampler.secondary_samples=12 --set model.sampler.secondary_importance=0 \
+  --resume --allow-changes --set model.density.beta_min=0.0005 \
+  --set geometry_freeze_steps=2600 --set max_steps=8000 \
+  --set model.sampler.n_steps=64 --set model.sampler.importance_rounds=1 --set model.sampler.importance_samples=8 \
+  --set model.sampler.occ_grid_res=32 \
+  --set images_per_step=4 --set pixels_per_image=64 --set patch_size=16 --set "patch_choices=[[32,2],[64,4]]" "$@"
