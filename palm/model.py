@@ -40,7 +40,8 @@ from palm.render.sg import sg_eval, sg_init
 SKINNING_BETAS_TOL = 1e-2
 #: Skinning fields a model keeps (those of the subjects seen most recently): prior training visits
 #: its subjects in random order, and with one kept every image rebuilt its subject's field (0.27 s
-#: of a 0.84 s image on a GPU). At the paper's 64^3 grid one field is 16 MB.
+#: of a 0.84 s image on an H200, 0.10 s on a 2-core CPU at 32^3). At the paper's 64^3 grid one field
+#: is 16 MB.
 SKINNING_CACHE_SIZE = 24
 
 #: Secondary rays start this far (metres) from their interaction point, against self-shadowing.
