@@ -1,5 +1,5 @@
 #!/bin/sh
-# Continuation of runs/prior256gpu (step 4710: 110 GPU steps with the SDF trained) on this CPU,
+# Continuation of runs/prior256gpu (step 4710: 110 GPU steps with the SDF trained) on this CPU (beta floor 0.5 mm to step 5174, then 1 mm),
 # the SDF still trained (normals, curvature), the cpu preset's batch and sampler. Pass nothing: it resumes.
 cd "$(dirname "$0")/.."
 exec nice -n 19 .venv/bin/palm train --data runs/synth256 --out runs/prior256gpu --device cpu --no-tensorboard \
@@ -8,7 +8,7 @@ exec nice -n 19 .venv/bin/palm train --data runs/synth256 --out runs/prior256gpu
   --set checkpoint_every=50 --set model.pbr.estimator=sg \
   --set model.pbr.light_grid=[2,4] --set model.pbr.global_illumination=false \
   --set model.sampler.secondary_samples=12 --set model.sampler.secondary_importance=0 \
-  --resume --allow-changes --set model.density.beta_min=0.0005 \
+  --resume --allow-changes --set model.density.beta_min=0.001 \
   --set geometry_freeze_steps=2600 --set max_steps=8000 \
   --set model.sampler.n_steps=64 --set model.sampler.importance_rounds=1 --set model.sampler.importance_samples=8 \
   --set model.sampler.occ_grid_res=32 \
