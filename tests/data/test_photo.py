@@ -26,7 +26,8 @@ from palm.imageio import read_image
 PHOTO = str(SHARED / "data/photos/opencv_doc/handSrc.jpg")
 TIPS = (4, 8, 12, 16, 20)
 MCPS = (2, 5, 9, 13, 17)
-REPROJECTION_BOUND_PX = 8.0  # measured 6.7 px on this 640x480 photo
+REPROJECTION_BOUND_PX = 10.0  # measured 8.4 px on this 640x480 photo (6.7 px when the fit curled the fingers
+# into claws to match the landmarks: see test_fit_keeps_fingers_flat_and_in_range_when_the_photo_shows_short_fingers)
 
 
 def _palm(monkeypatch, argv, capsys):
@@ -168,3 +169,41 @@ def test_keypoint_rig_matches_hand_model():
     transl = torch.tensor([0.01, -0.02, 0.3], dtype=torch.float64)
     full = hand(pose=pose[None].float(), betas=betas[None].float(), transl=transl[None].float()).keypoints[0]
     assert torch.allclose(rig(pose, betas, transl).float(), full, atol=1e-5)
+
+
+def test_fit_keeps_fingers_flat_and_in_range_when_the_photo_shows_short_fingers():
+    """2D landmarks cannot tell a finger bent towards the camera from one bent away, and the rig's
+    shape space barely changes finger length: fingers that are shorter on the photo than on the
+    rig used to be fitted as claws (PIP/DIP flexed 30-45 degrees on the flat hands of handSrc and
+    handDst; MediaPipe's world landmarks, which start the fit, show them curled). A flat hand, palm
+    to the camera, every finger 20 % shorter than the rig's, with world landmarks of the same hand
+    curled by 45 degrees at PIP and DIP, must fit within the anatomical joint limits and with the
+    finger joints near flat."""
+    import math
+
+    import torch
+
+    from palm.data.photo.fit import WORLD_TO_CAMERA, default_camera, fit_hand, project
+    from palm.hand import load_hand
+    from palm.hand.poses import joint_frames, pose_to_angles, pose_within_limits
+
+    hand = load_hand("open")
+    rig = keypoint_rig(hand)
+    pose = torch.zeros(16, 3, dtype=torch.float64)
+    pose[0, 0] = -math.pi / 2  # palm (-y) turned to +z: towards the camera, which looks down -z
+    k3 = rig(pose, torch.zeros(hand.n_betas, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+    k3 = k3 - k3.mean(0) + torch.tensor([0.0, 0.0, -0.45], dtype=torch.float64)
+    K = default_camera(640, 480)
+    kp = project(k3.numpy(), K, WORLD_TO_CAMERA)
+    for mcp in (5, 9, 13, 17):  # shorten every finger towards its knuckle
+        kp[mcp + 1 : mcp + 4] = kp[mcp] + 0.8 * (kp[mcp + 1 : mcp + 4] - kp[mcp])
+    curled = pose.clone()
+    for j in (2, 3, 5, 6, 8, 9, 11, 12):  # PIP and DIP of the four fingers, about their flexion axes
+        curled[j] = torch.from_numpy(joint_frames(hand)[j][:, 0] * math.radians(45))
+    world = rig(curled, torch.zeros(hand.n_betas, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)).numpy()
+    world = (world - world[0]) @ WORLD_TO_CAMERA[:3, :3].T  # camera axes, wrist-relative, as MediaPipe gives them
+    fit = fit_hand(kp, (640, 480), hand, world_keypoints=world)
+    assert pose_within_limits(fit.pose, hand, tol=0.03)[1:].all()
+    flex = np.degrees(pose_to_angles(fit.pose, hand)[[2, 3, 5, 6, 8, 9, 11, 12], 0])
+    assert np.abs(flex).mean() < 15.0, flex
+    assert fit.reprojection_px < 12.0

@@ -78,6 +78,13 @@ class HandFit:
 
 #: Weight of the 2D term (squared reprojection error in units of the wrist-to-middle-MCP length).
 DATA_WEIGHT = 1000.0
+#: Weight of the articulation's squared axis-angle norm (radians^2, the 15 finger joints).
+POSE_WEIGHT = 0.1
+#: Weight of the squared excess (radians^2) of the joints' anatomical angles over their range of
+#: motion (:data:`palm.hand.poses.JOINT_LIMITS`): 2D landmarks cannot tell a finger bent towards the
+#: camera from one bent away (both shorten it on the image); the limits rule out PIP and DIP joints
+#: bending backwards.
+LIMIT_WEIGHT = 100.0
 #: Weight of the 3D term (root-relative distance to MediaPipe's world landmarks, cm^2) in stage 3.
 WORLD_WEIGHT = 0.01
 
@@ -135,8 +142,9 @@ def fit_hand(
     MediaPipe's world landmarks (or the best of a few canonical orientations without them), depth
     and position by least squares on the scaled-orthographic projection; (2) articulation and
     shape to the world landmarks (root-relative, 3D); (3) everything to the 2D landmarks, with the
-    3D term kept at a small weight. Priors: L2 on finger pose (0.02) and betas (0.01), and a
-    joint-limit penalty ``relu(|theta_j| - 1.7)^2`` per joint (1.0).
+    3D term kept at a small weight. Priors: L2 on finger pose (:data:`POSE_WEIGHT`) and betas
+    (0.01), and the squared excess of every finger joint's anatomical angles over their range of
+    motion (:data:`LIMIT_WEIGHT`).
 
     Args:
         keypoints_2d: ``(21, 2)`` landmarks, photo pixels, MediaPipe order.
@@ -161,6 +169,8 @@ def fit_hand(
 
 def _fit_hand(keypoints_2d, image_size, hand, left, world_keypoints, steps) -> HandFit:
     import torch
+
+    from palm.hand.poses import joint_frames, limits_array
 
     if hand is None:
         from palm.hand import load_hand
@@ -225,9 +235,15 @@ def _fit_hand(keypoints_2d, image_size, hand, left, world_keypoints, steps) -> H
     scale_px = float(np.linalg.norm(kp[9] - kp[0])) + 1e-6  # wrist -> middle MCP, pixels
     target3d = None if world is None else torch.from_numpy(world @ R_wc)
 
+    # anatomical range of motion: each joint's (flex, abd, twist) in its own frame, linearised
+    # (the local rotation B^T R B has the rotation vector B^T theta)
+    frames = torch.from_numpy(joint_frames(hand))[1:].to(dtype)  # (15, 3, 3)
+    limits = torch.from_numpy(limits_array())[1:].to(dtype)  # (15, 3, 2)
+
     def priors():
-        limit = torch.relu(pose[1:].norm(dim=-1) - 1.7).pow(2).sum()
-        return 0.02 * pose[1:].pow(2).sum() + 0.01 * betas.pow(2).sum() + 1.0 * limit
+        angles = torch.einsum("jab,ja->jb", frames, pose[1:])
+        outside = torch.relu(limits[..., 0] - angles) + torch.relu(angles - limits[..., 1])
+        return POSE_WEIGHT * pose[1:].pow(2).sum() + 0.01 * betas.pow(2).sum() + LIMIT_WEIGHT * outside.pow(2).sum()
 
     def loss3d(k3):
         rel = k3 - k3.mean(0)
@@ -325,7 +341,7 @@ def _canonical_orientations(kp: np.ndarray) -> list[np.ndarray]:
     from scipy.spatial.transform import Rotation
 
     cube = Rotation.create_group("O")
-    turn = Rotation.from_euler("z", [0.0, math.pi / 4])
+    turn = Rotation.from_euler("z", [[0.0], [math.pi / 4]])  # (N, 1): one angle per rotation
     return [(t * c).as_matrix() for c in cube for t in turn]
 
 
