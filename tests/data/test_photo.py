@@ -191,16 +191,17 @@ def test_fit_keeps_fingers_flat_and_in_range_when_the_photo_shows_short_fingers(
     rig = keypoint_rig(hand)
     pose = torch.zeros(16, 3, dtype=torch.float64)
     pose[0, 0] = -math.pi / 2  # palm (-y) turned to +z: towards the camera, which looks down -z
-    k3 = rig(pose, torch.zeros(hand.n_betas, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+    betas, transl = torch.zeros(hand.n_betas, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    k3 = rig(pose, betas, transl)
     k3 = k3 - k3.mean(0) + torch.tensor([0.0, 0.0, -0.45], dtype=torch.float64)
     K = default_camera(640, 480)
     kp = project(k3.numpy(), K, WORLD_TO_CAMERA)
     for mcp in (5, 9, 13, 17):  # shorten every finger towards its knuckle
         kp[mcp + 1 : mcp + 4] = kp[mcp] + 0.8 * (kp[mcp + 1 : mcp + 4] - kp[mcp])
-    curled = pose.clone()
+    curled, frames = pose.clone(), joint_frames(hand)
     for j in (2, 3, 5, 6, 8, 9, 11, 12):  # PIP and DIP of the four fingers, about their flexion axes
-        curled[j] = torch.from_numpy(joint_frames(hand)[j][:, 0] * math.radians(45))
-    world = rig(curled, torch.zeros(hand.n_betas, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)).numpy()
+        curled[j] = torch.from_numpy(frames[j][:, 0] * math.radians(45))
+    world = rig(curled, betas, transl).numpy()
     world = (world - world[0]) @ WORLD_TO_CAMERA[:3, :3].T  # camera axes, wrist-relative, as MediaPipe gives them
     fit = fit_hand(kp, (640, 480), hand, world_keypoints=world)
     assert pose_within_limits(fit.pose, hand, tol=0.03)[1:].all()
