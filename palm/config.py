@@ -243,6 +243,10 @@ class LossWeights:
     lpips: float = 0.1
     lap: float = 0.1
     latent: float = 1e-3
+    sdf_anchor: float = 0.0
+    """Stage 0's SDF loss kept on during stage 1 while the geometry trains (0: off, as the paper).
+    Not in the paper (suggestion): the image losses alone let the zero set drift about 1 mm from
+    the training hands' surfaces, and the rendered outline with it (docs/default_prior.md)."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,8 @@ class TrainConfig:
     pretrain_weight: float = 1e4
     pretrain_subjects: int | None = 7
     """Subjects whose SDFs stage 0 fits (the release used 7; None = every training subject)."""
+    anchor_points: int = 2048
+    """Points per image step of the stage-1 SDF anchor (``weights.sdf_anchor``), drawn as stage 0's."""
     # stage 1
     max_steps: int = 24000
     geometry_freeze_steps: int = 6001

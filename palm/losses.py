@@ -139,6 +139,7 @@ class LossSchedule:
                 "lap": w.lap,
                 "latent_shape": w.latent,
                 "latent_appearance": w.latent,
+                "sdf_anchor": 0.0,
             }
         frac = min(max(step / max(self.total_steps, 1), 0.0), 1.0)
         normal_w = w.normal_start + (w.normal_end - w.normal_start) * frac
@@ -153,6 +154,7 @@ class LossSchedule:
             "lap": w.lap if late else 0.0,
             "latent_shape": w.latent if late else 0.0,
             "latent_appearance": w.latent,
+            "sdf_anchor": w.sdf_anchor,
         }
 
 

@@ -284,9 +284,30 @@ class Trainer:
             self._mesh_sdf[sid] = MeshSDF(v, f, n_samples=100_000, seed=self.subject_index[sid])
         return self._mesh_sdf[sid]
 
-    def pretrain_step(self) -> dict[str, float]:
+    def sdf_term(self, sid: str, pose: Tensor, n_points: int, g: torch.Generator,
+                 eikonal: bool = False) -> dict[str, Tensor]:
+        """Stage 0's SDF loss for subject ``sid`` (its rest hand's mesh, ``n_points`` drawn with ``g``),
+        conditioned on the pose code of ``pose (16, 3)``; with ``eikonal`` also the eikonal term."""
         from palm.train.geometry import sdf_training_points
 
+        cfg = self.cfg
+        centre = torch.tensor(cfg.model.canonical.centre)
+        pts, sdf_gt = sdf_training_points(self._mesh_sdf_for(sid), n_points, cfg.pretrain_noise,
+                                          cfg.pretrain_box, centre, g)
+        pts, sdf_gt = pts.to(self.device), sdf_gt.to(self.device)
+        z_p = self.model.pose_encoder(pose[None])[0]
+        z_s = self.model.codes.shape(torch.tensor([self.subject_index[sid]], device=self.device))[0]
+        cond = torch.cat([z_p, z_s]).expand(pts.shape[0], -1)
+        sdf, _ = self.model.geometry(pts, cond)
+        terms = {"sdf": L.sdf_pretrain(sdf, sdf_gt, cfg.pretrain_sdf_clamp, cfg.pretrain_weight)}
+        if eikonal:
+            # the eikonal term (weight 1e-5) needs a double backward: estimate it on an eighth of the points
+            n_eik = max(1, pts.shape[0] // 8)
+            _, _, grad = self.model.geometry.gradient(pts[:n_eik], cond[:n_eik], create_graph=True)
+            terms["eikonal"] = L.eikonal(grad)
+        return terms
+
+    def pretrain_step(self) -> dict[str, float]:
         cfg, s = self.cfg, self.step
         g = step_generator(self.seed, s)
         subjects = self.dataset.subjects[: cfg.pretrain_subjects]  # the release pretrains on 7 subjects
@@ -294,20 +315,8 @@ class Trainer:
         table = self.dataset.poses(sid)
         pose = torch.as_tensor(table.pose[int(torch.randint(table.n_frames, (1,), generator=g))],
                                dtype=torch.float32, device=self.device)
-        centre = torch.tensor(cfg.model.canonical.centre)
-        pts, sdf_gt = sdf_training_points(self._mesh_sdf_for(sid), cfg.pretrain_points, cfg.pretrain_noise,
-                                          cfg.pretrain_box, centre, g)
-        pts, sdf_gt = pts.to(self.device), sdf_gt.to(self.device)
         self.model.geometry.set_step(s)
-        z_p = self.model.pose_encoder(pose[None])[0]
-        z_s = self.model.codes.shape(torch.tensor([self.subject_index[sid]], device=self.device))[0]
-        cond = torch.cat([z_p, z_s]).expand(pts.shape[0], -1)
-        sdf, _ = self.model.geometry(pts, cond)
-        # the eikonal term (weight 1e-5) needs a double backward: estimate it on an eighth of the points
-        n_eik = max(1, pts.shape[0] // 8)
-        _, _, grad = self.model.geometry.gradient(pts[:n_eik], cond[:n_eik], create_graph=True)
-        terms = {"sdf": L.sdf_pretrain(sdf, sdf_gt, cfg.pretrain_sdf_clamp, cfg.pretrain_weight),
-                 "eikonal": L.eikonal(grad)}
+        terms = self.sdf_term(sid, pose, cfg.pretrain_points, g, eikonal=True)
         loss, log = total_loss(terms, {"sdf": 1.0, "eikonal": cfg.weights.eikonal})
         self.pre_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -378,6 +387,14 @@ class Trainer:
             (loss / n).backward()
             for k, val in log.items():
                 logs[k] = logs.get(k, 0.0) + val / n
+        if not frozen and weights.get("sdf_anchor", 0.0) > 0 and self.rank < n:
+            # stage 0's SDF loss on this rank's first image's subject, in that frame's pose code
+            sample, _ = self._sample(ids[self.rank])
+            pose = torch.as_tensor(sample.hand.pose, dtype=torch.float32, device=self.device)
+            sdf = self.sdf_term(sample.subject, pose, cfg.anchor_points, step_generator(self.seed, s, n + 1))["sdf"]
+            share = len(range(self.rank, n, self.world)) / n  # as the images: the ranks' shares sum to 1
+            (weights["sdf_anchor"] * sdf * share).backward()
+            logs["sdf_anchor"] = float(sdf.detach()) * share
         for group in self.optimizer.param_groups:
             if frozen and group["name"] in GEOMETRY_GROUPS:
                 for p in group["params"]:

@@ -136,3 +136,46 @@ def test_image_steps_on_cuda_with_geometry_training(dataset, tmp_path):
     trainer = Trainer(opts)
     assert trainer.fit(4) is not None and trainer.step == 4
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def _sdf_error(trainer) -> float:
+    """Mean |SDF - distance to the rest mesh| of the first subject near its surface, in the pose code
+    of its first frame (as stage 0 and the anchor condition it)."""
+    from palm.train.geometry import sdf_training_points
+
+    sid = trainer.dataset.subjects[0]
+    g = torch.Generator().manual_seed(7)
+    pts, gt = sdf_training_points(trainer._mesh_sdf_for(sid), 2048, 0.005, (0.18, 0.9, 0.18),
+                                  torch.tensor(trainer.cfg.model.canonical.centre), g)
+    pose = torch.as_tensor(trainer.dataset.poses(sid).pose[0], dtype=torch.float32)
+    with torch.no_grad():
+        z_p = trainer.model.pose_encoder(pose[None])[0]
+        z_s = trainer.model.codes.shape.weight[trainer.subject_index[sid]]
+        sdf = trainer.model.geometry(pts, torch.cat([z_p, z_s]).expand(pts.shape[0], -1))[0]
+    return float((sdf - gt).abs().mean())
+
+
+def test_sdf_anchor_holds_the_geometry_to_the_training_hands(dataset, tmp_path):
+    """With ``weights.sdf_anchor`` the image steps that train the geometry also fit stage 0's SDF
+    targets: from the same stage-0 geometry, the SDF stays nearer the subjects' hands than when the
+    image losses alone move it; off by default (the paper's losses)."""
+    from palm.config import LossWeights
+    from palm.train.trainer import Trainer, TrainOptions
+
+    assert LossWeights().sdf_anchor == 0.0
+    errors, logs, start = {}, {}, {}
+    for w in (0.0, 10.0):
+        opts = TrainOptions(data=str(dataset), out=str(tmp_path / f"run{w}"), preset="tiny", max_steps=50,
+                            pretrain_steps=30, seed=3, tensorboard=False,
+                            overrides=("geometry_freeze_steps=0", f"weights.sdf_anchor={w}", "anchor_points=1024",
+                                       "lr_geometry=0.01", "pretrain_points=2048"))
+        trainer = Trainer(opts)
+        trainer.fit(30)  # stage 0 only
+        start[w] = _sdf_error(trainer)
+        for _ in range(20):
+            logs[w] = trainer.image_step()
+            trainer.step += 1
+        errors[w] = _sdf_error(trainer)
+    assert start[0.0] == start[10.0]  # same stage 0
+    assert "sdf_anchor" in logs[10.0] and "sdf_anchor" not in logs[0.0]
+    assert errors[10.0] < 0.8 * errors[0.0], (start, errors)
