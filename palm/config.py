@@ -301,6 +301,10 @@ class TrainConfig:
     lr_geometry: float = 5e-4
     lr_pose_encoder: float = 5e-4
     lr_pose_correction: float = 5e-4
+    lr_density: float | None = None
+    """Learning rate of the Laplace scale beta; None: ``lr``, as the release. Adam moves a parameter
+    by about its learning rate per step, so with ``lr`` (1 mm per step) beta cannot settle below
+    about 1 mm (suggestion: 1e-5 when the floor is lower)."""
     weight_decay_radiance_grid: float = 1e-4
     adam_betas: tuple[float, float] = _ADAM.betas
     adam_eps: float = _ADAM.eps

@@ -99,7 +99,7 @@ def param_groups(model, cfg: C.TrainConfig) -> list[dict[str, Any]]:
         ("radiance_grid", list(model.radiance.encoding.parameters()), cfg.lr, cfg.weight_decay_radiance_grid),
         ("radiance", [p for n, p in model.radiance.named_parameters() if not n.startswith("encoding.")], cfg.lr, 0.0),
         ("material", list(model.material.parameters()), cfg.lr, 0.0),
-        ("density", [model.beta_param], cfg.lr, 0.0),
+        ("density", [model.beta_param], cfg.lr if cfg.lr_density is None else cfg.lr_density, 0.0),
         ("emitter", [model.light], cfg.lr, 0.0),
     ]
     return [{"name": n, "params": p, "lr": lr, "base_lr": lr, "weight_decay": wd} for n, p, lr, wd in groups if p]
@@ -262,6 +262,12 @@ class Trainer:
             raise PalmError(path, f"weights do not match the model: {str(exc).splitlines()[0]}") from None
         opt = self.pre_optimizer if meta.get("optimizer_kind") == "pretrain" else self.optimizer
         restore_optimizer(opt, optim, meta)
+        # the saved groups carry the learning rates they were saved with: this run's --set wins
+        fresh = {g["name"]: g for g in param_groups(self.model, self.cfg)}
+        for group in opt.param_groups:
+            if group.get("name") in fresh:
+                for key in ("lr", "base_lr", "weight_decay"):
+                    group[key] = fresh[group["name"]][key]
         self.step = int(meta["step"])
         self.lr_scale = float(meta.get("lr_scale", 1.0))
         self.emit(Log(f"resumed from {path} at step {self.step}"))

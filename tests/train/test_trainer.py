@@ -179,3 +179,21 @@ def test_sdf_anchor_holds_the_geometry_to_the_training_hands(dataset, tmp_path):
     assert start[0.0] == start[10.0]  # same stage 0
     assert "sdf_anchor" in logs[10.0] and "sdf_anchor" not in logs[0.0]
     assert errors[10.0] < 0.8 * errors[0.0], (start, errors)
+
+
+def test_resume_takes_the_learning_rates_it_is_given(dataset, tmp_path):
+    """``--set lr...`` on a resumed run changes the optimiser's rates (the saved optimiser state
+    used to bring back the old ones silently); ``lr_density`` sets beta's own rate."""
+    from palm.train.trainer import Trainer, TrainOptions
+
+    _train(dataset, tmp_path / "run", max_steps=3)
+    opts = TrainOptions(data=str(dataset), out=str(tmp_path / "run"), preset="tiny", max_steps=4, resume=True,
+                        pretrain_steps=2, seed=3, tensorboard=False, allow_changes=True,
+                        overrides=("lr=0.002", "lr_density=1e-5"))
+    trainer = Trainer(opts)
+    assert trainer.step == 3
+    rates = {g["name"]: g["base_lr"] for g in trainer.optimizer.param_groups}
+    assert rates["radiance"] == 0.002 and rates["density"] == 1e-5
+    assert trainer.optimizer.state  # the moments were restored
+    trainer.fit(4)
+    assert trainer.step == 4
