@@ -244,9 +244,7 @@ class LossWeights:
     lap: float = 0.1
     latent: float = 1e-3
     sdf_anchor: float = 0.0
-    """Stage 0's SDF loss kept on during stage 1 while the geometry trains (0: off, as the paper).
-    Not in the paper (suggestion): the image losses alone let the zero set drift about 1 mm from
-    the training hands' surfaces, and the rendered outline with it (docs/default_prior.md)."""
+    """Stage 0's SDF loss kept on while stage 1 trains the geometry (0: off, as the paper; docs/training.md)."""
 
 
 @dataclass(frozen=True)
@@ -282,8 +280,7 @@ class TrainConfig:
     pretrain_weight: float = 1e4
     pretrain_subjects: int | None = 7
     """Subjects whose SDFs stage 0 fits (the release used 7; None = every training subject)."""
-    anchor_points: int = 2048
-    """Points per image step of the stage-1 SDF anchor (``weights.sdf_anchor``), drawn as stage 0's."""
+    anchor_points: int = 2048  # points per image step of the SDF anchor (weights.sdf_anchor), drawn as stage 0's
     # stage 1
     max_steps: int = 24000
     geometry_freeze_steps: int = 6001
@@ -302,9 +299,7 @@ class TrainConfig:
     lr_pose_encoder: float = 5e-4
     lr_pose_correction: float = 5e-4
     lr_density: float | None = None
-    """Learning rate of the Laplace scale beta; None: ``lr``, as the release. Adam moves a parameter
-    by about its learning rate per step, so with ``lr`` (1 mm per step) beta cannot settle below
-    about 1 mm (suggestion: 1e-5 when the floor is lower)."""
+    """Learning rate of beta (None: ``lr``, as the release; Adam moves beta ~1 mm per step at 1e-3)."""
     weight_decay_radiance_grid: float = 1e-4
     adam_betas: tuple[float, float] = _ADAM.betas
     adam_eps: float = _ADAM.eps
@@ -578,11 +573,7 @@ def changed_fields(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def check_train_config(cfg: TrainConfig) -> None:
-    """Refuse a training configuration that cannot run (after ``--set``).
-
-    Raises:
-        ValueError: what is wrong, naming the field.
-    """
+    """Refuse a training configuration that cannot run (after ``--set``): ValueError naming the field."""
     for name in ("images_per_step", "checkpoint_every"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
