@@ -132,7 +132,11 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Load the optimiser state saved by :func:`save_checkpoint`."""
+    """Load the optimiser state saved by :func:`save_checkpoint` (moments and step counts).
+
+    The groups keep the settings ``optimizer`` was built with (learning rates, weight decay, ...):
+    they come from this run's configuration, so a resume with ``--set lr...`` takes effect.
+    """
     om = meta.get("optimizer")
     if om is None:
         return
@@ -142,4 +146,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
         state.setdefault(int(pid), {})[name] = value
     for pid, scalars in om.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(scalars)
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     optimizer.load_state_dict({"state": state, "param_groups": om["param_groups"]})
+    for group, own in zip(optimizer.param_groups, settings):
+        group.update(own)

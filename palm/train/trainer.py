@@ -262,12 +262,6 @@ class Trainer:
             raise PalmError(path, f"weights do not match the model: {str(exc).splitlines()[0]}") from None
         opt = self.pre_optimizer if meta.get("optimizer_kind") == "pretrain" else self.optimizer
         restore_optimizer(opt, optim, meta)
-        # the saved groups carry the learning rates they were saved with: this run's --set wins
-        fresh = {g["name"]: g for g in param_groups(self.model, self.cfg)}
-        for group in opt.param_groups:
-            if group.get("name") in fresh:
-                for key in ("lr", "base_lr", "weight_decay"):
-                    group[key] = fresh[group["name"]][key]
         self.step = int(meta["step"])
         self.lr_scale = float(meta.get("lr_scale", 1.0))
         self.emit(Log(f"resumed from {path} at step {self.step}"))

@@ -149,9 +149,8 @@ def _sdf_error(trainer) -> float:
                                   torch.tensor(trainer.cfg.model.canonical.centre), g)
     pose = torch.as_tensor(trainer.dataset.poses(sid).pose[0], dtype=torch.float32)
     with torch.no_grad():
-        z_p = trainer.model.pose_encoder(pose[None])[0]
         z_s = trainer.model.codes.shape.weight[trainer.subject_index[sid]]
-        sdf = trainer.model.geometry(pts, torch.cat([z_p, z_s]).expand(pts.shape[0], -1))[0]
+        sdf = trainer.model.canonical_sdf(pts, z_s, pose)[0]
     return float((sdf - gt).abs().mean())
 
 
