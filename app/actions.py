@@ -160,6 +160,7 @@ class Subject:
         shape, appearance: (K,) PCA coefficients.
         shape_code, appearance_code: (32,) codes that override the coefficients (avatars), or None.
         betas: (n_betas,) rig shape, or None for the mean shape.
+        albedo_gain: (3,) an avatar's colour correction of the neural albedo (``Frame.albedo_gain``), or None.
     """
 
     shape: np.ndarray
@@ -167,6 +168,7 @@ class Subject:
     shape_code: np.ndarray | None = None
     appearance_code: np.ndarray | None = None
     betas: np.ndarray | None = None
+    albedo_gain: np.ndarray | None = None
 
     def codes(self, prior: PriorInfo):
         """``(z_s, z_a)`` (32,) tensors of this subject."""
@@ -295,6 +297,7 @@ def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
         "left": bool(a.left),
         "camera": dict(a.camera),
         "mesh": a.extra.get("mesh"),
+        "albedo_gain": a.extra.get("albedo_gain"),
     }
 
 
@@ -521,8 +524,9 @@ def neural_frame(prior: PriorInfo, subject: Subject, pose: np.ndarray):
     betas = np.zeros(n_betas, np.float32)
     if subject.betas is not None:
         betas[: min(n_betas, len(subject.betas))] = np.asarray(subject.betas, np.float32)[:n_betas]
+    gain = None if subject.albedo_gain is None else torch.as_tensor(np.asarray(subject.albedo_gain, np.float32))
     return Frame(shape_code=z_s, appearance_code=z_a, pose=torch.as_tensor(np.asarray(pose, np.float32)).reshape(16, 3),
-                 betas=torch.as_tensor(betas), transl=torch.zeros(3))
+                 betas=torch.as_tensor(betas), transl=torch.zeros(3), albedo_gain=gain)
 
 
 def composite_neural(rgba: np.ndarray, view: NeuralView) -> np.ndarray:

@@ -232,7 +232,7 @@ class Controller:
         if s.compare and s.personal_shape is not None:
             return actions.Subject(
                 s.personal_shape, s.personal_appearance if s.personal_appearance is not None else s.appearance,
-                s.personal_shape_code, s.personal_appearance_code, s.personal_betas)
+                s.personal_shape_code, s.personal_appearance_code, s.personal_betas, s.personal_albedo_gain)
         if self.prior is None:
             return actions.Subject(s.shape.copy(), s.appearance.copy())
         return actions.Subject(self.prior.held("shape", s.shape), self.prior.held("appearance", s.appearance))
@@ -303,6 +303,8 @@ class Controller:
         s.personal_shape, s.personal_appearance = data["shape"], data["appearance"]
         s.personal_shape_code, s.personal_appearance_code = data["shape_code"], data["appearance_code"]
         s.personal_betas, s.personal_mesh = data["betas"], data["mesh"]
+        gain = data.get("albedo_gain")
+        s.personal_albedo_gain = None if gain is None else np.asarray(gain, np.float32)
         n = min(len(s.shape), len(data["shape"]))
         s.shape[:n], s.appearance[:n] = data["shape"][:n], data["appearance"][: min(len(s.appearance), n)]
         s.avatar_path, s.compare = str(folder), True
@@ -486,6 +488,7 @@ class Controller:
         s.appearance = np.zeros(prior.n_appearance, np.float32)
         s.personal_shape = s.personal_appearance = s.personal_shape_code = s.personal_appearance_code = None
         s.personal_betas, s.personal_mesh, s.compare, self._described = None, None, False, False
+        s.personal_albedo_gain = None
         self.bump("codes", "names")
         self.state.neural_note = actions.neural_available(prior)
         self.state.neural_available = not self.state.neural_note
@@ -574,6 +577,7 @@ class Controller:
         if get("shape_coeffs") is not None:
             s.personal_shape, s.personal_appearance = get("shape_coeffs"), get("appearance_coeffs")
         s.personal_shape_code, s.personal_appearance_code = get("shape_code"), get("appearance_code")
+        s.personal_albedo_gain = None  # the paper stage's codes under its own light
         if s.personal_shape is None and s.personal_shape_code is not None:  # a prior without PCA: codes only
             s.personal_shape, s.personal_appearance = np.zeros_like(s.shape), np.zeros_like(s.appearance)
         lobes = data.get("light")

@@ -32,6 +32,8 @@ class SubjectState:
     """(32,) codes of the personalised avatar (they override its coefficients), or None."""
     personal_appearance_code: np.ndarray | None = None
     personal_betas: np.ndarray | None = None
+    personal_albedo_gain: np.ndarray | None = None
+    """(3,) the avatar's colour correction of the neural albedo (its ``albedo_gain``), or None."""
     personal_mesh: Any = None
     """The avatar's refined mesh (``mesh.safetensors``, a ``palm.bake.BakedAvatar``), shown while comparing."""
     compare: bool = False

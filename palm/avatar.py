@@ -113,6 +113,10 @@ def load_avatar(path: str | os.PathLike, prior_hash: str | None = None) -> Avata
         raise PalmError(folder, f"made for prior {meta['prior_hash']}, not for the loaded prior {prior_hash}")
     extra = {k: v for k, v in meta.items() if k not in {"format", "prior_hash", "pose", "betas", "transl", "camera",
                                                            "left", "photo", "mesh"}}
+    gain = extra.get("albedo_gain")
+    if gain is not None and not (isinstance(gain, list) and len(gain) == 3
+                                 and all(isinstance(g, (int, float)) and 0.01 <= g <= 100 for g in gain)):
+        raise PalmError(folder / "avatar.json", "'albedo_gain' must be 3 numbers between 0.01 and 100")
     if (folder / MESH_FILE).is_file():
         from palm.bake import load_baked
 

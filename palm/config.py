@@ -320,14 +320,12 @@ class TrainConfig:
 class DetailConfig:
     """The photo-detail stage after the paper's personalisation (:mod:`palm.detail`). Not in the paper."""
 
-    res: int = 256
-    """Side of the input-view crop fitted and scored."""
+    res: int = 256  # side of the input-view crop fitted and scored
     mesh_res: int = 96
     """Marching-cubes cells along the hand box's longest side (then ``subdivide`` midpoint steps)."""
     subdivide: int = 1
     outline_steps: int = 200
-    outline_lr: float = 2e-4
-    """Adam step of the canonical offsets, metres."""
+    outline_lr: float = 2e-4  # Adam step of the canonical offsets, metres
     visibility_every: int = 5
     rim_cos: float = 0.3
     band_px: float = 8.0
@@ -344,6 +342,8 @@ class DetailConfig:
     albedo_l2: float = 1e-4
     albedo_range: float = 4.0
     """The fitted albedo stays within this factor of its start (the prior's, colour-corrected)."""
+    neutral_light: bool = True
+    """Fit the albedo under the fitted light made grey at the display exposure (detail.py, step 3)."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,11 @@ shows (viewport, ``palm render``, glTF):
    are left alone); a uniform Laplacian keeps the offsets smooth and a weak L2 keeps them
    small. Visibility is re-rasterised every step (no soft rasteriser is needed: the losses are
    point losses on the projected vertices).
-3. **Albedo** under the fitted light: the shaded render is affine in the albedo per pixel,
+3. **Albedo** under the fitted light, first put in the data's gauge (``neutral_light``): one
+   photo fixes only albedo x light per channel, and the paper stage often settles on a tinted,
+   dim light with pale albedo, which relights wrongly; the light is made grey on average at the
+   display exposure (:func:`palm.render.sg.neutral_light`) and the albedo takes the colour. The
+   shaded render is affine in the albedo per pixel,
    ``L = a * D + S`` (``D``, ``S``: diffuse and specular of
    :func:`palm.render.shadow.shade_groups` with the lobe groups' shadow visibility), so lighting
    and shadows stay in ``D`` and ``S`` and only reflectance goes into ``a``. The per-vertex
@@ -47,7 +51,9 @@ from palm.config import DetailConfig
 from palm.hand.lbs import bone_transforms
 from palm.jobs import Emit, Progress, check_cancel, null_emit
 from palm.render.color import linear_to_srgb, srgb_to_linear
+from palm.render.environment import DISPLAY_EXPOSURE
 from palm.render.raster import project_screen, rasterize
+from palm.render.sg import neutral_light
 from palm.render.shadow import mesh_group_visibility, shade_groups
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +360,9 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
             fitted as a right hand as personalisation does).
 
     Returns:
-        ``(mesh, info)``: the refined canonical mesh and timings / the colour ratio.
+        ``(mesh, light, info)``: the refined canonical mesh, the light it is shaded with (the
+        avatar's, or with ``cfg.neutral_light`` that light in the data's gauge,
+        :func:`palm.render.sg.neutral_light`) and timings / the colour ratio.
     """
     t0 = time.monotonic()
     total = cfg.outline_steps + cfg.albedo_steps
@@ -373,10 +381,13 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
     mesh = dataclasses.replace(mesh, vertices=moved, normals=vertex_normals(moved, mesh.faces))
     posed = PosedMesh(mesh, bones, avatar.transl, K, Rt)
     t_outline = time.monotonic()
+    light = avatar.light.detach().float().cpu()
+    if cfg.neutral_light:  # the albedo takes the colour the paper stage's light had taken from it
+        light, _ = neutral_light(light, DISPLAY_EXPOSURE)
     with torch.no_grad():
         world = posed.world()
         normals = posed.normals(world)
-        shading = pixel_shading(posed, world, normals, mesh, avatar.light, int(camera.height), int(camera.width))
+        shading = pixel_shading(posed, world, normals, mesh, light, int(camera.height), int(camera.width))
     albedo, ratio = fit_albedo(shading, photo, mask, mesh.albedo, posed.faces, cfg, emit, cancel,
                                cfg.outline_steps, total)
     refined = dataclasses.replace(mesh, albedo=albedo)
@@ -385,7 +396,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
             "seconds_albedo": round(time.monotonic() - t_outline, 2),
             "max_offset_mm": round(float(offsets.norm(dim=1).max()) * 1000, 2),
             "albedo_ratio": [round(float(r), 4) for r in ratio]}
-    return refined, info
+    return refined, light, info
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ class Frame:
         pose: (16, 3) axis-angle, row 0 global orientation (flat-hand-mean convention).
         betas: (n_betas,) hand-rig shape coefficients.
         transl: (3,) translation, metres.
+        albedo_gain: (3,) per-channel factor on the material's albedo (an avatar's colour
+            correction from the photo-detail stage, :func:`palm.render.sg.neutral_light`); None: 1.
     """
 
     shape_code: Tensor
@@ -65,6 +67,7 @@ class Frame:
     pose: Tensor
     betas: Tensor
     transl: Tensor
+    albedo_gain: Tensor | None = None
 
 
 @dataclass
@@ -78,6 +81,7 @@ class PreparedFrame:
     cond_geometry: Tensor  # (64,) [z_p, z_s]
     cond_appearance: Tensor  # (64,) [z_p, z_a]
     posed_vertices: Tensor  # (V, 3) MANO space
+    albedo_gain: Tensor | None = None  # (3,) Frame.albedo_gain
 
 
 @dataclass
@@ -205,6 +209,7 @@ class PalmNet(nn.Module):
             cond_geometry=torch.cat([z_p, frame.shape_code]),
             cond_appearance=torch.cat([z_p, frame.appearance_code]),
             posed_vertices=posed,
+            albedo_gain=frame.albedo_gain,
         )
 
     # -----------------------------------------------------------------------------------------
@@ -311,6 +316,8 @@ class PalmNet(nn.Module):
         h_r = self.radiance.encode(x_c)
         rgb = self.radiance(h_r, feature, d_world, normal_w, cond_a)
         mat = self.material(h_r, feature, cond_a)
+        if prep.albedo_gain is not None:
+            mat.albedo = (mat.albedo * prep.albedo_gain.to(mat.albedo)).clamp(0, 1)
         vo = volume.volume_render(alphas, samples.ray_indices, n_rays, samples.t_mids, rgb=rgb, normals=normal_w)
         seg = lambda v: volume.segment_sum(vo.weights[:, None] * v, samples.ray_indices, n_rays)
         rgb_rf = linear_to_srgb(volume.composite_background(vo.rgb, vo.opacity, background).clamp(0, 1))

@@ -91,7 +91,9 @@ def load_scene(
             posed = model.hand(pose_t[None], betas[None], transl[None])
         camera = framing_camera(posed.vertices[0], res or 256, azimuth or 0.0, elevation,
                                 joints=posed.joints[0]).to(device)
-    frame = Frame(shape_code=z_s, appearance_code=z_a, pose=pose_t, betas=betas, transl=transl)
+    gain = av.extra.get("albedo_gain") if av is not None else None
+    frame = Frame(shape_code=z_s, appearance_code=z_a, pose=pose_t, betas=betas, transl=transl,
+                  albedo_gain=None if gain is None else torch.tensor(gain, dtype=torch.float32, device=device))
     mesh = None
     if renderer == "raster":
         from palm.bake import bake_from_prior

@@ -77,3 +77,17 @@ def test_bad_folders_name_the_file(tmp_path):
     with pytest.raises(PalmError) as err:
         load_avatar(tmp_path / "av2")
     assert "avatar.safetensors" in str(err.value)
+
+
+@pytest.mark.parametrize("gain", ["warm", [1.0, 2.0], [1.0, 1.0, -1.0], [1.0, 1.0, 1e9], [1.0, None, 1.0]])
+def test_a_bad_albedo_gain_is_refused_with_the_file_named(tmp_path, gain):
+    a = _avatar()
+    a.extra["albedo_gain"] = [0.9, 0.6, 0.45]
+    save_avatar(tmp_path / "av", a)
+    assert load_avatar(tmp_path / "av").extra["albedo_gain"] == [0.9, 0.6, 0.45]
+    meta = json.loads((tmp_path / "av" / "avatar.json").read_text())
+    meta["albedo_gain"] = gain
+    (tmp_path / "av" / "avatar.json").write_text(json.dumps(meta))
+    with pytest.raises(PalmError, match="albedo_gain") as err:
+        load_avatar(tmp_path / "av")
+    assert "avatar.json" in str(err.value)

@@ -196,6 +196,10 @@ def test_personalize_with_detail_writes_the_refined_mesh_that_render_shows(prior
     assert np.allclose(back.extra["mesh"].albedo, avatar.extra["mesh"].albedo)
     scene = load_scene(prior=prior.path, avatar=out)
     assert scene.renderer == "raster" and scene.mesh is not None
+    # the light the mesh was fitted under is the avatar's; the neural renderer gets the colour correction
+    assert torch.allclose(scene.light.cpu(), back.light) and len(back.extra["albedo_gain"]) == 3
+    neural = load_scene(prior=prior.path, avatar=out, renderer="neural")
+    assert torch.allclose(neural.frame.albedo_gain, torch.tensor(back.extra["albedo_gain"]))
     image = render_scene(scene).numpy()
     assert image.shape == (48, 48, 4) and np.isfinite(image).all()
     # the own view shows the hand where the photo has it
@@ -224,3 +228,67 @@ def test_supersampled_render_is_antialiased_and_keeps_the_silhouette(prior, scen
     partial = (soft[..., 3] > 0) & (soft[..., 3] < 1)
     assert partial.any() and np.isfinite(soft).all()
     assert abs((soft[..., 3] > 0.5).sum() - hard[..., 3].sum()) < 0.1 * hard[..., 3].sum()
+
+
+def test_refine_gives_the_albedo_the_colour_a_tinted_fitted_light_took(prior, mesh, scene):
+    """The paper stage may explain skin colour with a tinted light. The photo here is the mesh with
+    a saturated (skin-like) albedo under a grey light; the avatar's fitted light carries a tint
+    instead. Fitted under the light in the data's gauge (``neutral_light``, the default), the albedo
+    comes back near the true one and the light is grey; fitted under the tinted light, the albedo
+    keeps the tint's inverse."""
+    from palm.avatar import Avatar
+    from palm.render.environment import DISPLAY_EXPOSURE
+    from palm.render.sg import neutral_light, sg_irradiance
+
+    posed, cam, light = scene
+    grey, _ = neutral_light(light, DISPLAY_EXPOSURE)
+    true = np.clip(mesh.albedo * np.array([1.1, 0.7, 0.45], np.float32), 0.02, 1.0)
+    bones = bone_transforms(prior.model.hand, np.zeros((16, 3), np.float32))
+    rgba = detail.render_mesh(dataclasses.replace(mesh, albedo=true), bones, np.zeros(3), cam, grey, supersample=1)
+    photo, mask = detail.on_white(rgba), rgba[..., 3] > 0.5
+    tinted = grey.clone()
+    tinted[:, 4:7] *= torch.tensor([0.7, 1.0, 1.6])
+    z_s, z_a = prior.codes_from_coeffs(torch.zeros(5), torch.zeros(5))
+    avatar = Avatar(shape_coeffs=torch.zeros(5), appearance_coeffs=torch.zeros(5), shape_code=z_s,
+                    appearance_code=z_a, light=tinted, pose=np.zeros((16, 3), np.float32),
+                    betas=np.zeros(prior.model.hand.n_betas, np.float32), transl=np.zeros(3, np.float32),
+                    camera=cam.to_dict(), prior_hash=prior.content_hash)
+    seen = detail.visible_vertices(posed.screen(posed.world()), posed.faces, cam.height, cam.width).numpy()
+    errors = {}
+    for neutral in (True, False):
+        cfg = DetailConfig(mesh_res=28, subdivide=0, outline_steps=0, albedo_steps=200, albedo_lr=0.03,
+                           neutral_light=neutral)
+        refined, used, _ = detail.refine_avatar(prior, avatar, photo, mask, cam, cfg)
+        errors[neutral] = np.abs(refined.albedo[seen] - true[seen]).mean()
+        if neutral:
+            irr = sg_irradiance(used, torch.nn.functional.normalize(torch.randn(256, 3), dim=1)).mean(0)
+            assert torch.allclose(irr, irr.mean().expand(3), rtol=0.05)
+            assert torch.allclose(used, grey, rtol=1e-4, atol=1e-5)
+        else:
+            assert torch.equal(used, tinted)
+    assert errors[True] < 0.4 * errors[False]
+
+
+def test_the_neural_renderer_applies_an_avatars_albedo_gain(prior, scene):
+    """``Frame.albedo_gain`` scales the material's albedo per channel (and only it): the neural view of a
+    refined avatar carries the detail stage's colour correction."""
+    from palm.model import Frame
+    from palm.train.views import render_outputs
+
+    _, cam, light = scene
+    cam = cam.scaled(0.5)
+    z_s, z_a = prior.codes_from_coeffs(torch.zeros(5), torch.zeros(5))
+    hand = {"pose": torch.zeros(16, 3), "betas": torch.zeros(prior.model.hand.n_betas), "transl": torch.zeros(3)}
+    plain = Frame(shape_code=z_s, appearance_code=z_a, **hand)
+    gained = Frame(shape_code=z_s, appearance_code=z_a, albedo_gain=torch.tensor([0.5, 1.0, 1.0]), **hand)
+    with torch.no_grad():
+        a = prior.model.render_image(cam, plain, light=light)
+        b = prior.model.render_image(cam, gained, light=light)
+    hit = a["opacity"][..., 0] > 0.9
+    assert hit.sum() > 20
+    assert torch.allclose(b["albedo"][hit][:, 0], 0.5 * a["albedo"][hit][:, 0], atol=1e-5)
+    assert torch.allclose(b["albedo"][hit][:, 1:], a["albedo"][hit][:, 1:], atol=1e-6)
+    assert torch.equal(a["opacity"], b["opacity"])
+    # and render_outputs (personalisation previews, scoring) keeps it
+    ra, rb = render_outputs(prior.model, cam, plain, light)["rgb"], render_outputs(prior.model, cam, gained, light)["rgb"]
+    assert (rb[..., 0][hit.numpy()] < ra[..., 0][hit.numpy()] - 1e-3).mean() > 0.5

@@ -569,6 +569,32 @@ def normalise_exposure(lobes: torch.Tensor, target: float = 1.0) -> tuple[torch.
     return out, scale
 
 
+def neutral_light(lobes: torch.Tensor, exposure: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fitted light in the gauge the prior's data uses: grey on average, at ``exposure``.
+
+    One photo fixes only the product of albedo and light per channel: ``(a / g) x (E g)`` shades a
+    diffuse pixel as ``a x E`` for any ``g > 0``, so a fit can trade a warm light for pale skin. This
+    picks the light that is grey on average (its mean irradiance over the sphere equal in the three
+    channels, the grey-world assumption) and exposed as the environments the data and the studio use
+    (:func:`normalise_exposure`), and returns the per-channel factor that carries the rest into the
+    albedo.
+
+    Args:
+        lobes: ``(K, 7)`` raw lobes.
+        exposure: a white Lambertian surface's 95th-percentile radiance under the result.
+
+    Returns:
+        ``(lobes (K, 7), gain (3,))``: an albedo ``a * gain`` under the new lobes shades (diffusely)
+        as ``a`` under the given ones.
+    """
+    normals = fibonacci_sphere(1024, dtype=lobes.dtype)
+    before = sg_irradiance(lobes, normals).mean(0).clamp_min(1e-8)
+    grey = lobes.clone()
+    grey[:, 4:7] = lobes[:, 4:7] * (before.mean() / before)
+    grey, _ = normalise_exposure(grey, exposure)
+    return grey, before / sg_irradiance(grey, normals).mean(0).clamp_min(1e-8)
+
+
 def lobe_groups(lobes: torch.Tensor, n_single: int) -> list[torch.Tensor]:
     """Split the lobes into shadow groups: each of the ``n_single`` strongest alone, the rest together.
 

@@ -306,8 +306,10 @@ def _detail_stage(item, n_betas: int, prior, avatar: Avatar, cfg: PersonalizeCon
     from palm.hand.lbs import bone_transforms
 
     view = crop_view(view_from_input(item, n_betas), cfg.detail.res, cfg.crop_scale)
-    mesh, info = refine_avatar(prior, avatar, view.image, view.mask, view.camera, cfg.detail, emit, cancel)
+    mesh, light, info = refine_avatar(prior, avatar, view.image, view.mask, view.camera, cfg.detail, emit, cancel)
+    avatar.light = light.to(avatar.light)
     avatar.extra["mesh"] = mesh
+    avatar.extra["albedo_gain"] = info["albedo_ratio"]  # the neural renderer's share of the colour correction
     avatar.extra["detail"] = {**info, "camera": view.camera.to("cpu").to_dict()}
     report["detail"] = info
     if not final_metrics:

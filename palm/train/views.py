@@ -172,7 +172,8 @@ def render_outputs(model, camera, frame, light: torch.Tensor, pbr: bool = True,
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(RENDER_SEED)
         frame = Frame(*(t.detach() for t in (frame.shape_code, frame.appearance_code, frame.pose, frame.betas,
-                                             frame.transl)))
+                                             frame.transl)),
+                      albedo_gain=None if frame.albedo_gain is None else frame.albedo_gain.detach())
         out = model.render_image(camera, frame, light=light.detach(), background=background, pbr=pbr)
     rgb = (out["rgb_pbr"] if pbr else out["rgb_rf"]).clamp(0, 1)
     return {"rgb": rgb.cpu().numpy().astype(np.float32),

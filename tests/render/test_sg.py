@@ -15,6 +15,8 @@ from palm.render.sg import (
     fit_sg,
     load_sg,
     map_irradiance,
+    neutral_light,
+    normalise_exposure,
     save_sg,
     sg_decode,
     sg_eval,
@@ -208,3 +210,26 @@ def test_cosine_lobe_per_point_sharpness_matches_both_closed_forms():
     per_lobe = lam[0]
     assert torch.allclose(sg_cosine_lobe(per_lobe, t), sg_cosine_lobe(per_lobe.expand(500, 6).contiguous(), t),
                           rtol=1e-5, atol=1e-6)
+
+
+def test_neutral_light_is_grey_at_the_display_exposure_and_hands_the_tint_to_the_albedo():
+    """A warm, dim fit and the same light in another tint and scale map to one grey light, and the
+    returned gain keeps the diffuse shading of every normal: albedo * gain under the new light."""
+    base = sg_init(8, torch.Generator().manual_seed(3))
+    normals = torch.nn.functional.normalize(torch.randn(500, 3, generator=torch.Generator().manual_seed(4)), dim=1)
+    results = []
+    for tint in ([1.4, 0.9, 0.5], [0.2, 0.3, 0.6]):
+        warm = base.clone()
+        warm[:, 4:7] *= torch.tensor(tint)
+        grey, gain = neutral_light(warm)
+        mean = sg_irradiance(grey, normals).mean(0)
+        assert torch.allclose(mean, mean.mean().expand(3), rtol=0.05)  # grey on average
+        _, scale = normalise_exposure(grey, 1.0)
+        assert scale == pytest.approx(1.0, rel=1e-4)  # already at the display exposure
+        albedo = torch.tensor([0.6, 0.4, 0.3])
+        before = albedo * sg_irradiance(warm, normals)
+        after = albedo * gain * sg_irradiance(grey, normals)
+        assert torch.allclose(before, after, rtol=1e-4, atol=1e-6)
+        results.append((grey, gain))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-4)  # the tint is gone from the light
+    assert not torch.allclose(results[0][1], results[1][1], rtol=0.1)  # and went into the gain

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,34 +40,15 @@ from torch import Tensor
 
 from palm.hand.lbs import lbs, shape_blend
 from palm.hand.model import HandModel, HandOutput, mirror_pose
+from palm.hand.proportions import FINGER_JOINTS, Proportions, palm_frame, proportioned_rest
 
-#: MANO joints of each finger, in the order thumb, index, middle, ring, pinky (``FINGERS`` order).
-FINGER_JOINTS = ((13, 14, 15), (1, 2, 3), (4, 5, 6), (10, 11, 12), (7, 8, 9))
+__all__ = ["FINGER_JOINTS", "SHAPE_FILE", "Proportions", "ShapedHand", "bone_lengths", "palm_frame", "project_betas",
+           "read_shape", "sample_proportions", "shaped_rest"]
+
 #: File (per subject folder) holding the subject's flat hand.
 SHAPE_FILE = "shape.npz"
 #: Betas of two subjects closer than this (max abs) are the same subject for :class:`ShapedHand`.
 BETAS_MATCH_TOL = 1e-5
-
-
-@dataclass(frozen=True)
-class Proportions:
-    """Per-subject proportions on top of the rig's betas (all multiplicative, 1 = the rig's).
-
-    Attributes:
-        bone_length: (5, 3) length scale of each finger segment (thumb..pinky; proximal, middle,
-            distal; the thumb's are its metacarpal, proximal and distal segments).
-        bone_thickness: (5, 3) cross-section scale of each finger segment.
-        palm: (3,) palm scale along its length (wrist to middle knuckle), width and thickness.
-    """
-
-    bone_length: tuple[tuple[float, float, float], ...]
-    bone_thickness: tuple[tuple[float, float, float], ...]
-    palm: tuple[float, float, float]
-
-    @staticmethod
-    def identity() -> Proportions:
-        ones = tuple((1.0, 1.0, 1.0) for _ in range(5))
-        return Proportions(ones, ones, (1.0, 1.0, 1.0))
 
 
 def sample_proportions(rng: np.random.Generator, amount: float = 1.0) -> Proportions:
@@ -91,16 +71,6 @@ def sample_proportions(rng: np.random.Generator, amount: float = 1.0) -> Proport
     return Proportions(to_t(length), to_t(thick), tuple(round(float(x), 4) for x in np.exp(palm)))
 
 
-def palm_frame(joints: np.ndarray) -> np.ndarray:
-    """(3, 3) rows: palm axis (wrist to middle knuckle), width (towards the index), palm normal."""
-    axis = joints[4] - joints[0]
-    axis /= np.linalg.norm(axis)
-    width = joints[1] - joints[7]  # pinky knuckle -> index knuckle
-    width -= (width @ axis) * axis
-    width /= np.linalg.norm(width)
-    return np.stack([axis, width, np.cross(axis, width)])
-
-
 def shaped_rest(hand: HandModel, betas: Any, proportions: Proportions) -> np.ndarray:
     """The subject's flat hand ``v'`` (see the module notes).
 
@@ -113,33 +83,9 @@ def shaped_rest(hand: HandModel, betas: Any, proportions: Proportions) -> np.nda
     with torch.no_grad():
         vb, jb = hand.rest(torch.as_tensor(np.asarray(betas, np.float32))[None])
     v = vb[0].double().cpu().numpy()
-    J = jb[0].double().cpu().numpy()
-    W = hand.skin_weights.double().cpu().numpy()
-    parents = hand.parents.cpu().numpy()
     tips = v[hand.tip_vertex_ids.cpu().numpy()]
-    n_j = J.shape[0]
-    L = np.ones(n_j)
-    T = np.ones(n_j)
-    end = np.zeros((n_j, 3))  # the far end of each finger segment
-    for f, chain in enumerate(FINGER_JOINTS):
-        for k, j in enumerate(chain):
-            L[j] = proportions.bone_length[f][k]
-            T[j] = proportions.bone_thickness[f][k]
-            end[j] = J[chain[k + 1]] if k < 2 else tips[f]
-    F = palm_frame(J)
-    A = F.T @ np.diag(proportions.palm) @ F
-    Jn = J.copy()
-    for c in range(1, n_j):  # parents come before their children
-        p = parents[c]
-        Jn[c] = Jn[0] + A @ (J[c] - J[0]) if p == 0 else Jn[p] + L[p] * (J[c] - J[p])
-    out = W[:, :1] * (Jn[0] + (v - J[0]) @ A.T)
-    for j in range(1, n_j):
-        d = end[j] - J[j]
-        d /= np.linalg.norm(d)
-        x = v - J[j]
-        a = x @ d
-        radial = x - a[:, None] * d
-        out += W[:, j : j + 1] * (Jn[j] + (L[j] * a)[:, None] * d + T[j] * radial)
+    out, _ = proportioned_rest(v, jb[0].double().cpu().numpy(), hand.skin_weights.double().cpu().numpy(),
+                               hand.parents.cpu().numpy(), tips, proportions)
     return out.astype(np.float32)
 
 
