@@ -207,7 +207,10 @@ class Controller:
         only after the pose changed."""
         if self._bones_revision != self.revision["pose"]:
             pose = self.state.pose
-            self.bones = bone_transforms(self.hand, pose.pose, self.rig_betas(), pose.left)
+            s = self.state.subject
+            refined = s.compare and s.personal_mesh is not None  # posed about its own (fitted) skeleton
+            self.bones = bone_transforms(self.hand, pose.pose, self.rig_betas(), pose.left,
+                                         joints=s.personal_mesh.joints if refined else None)
             self._bones_revision = self.revision["pose"]
         return self.bones
 

@@ -186,7 +186,7 @@ def posed_avatar(
     """
     if pose is None:
         return avatar
-    return apply_bones(avatar, bone_transforms(hand, pose, betas, left=left), left=left)
+    return apply_bones(avatar, bone_transforms(hand, pose, betas, left=left, joints=avatar.joints), left=left)
 
 
 #: Radius (metres) of the cylinder :func:`silhouette_level` models: about a finger's.

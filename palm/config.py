@@ -321,9 +321,11 @@ class DetailConfig:
     """The photo-detail stage after the paper's personalisation (:mod:`palm.detail`). Not in the paper."""
 
     res: int = 256  # side of the input-view crop fitted and scored
-    mesh_res: int = 96
-    """Marching-cubes cells along the hand box's longest side (then ``subdivide`` midpoint steps)."""
-    subdivide: int = 1
+    mesh_res: int = 96  # marching-cubes cells along the hand box's longest side
+    subdivide: int = 1  # then this many midpoint subdivisions
+    proportion_steps: int = 200
+    """Fit of finger-segment lengths and palm size to the photo's keypoints (0: the rig's; detail.py, step 2)."""
+    proportion_sd: float = 0.07  # their prior: log-normal, this standard deviation
     outline_steps: int = 200
     outline_lr: float = 2e-4  # Adam step of the canonical offsets, metres
     visibility_every: int = 5
@@ -340,10 +342,8 @@ class DetailConfig:
     albedo_lr: float = 0.02
     albedo_smooth: float = 0.01
     albedo_l2: float = 1e-4
-    albedo_range: float = 4.0
-    """The fitted albedo stays within this factor of its start (the prior's, colour-corrected)."""
-    neutral_light: bool = True
-    """Fit the albedo under the fitted light made grey at the display exposure (detail.py, step 3)."""
+    albedo_range: float = 4.0  # the fitted albedo stays within this factor of its (colour-corrected) start
+    neutral_light: bool = True  # fit the albedo under the light made grey at the display exposure (step 4)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,13 @@ shows (viewport, ``palm render``, glTF):
 1. **Bake** the personalised subject (:func:`palm.bake.bake_from_prior` with its codes and
    betas) to a skinned canonical mesh with the prior's material, and subdivide it (midpoints)
    so that the photo's hand has about one vertex per pixel.
-2. **Outline**: per-vertex offsets in canonical space (carried into the pose by the vertices'
+2. **Proportions** (:func:`fit_proportions`): the rig's betas are almost only overall size, so
+   finger-segment lengths and the palm's length and width (:mod:`palm.hand.proportions`) are
+   fitted to the hand's keypoints, the registration's 3D keypoints when the input has them (then
+   with a rest-space shift: the registered root joint need not be the rig's), else the photo's 2D
+   landmarks, under a log-normal prior; the mesh and its joints move with them and every consumer
+   poses the mesh about its own joints (``bone_transforms(..., joints=mesh.joints)``).
+3. **Outline**: per-vertex offsets in canonical space (carried into the pose by the vertices'
    own skinning) move the silhouette onto the photo's mask. With ``s(p)`` the mask's signed
    distance in pixels (positive outside), every projected vertex pays ``relu(s)^2`` (nothing
    of a hand lies outside its silhouette) and every visible rim vertex (normal within
@@ -17,7 +23,7 @@ shows (viewport, ``palm render``, glTF):
    are left alone); a uniform Laplacian keeps the offsets smooth and a weak L2 keeps them
    small. Visibility is re-rasterised every step (no soft rasteriser is needed: the losses are
    point losses on the projected vertices).
-3. **Albedo** under the fitted light, first put in the data's gauge (``neutral_light``): one
+4. **Albedo** under the fitted light, first put in the data's gauge (``neutral_light``): one
    photo fixes only albedo x light per channel, and the paper stage often settles on a tinted,
    dim light with pale albedo, which relights wrongly; the light is made grey on average at the
    display exposure (:func:`palm.render.sg.neutral_light`) and the albedo takes the colour. The
@@ -49,6 +55,7 @@ from torch import Tensor
 from palm.bake import BakedAvatar, bake_from_prior, vertex_normals
 from palm.config import DetailConfig
 from palm.hand.lbs import bone_transforms
+from palm.hand.proportions import FINGER_JOINTS, Proportions, proportioned_rest
 from palm.jobs import Emit, Progress, check_cancel, null_emit
 from palm.render.color import linear_to_srgb, srgb_to_linear
 from palm.render.environment import DISPLAY_EXPOSURE
@@ -234,7 +241,7 @@ def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedA
 
 def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarray, cfg: DetailConfig,
                 emit: Emit = null_emit, cancel=None, step0: int = 0, total: int = 1) -> Tensor:
-    """Canonical per-vertex offsets that put the silhouette on ``mask`` (module notes, step 2): along
+    """Canonical per-vertex offsets that put the silhouette on ``mask`` (module notes, step 3): along
     ``normals_canonical`` only when ``cfg.tangential`` is 0, else also along the surface (dearer).
 
     Returns:
@@ -304,7 +311,7 @@ def _uncovered_pixels(uncovered: Tensor, rendered: Tensor, within_px: float, lim
 def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, albedo0: np.ndarray,
                faces: Tensor, cfg: DetailConfig, emit: Emit = null_emit, cancel=None, step0: int = 0,
                total: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Per-vertex albedo that reproduces the photo under the shading (module notes, step 3).
+    """Per-vertex albedo that reproduces the photo under the shading (module notes, step 4).
 
     Args:
         shading: :func:`pixel_shading` of the final mesh. photo: (H, W, 3) sRGB in [0, 1].
@@ -349,8 +356,84 @@ def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, 
     return albedo.detach().numpy().astype(np.float32), ratio.numpy()
 
 
+def fit_proportions(hand, joints: np.ndarray, tips: np.ndarray, pose: Any, transl: Any, K: Tensor, Rt: Tensor,
+                    keypoints: np.ndarray | None, cfg: DetailConfig, keypoints_3d: np.ndarray | None = None
+                    ) -> tuple[Proportions, np.ndarray, float, float]:
+    """Finger-segment lengths and palm size that put the posed skeleton on the hand's keypoints.
+
+    With 2D keypoints (a photo's landmarks) it minimises
+    ``sum_k |project(keypoints(L, P)) - k|^2 / (2 px)^2 + sum (log L / sd)^2 + sum (log P / sd)^2``
+    over the 15 segment length scales ``L`` and the palm's length and width ``P``
+    (:func:`palm.hand.proportions.proportioned_keypoints`, posed by the avatar's pose about the
+    moved joints), with the log-normal prior ``sd = cfg.proportion_sd``. With the registration's 3D
+    keypoints (datasets that have them) the data term is ``sum_k |keypoint - k|^2 / (1 mm)^2`` and a
+    rest-space shift ``c`` of the whole hand is fitted too (the registered root joint need not be
+    the rig's). Scales stay within +-3 sd; thickness is not seen by keypoints and stays 1.
+
+    Args:
+        hand: the rig (parents, keypoint order). joints: (16, 3) rest joints. tips: (5, 3) rest
+            fingertips. pose: (16, 3). transl: (3,). K, Rt: the photo crop's camera.
+        keypoints: (21, 2) in the crop, the rig's keypoint order, or None.
+        keypoints_3d: (21, 3) world keypoints, or None (then ``keypoints`` are used).
+
+    Returns:
+        ``(proportions, shift (3,) metres, rms_before, rms_after)`` (rms in pixels, or millimetres in 3D).
+    """
+    from palm.hand.lbs import axis_angle_to_matrix, rigid_chain
+    from palm.hand.proportions import proportioned_keypoints
+
+    use_3d = keypoints_3d is not None
+    J = torch.as_tensor(np.asarray(joints, np.float64))
+    T = torch.as_tensor(np.asarray(tips, np.float64))
+    parents = torch.as_tensor(hand.parents).long().cpu()
+    order = torch.as_tensor(hand.keypoint_index).long().cpu()
+    rot = axis_angle_to_matrix(torch.as_tensor(np.asarray(pose, np.float64)).reshape(1, 16, 3))
+    t = torch.as_tensor(np.asarray(transl, np.float64)).reshape(3)
+    target = torch.as_tensor(np.asarray(keypoints_3d if use_3d else keypoints, np.float64))
+    scale = 1000.0 if use_3d else 1.0  # residuals in mm (3D) or px (2D)
+    sigma = 1.0 if use_3d else 2.0
+    Kd, Rtd = K.double(), Rt.double()
+    distal = [chain[2] for chain in FINGER_JOINTS]
+    log_len = torch.zeros(5, 3, dtype=torch.float64, requires_grad=True)
+    log_palm = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    shift = torch.zeros(3, dtype=torch.float64, requires_grad=use_3d)
+    limit = 3.0 * cfg.proportion_sd
+
+    def residual() -> Tensor:
+        palm = torch.cat([log_palm.exp(), torch.ones(1, dtype=torch.float64)])
+        Jn, Tn = proportioned_keypoints(J, T, parents, log_len.exp(), palm)
+        g = rigid_chain(rot, (Jn + shift)[None], parents)[0]
+        tips_posed = torch.einsum("fab,fb->fa", g[distal, :3, :3], Tn - Jn[distal]) + g[distal, :3, 3]
+        points = torch.cat([g[:, :3, 3], tips_posed])[order] + t
+        if use_3d:
+            return (points - target) * scale
+        return project_screen(points, Kd, Rtd).reshape(-1, 3)[:, :2] - target
+
+    with torch.no_grad():
+        before = float(residual().pow(2).sum(1).mean().sqrt())
+    groups = [{"params": [log_len, log_palm], "lr": 0.01}] + ([{"params": [shift], "lr": 1e-4}] if use_3d else [])
+    optim = torch.optim.Adam(groups)
+    for _ in range(cfg.proportion_steps):
+        loss = residual().pow(2).sum() / sigma**2 + (log_len.pow(2).sum() + log_palm.pow(2).sum()) / cfg.proportion_sd**2
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        with torch.no_grad():
+            log_len.clamp_(-limit, limit)
+            log_palm.clamp_(-limit, limit)
+    with torch.no_grad():
+        after = float(residual().pow(2).sum(1).mean().sqrt())
+    lengths = log_len.detach().exp().numpy()
+    palm = log_palm.detach().exp().numpy()
+    ones = tuple((1.0, 1.0, 1.0) for _ in range(5))
+    props = Proportions(tuple(tuple(float(x) for x in row) for row in lengths), ones,
+                        (float(palm[0]), float(palm[1]), 1.0))
+    return props, shift.detach().numpy().copy(), before, after
+
+
 def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cfg: DetailConfig,
-                  emit: Emit = null_emit, cancel=None) -> tuple[BakedAvatar, dict[str, Any]]:
+                  emit: Emit = null_emit, cancel=None, keypoints: np.ndarray | None = None,
+                  keypoints_3d: np.ndarray | None = None) -> tuple[BakedAvatar, dict[str, Any]]:
     """The photo-detail stage: bake, fit the outline, fit the albedo (module notes).
 
     Args:
@@ -358,6 +441,9 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
         photo: (H, W, 3) sRGB crop of the photo in ``camera``; mask: (H, W) bool.
         camera: :class:`palm.render.rays.Camera` of the crop (a left hand: the mirrored crop,
             fitted as a right hand as personalisation does).
+        keypoints: (21, 2) the hand's keypoints in the crop (rig order); keypoints_3d: (21, 3) the
+            registration's world keypoints (preferred when given); with neither the rig's
+            proportions are kept (:func:`fit_proportions`).
 
     Returns:
         ``(mesh, light, info)``: the refined canonical mesh, the light it is shaded with (the
@@ -373,8 +459,24 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
         mesh = subdivide(mesh)
     check_cancel(cancel)
     t_bake = time.monotonic()
-    bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas)
     K, Rt = camera.K.cpu(), camera.Rt.cpu()
+    fit_info: dict[str, Any] = {}
+    if (keypoints is not None or keypoints_3d is not None) and cfg.proportion_steps > 0:
+        hand = prior.model.hand
+        with torch.no_grad():
+            rest_v, _ = hand.rest(torch.as_tensor(np.asarray(avatar.betas, np.float32))[None].to(hand.v_template))
+        tips = rest_v[0, hand.tip_vertex_ids].double().cpu().numpy()
+        props, shift, before, after = fit_proportions(hand, mesh.joints, tips, avatar.pose, avatar.transl, K, Rt,
+                                                      keypoints, cfg, keypoints_3d)
+        verts, joints = proportioned_rest(mesh.vertices, mesh.joints, mesh.skin_weights, mesh.parents, tips, props)
+        verts = (verts + shift).astype(np.float32)
+        mesh = dataclasses.replace(mesh, vertices=verts, normals=vertex_normals(verts, mesh.faces),
+                                   joints=(joints + shift).astype(np.float32))
+        fit_info = {"proportions": {"bone_length": [[round(x, 4) for x in row] for row in props.bone_length],
+                                    "palm": [round(x, 4) for x in props.palm],
+                                    "shift_mm": [round(float(x) * 1000, 2) for x in shift]},
+                    "keypoint_rms" + ("_mm" if keypoints_3d is not None else "_px"): [round(before, 2), round(after, 2)]}
+    bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas, joints=mesh.joints)
     offsets = fit_outline(PosedMesh(mesh, bones, avatar.transl, K, Rt), mask, mesh.normals, cfg, emit, cancel,
                           0, total) if cfg.outline_steps > 0 else torch.zeros(len(mesh.vertices), 3)
     moved = mesh.vertices + offsets.numpy().astype(np.float32)
@@ -395,7 +497,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
             "seconds_bake": round(t_bake - t0, 2), "seconds_outline": round(t_outline - t_bake, 2),
             "seconds_albedo": round(time.monotonic() - t_outline, 2),
             "max_offset_mm": round(float(offsets.norm(dim=1).max()) * 1000, 2),
-            "albedo_ratio": [round(float(r), 4) for r in ratio]}
+            "albedo_ratio": [round(float(r), 4) for r in ratio], **fit_info}
     return refined, light, info
 
 

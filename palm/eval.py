@@ -95,7 +95,8 @@ def score_sample(prior, avatar, sample, light=None, *, work_res: int | None, lpi
         from palm.detail import on_white, render_mesh
         from palm.hand.lbs import bone_transforms
 
-        rgba = render_mesh(mesh, bone_transforms(model.hand, view.pose, view.betas), view.transl, view.camera, lobes)
+        rgba = render_mesh(mesh, bone_transforms(model.hand, view.pose, view.betas, joints=mesh.joints), view.transl,
+                           view.camera, lobes)
         return image_metrics(on_white(rgba), view, lpips=lpips, opacity=rgba[..., 3])
     out = render_outputs(model, view.camera.to(dev), frame, lobes.to(dev), pbr=True)
     return image_metrics(out["rgb"], view, lpips=lpips, opacity=out["opacity"])

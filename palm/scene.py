@@ -137,7 +137,7 @@ def _render_raster(scene: Scene, image: str, emit: Emit) -> torch.Tensor:
         raise PalmError("--image", "the radiance-field image needs --renderer neural")
     emit(Progress(0, 1, "rendering"))
     f = scene.frame
-    bones = bone_transforms(scene.model.hand, f.pose.cpu(), f.betas.cpu())
+    bones = bone_transforms(scene.model.hand, f.pose.cpu(), f.betas.cpu(), joints=scene.mesh.joints)
     rgba = render_mesh(scene.mesh, bones, f.transl.cpu().numpy(), scene.camera.to("cpu"), scene.light.cpu())
     emit(Progress(1, 1, "rendering"))
     out = torch.from_numpy(rgba)

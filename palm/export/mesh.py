@@ -59,7 +59,7 @@ def export_mesh(
     fmt = path.suffix.lower()[1:]
     if pose is not None and hand is None:
         raise PalmError("--pose", "posing the mesh needs the hand rig")
-    bones = None if pose is None else bone_transforms(hand, pose, betas)
+    bones = None if pose is None else bone_transforms(hand, pose, betas, joints=avatar.joints)
     summary: dict[str, Any] = {"path": str(path), "format": fmt, "faces": len(avatar.faces)}
     if fmt == "ply":
         shown = avatar if bones is None else apply_bones(avatar, bones)

@@ -72,7 +72,7 @@ def raster_render(
         height, width = int(new_h), int(new_w)
     view = Camera(K, torch.as_tensor(camera.Rt, dtype=torch.float32).cpu().clone(), height, width)
     bones = (np.repeat(np.eye(4, dtype=np.float32)[None], 16, axis=0) if pose is None
-             else to_numpy(bone_transforms(hand, pose, betas)))
+             else to_numpy(bone_transforms(hand, pose, betas, joints=avatar.joints)))
     lobes = torch.as_tensor(sg_lobes, dtype=torch.float32)
     return render_mesh(avatar, bones, np.zeros(3, np.float32), view, lobes, shadows=shadows, supersample=supersample)
 

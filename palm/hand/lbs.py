@@ -114,7 +114,8 @@ def lbs(
     return verts, g[..., :3, 3], a, g
 
 
-def bone_transforms(hand: Any, pose: Any, betas: Any = None, left: bool = False) -> np.ndarray:
+def bone_transforms(hand: Any, pose: Any, betas: Any = None, left: bool = False,
+                    joints: Any = None) -> np.ndarray:
     """Bone matrices that move the canonical (right, flat, shaped) mesh into ``pose``.
 
     A left hand is the rig's mirrored left hand (``hand(..., left=True)``, bones ``M B M`` with
@@ -128,11 +129,22 @@ def bone_transforms(hand: Any, pose: Any, betas: Any = None, left: bool = False)
         pose: (16, 3) or (48,) axis-angle, row 0 the global orientation (tensor or array).
         betas: (n_betas,) or (1, n_betas) shape coefficients, or None (mean shape).
         left: pose the mirrored left hand.
+        joints: (16, 3) rest joints of the mesh being posed (a baked avatar's ``joints``, which
+            :func:`palm.hand.proportions.proportioned_rest` may have moved); None: the rig's for ``betas``.
 
     Returns:
         (16, 4, 4) float32.
     """
     pose_t = torch.as_tensor(pose, dtype=torch.float32).detach().cpu().reshape(1, 16, 3)
+    if joints is not None:  # the same chain about the mesh's own skeleton (the rig's right-hand convention)
+        from palm.hand.model import mirror_pose
+
+        rest = torch.as_tensor(np.asarray(joints, np.float64)).reshape(1, 16, 3)
+        p = (mirror_pose(pose_t) if left else pose_t).double()
+        g = rigid_chain(axis_angle_to_matrix(p), rest, torch.as_tensor(hand.parents).long().cpu())
+        g[..., :3, 3] = g[..., :3, 3] - torch.einsum("bjxy,bjy->bjx", g[..., :3, :3], rest)
+        bones = g[0].numpy().astype(np.float32)
+        return MIRROR_X @ bones if left else bones  # (M B M) M, as the rig path below
     betas_t = None if betas is None else torch.as_tensor(betas, dtype=torch.float32).detach().cpu().reshape(1, -1)
     with torch.no_grad():
         out = hand(pose=pose_t, betas=betas_t, left=True) if left else hand(pose=pose_t, betas=betas_t)

@@ -306,7 +306,8 @@ def _detail_stage(item, n_betas: int, prior, avatar: Avatar, cfg: PersonalizeCon
     from palm.hand.lbs import bone_transforms
 
     view = crop_view(view_from_input(item, n_betas), cfg.detail.res, cfg.crop_scale)
-    mesh, light, info = refine_avatar(prior, avatar, view.image, view.mask, view.camera, cfg.detail, emit, cancel)
+    mesh, light, info = refine_avatar(prior, avatar, view.image, view.mask, view.camera, cfg.detail, emit, cancel,
+                                      keypoints=view.keypoints, keypoints_3d=view.keypoints_3d)
     avatar.light = light.to(avatar.light)
     avatar.extra["mesh"] = mesh
     avatar.extra["albedo_gain"] = info["albedo_ratio"]  # the neural renderer's share of the colour correction
@@ -314,7 +315,7 @@ def _detail_stage(item, n_betas: int, prior, avatar: Avatar, cfg: PersonalizeCon
     report["detail"] = info
     if not final_metrics:
         return view, None
-    bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas)
+    bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas, joints=mesh.joints)
     rgba = render_mesh(mesh, bones, avatar.transl, view.camera, avatar.light)
     render = on_white(rgba)
     scores = image_metrics(render, view, opacity=rgba[..., 3])

@@ -41,6 +41,10 @@ class PersonalizeView:
         name: where it came from (photo file name, sample id).
         left: the photo shows a left hand (``image`` is the mirrored photo).
         full_camera: the camera of the whole (uncropped, unscaled) photo, when this view is a crop.
+        keypoints: (21, 2) the hand's 2D keypoints in ``image`` (the rig's keypoint order, continuous
+            pixel coordinates), or None.
+        keypoints_3d: (21, 3) the registered hand's keypoints in world space (datasets that have
+            them), or None.
     """
 
     image: np.ndarray
@@ -52,6 +56,16 @@ class PersonalizeView:
     name: str = ""
     left: bool = False
     full_camera: Any = None
+    keypoints: np.ndarray | None = None
+    keypoints_3d: np.ndarray | None = None
+
+
+def _keypoints(kp: Any, dim: int = 2) -> np.ndarray | None:
+    """(21, dim) finite keypoints as float32, else None (missing or unusable ones are not fitted to)."""
+    if kp is None:
+        return None
+    kp = np.asarray(kp, np.float32)
+    return kp.reshape(21, dim).copy() if kp.size == 21 * dim and np.isfinite(kp).all() else None
 
 
 def _fit_betas(betas: np.ndarray, n_betas: int) -> np.ndarray:
@@ -80,7 +94,7 @@ def view_from_input(item: Any, n_betas: int) -> PersonalizeView:
             image=np.asarray(item.image, np.float32), mask=np.asarray(item.mask, bool), camera=cam,
             pose=np.asarray(fit.pose, np.float32).reshape(16, 3), betas=_fit_betas(fit.betas, n_betas),
             transl=np.asarray(fit.transl, np.float32).reshape(3), name=Path(getattr(item, "path", "") or "").name,
-            left=bool(item.left),
+            left=bool(item.left), keypoints=_keypoints(getattr(item, "keypoints_2d", None)),
         )
     if hasattr(item, "camera") and hasattr(item, "hand"):  # FrameSample
         name = f"{item.subject}/{item.frame}/{item.view}"
@@ -92,7 +106,8 @@ def view_from_input(item: Any, n_betas: int) -> PersonalizeView:
             image=np.asarray(item.image, np.float32), mask=np.asarray(item.mask, bool),
             camera=item.camera.to_camera(torch.float32), pose=np.asarray(item.hand.pose, np.float32).reshape(16, 3),
             betas=_fit_betas(item.hand.betas, n_betas), transl=np.asarray(item.hand.transl, np.float32).reshape(3),
-            name=name,
+            name=name, keypoints=_keypoints(getattr(item, "keypoints_2d", None)),
+            keypoints_3d=_keypoints(getattr(item, "keypoints_3d", None), 3),
         )
     raise TypeError(f"cannot personalise on a {type(item).__name__}")
 
@@ -128,6 +143,7 @@ def crop_view(view: PersonalizeView, work_res: int | None = PersonalizeConfig.wo
     image = view.image[y0:y0 + sh, x0:x0 + sw]
     crop_mask = mask[y0:y0 + sh, x0:x0 + sw]
     factor = 1.0 if work_res is None else min(1.0, work_res / max(sh, sw))
+    keypoints = None if view.keypoints is None else view.keypoints - np.array([x0, y0], np.float32)
     K = view.camera.K.clone()
     K[0, 2] -= x0
     K[1, 2] -= y0
@@ -143,11 +159,14 @@ def crop_view(view: PersonalizeView, work_res: int | None = PersonalizeConfig.wo
         K[1] = K[1] * fy
         K[2] = torch.tensor([0.0, 0.0, 1.0])
         sh, sw = nh, nw
+        if keypoints is not None:  # continuous coordinates scale with the image, as K does
+            keypoints = keypoints * np.array([fx, fy], np.float32)
     cam = Camera(K, view.camera.Rt.clone(), int(sh), int(sw))
     return PersonalizeView(
         image=np.ascontiguousarray(image, np.float32), mask=np.ascontiguousarray(crop_mask), camera=cam,
         pose=view.pose, betas=view.betas, transl=view.transl, name=view.name, left=view.left,
-        full_camera=view.full_camera if view.full_camera is not None else view.camera,
+        full_camera=view.full_camera if view.full_camera is not None else view.camera, keypoints=keypoints,
+        keypoints_3d=view.keypoints_3d,
     )
 
 
