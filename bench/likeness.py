@@ -6,7 +6,7 @@ For every photo: the ``fast`` personalisation (paper stage + photo-detail stage)
 photo's own view (the detail stage's crop), masked PSNR / SSIM / LPIPS and silhouette IoU of
 
 * ``before``: the paper stage's subject as a mesh (baked and subdivided like the detail stage,
-  the prior's albedo), rasterised under the fitted light with shadows: what the PCA space gives;
+  the prior's albedo), rasterised under the paper stage's own fitted light with shadows: what the PCA space gives;
 * ``after``: the refined mesh of the photo-detail stage (the report's numbers).
 
 With ``--figure``, one row per photo: photo | avatar in the photo's view | albedo (unlit) | relit
@@ -79,11 +79,15 @@ def one_photo(path: str, prior, steps: int | None, figure: bool) -> tuple[dict, 
     seconds = time.perf_counter() - t0
     report = avatar.extra["report"]
     view = crop_view(view_from_input(photo, prior.model.hand.n_betas), cfg.detail.res, cfg.crop_scale)
-    bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas)
+    mesh = avatar.extra["mesh"]
+    bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas, joints=mesh.joints)
+    paper_light = avatar.light.clone()  # the paper stage's own light (the avatar keeps it in the data's gauge)
+    paper_light[:, 4:7] *= torch.tensor(report["detail"]["paper_light_scale"], dtype=paper_light.dtype)
     plain = subdivide(bake_from_prior(prior, resolution=cfg.detail.mesh_res, betas=avatar.betas,
                                       shape_code=avatar.shape_code, appearance_code=avatar.appearance_code,
                                       pose=avatar.pose))
-    rgba = render_mesh(plain, bones, avatar.transl, view.camera, avatar.light)
+    rgba = render_mesh(plain, bone_transforms(prior.model.hand, avatar.pose, avatar.betas), avatar.transl,
+                       view.camera, paper_light)
     before = image_metrics(on_white(rgba), view, opacity=rgba[..., 3])
     keys = ("psnr_masked", "ssim_masked", "lpips_masked", "iou")
     row = {"photo": Path(path).name, "left": bool(avatar.left), "seconds": round(seconds, 1),
@@ -91,7 +95,6 @@ def one_photo(path: str, prior, steps: int | None, figure: bool) -> tuple[dict, 
            "after": {k: report.get(k) for k in keys}, "detail": report.get("detail")}
     if not figure:
         return row, None
-    mesh = avatar.extra["mesh"]
     shown = [view.image, on_white(render_mesh(mesh, bones, avatar.transl, view.camera, avatar.light)),
              albedo_image(mesh, bones, avatar.transl, view.camera)]
     for env in ("city", "sunset"):
@@ -105,7 +108,8 @@ def one_photo(path: str, prior, steps: int | None, figure: bool) -> tuple[dict, 
     fist = present_upright(load_pose("fist"))
     posed = posed_avatar(mesh, fist, prior.model.hand, avatar.betas)
     cam = framing_camera(posed.vertices, 256, 20.0, 10.0, joints=posed.joints)
-    shown.append(on_white(render_mesh(mesh, bone_transforms(prior.model.hand, fist, avatar.betas), np.zeros(3), cam,
+    shown.append(on_white(render_mesh(mesh, bone_transforms(prior.model.hand, fist, avatar.betas, joints=mesh.joints),
+                                      np.zeros(3), cam,
                                       avatar.light)))
     return row, np.concatenate([_panel(s) for s in shown], axis=1)
 

@@ -448,7 +448,8 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
     Returns:
         ``(mesh, light, info)``: the refined canonical mesh, the light it is shaded with (the
         avatar's, or with ``cfg.neutral_light`` that light in the data's gauge,
-        :func:`palm.render.sg.neutral_light`) and timings / the colour ratio.
+        :func:`palm.render.sg.neutral_light`) and timings, the colour ratio and
+        ``paper_light_scale``: the paper stage's light is ``light`` with amplitudes times it.
     """
     t0 = time.monotonic()
     total = cfg.outline_steps + cfg.albedo_steps
@@ -484,8 +485,9 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
     posed = PosedMesh(mesh, bones, avatar.transl, K, Rt)
     t_outline = time.monotonic()
     light = avatar.light.detach().float().cpu()
+    light_scale = torch.ones(3)
     if cfg.neutral_light:  # the albedo takes the colour the paper stage's light had taken from it
-        light, _ = neutral_light(light, DISPLAY_EXPOSURE)
+        light, light_scale = neutral_light(light, DISPLAY_EXPOSURE)
     with torch.no_grad():
         world = posed.world()
         normals = posed.normals(world)
@@ -497,7 +499,8 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
             "seconds_bake": round(t_bake - t0, 2), "seconds_outline": round(t_outline - t_bake, 2),
             "seconds_albedo": round(time.monotonic() - t_outline, 2),
             "max_offset_mm": round(float(offsets.norm(dim=1).max()) * 1000, 2),
-            "albedo_ratio": [round(float(r), 4) for r in ratio], **fit_info}
+            "albedo_ratio": [round(float(r), 4) for r in ratio],
+            "paper_light_scale": [float(x) for x in light_scale], **fit_info}
     return refined, light, info
 
 

@@ -258,7 +258,9 @@ def test_refine_gives_the_albedo_the_colour_a_tinted_fitted_light_took(prior, me
     for neutral in (True, False):
         cfg = DetailConfig(mesh_res=28, subdivide=0, outline_steps=0, albedo_steps=200, albedo_lr=0.03,
                            neutral_light=neutral)
-        refined, used, _ = detail.refine_avatar(prior, avatar, photo, mask, cam, cfg)
+        refined, used, info = detail.refine_avatar(prior, avatar, photo, mask, cam, cfg)
+        scale = torch.tensor(info["paper_light_scale"])  # the paper stage's light comes back from the avatar's
+        assert torch.allclose(used[:, 4:7] * scale, tinted[:, 4:7], rtol=1e-4, atol=1e-6)
         errors[neutral] = np.abs(refined.albedo[seen] - true[seen]).mean()
         if neutral:
             irr = sg_irradiance(used, torch.nn.functional.normalize(torch.randn(256, 3), dim=1)).mean(0)
