@@ -297,7 +297,7 @@ def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
         "left": bool(a.left),
         "camera": dict(a.camera),
         "mesh": a.extra.get("mesh"),
-        "albedo_gain": a.extra.get("albedo_gain"),
+        "albedo_gain": None if a.extra.get("albedo_gain") is None else np.asarray(a.extra["albedo_gain"], np.float32),
     }
 
 

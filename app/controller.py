@@ -203,14 +203,12 @@ class Controller:
         self.notify(f"pose saved to {path}", path)
 
     def current_bones(self) -> np.ndarray:
-        """Bone matrices (16, 4, 4) of the shown pose (``palm.hand.lbs.bone_transforms``), recomputed
-        only after the pose changed."""
+        """Bone matrices (16, 4, 4) of the shown pose (``bone_transforms``), recomputed when it changed."""
         if self._bones_revision != self.revision["pose"]:
             pose = self.state.pose
-            s = self.state.subject
-            refined = s.compare and s.personal_mesh is not None  # posed about its own (fitted) skeleton
-            self.bones = bone_transforms(self.hand, pose.pose, self.rig_betas(), pose.left,
-                                         joints=s.personal_mesh.joints if refined else None)
+            s = self.state.subject  # a refined mesh is posed about its own (fitted) skeleton
+            joints = s.personal_mesh.joints if s.compare and s.personal_mesh is not None else None
+            self.bones = bone_transforms(self.hand, pose.pose, self.rig_betas(), pose.left, joints=joints)
             self._bones_revision = self.revision["pose"]
         return self.bones
 
@@ -305,9 +303,7 @@ class Controller:
         s = self.state.subject
         s.personal_shape, s.personal_appearance = data["shape"], data["appearance"]
         s.personal_shape_code, s.personal_appearance_code = data["shape_code"], data["appearance_code"]
-        s.personal_betas, s.personal_mesh = data["betas"], data["mesh"]
-        gain = data.get("albedo_gain")
-        s.personal_albedo_gain = None if gain is None else np.asarray(gain, np.float32)
+        s.personal_betas, s.personal_mesh, s.personal_albedo_gain = data["betas"], data["mesh"], data["albedo_gain"]
         n = min(len(s.shape), len(data["shape"]))
         s.shape[:n], s.appearance[:n] = data["shape"][:n], data["appearance"][: min(len(s.appearance), n)]
         s.avatar_path, s.compare = str(folder), True
@@ -490,8 +486,8 @@ class Controller:
         s.shape = np.zeros(prior.n_shape, np.float32)
         s.appearance = np.zeros(prior.n_appearance, np.float32)
         s.personal_shape = s.personal_appearance = s.personal_shape_code = s.personal_appearance_code = None
-        s.personal_betas, s.personal_mesh, s.compare, self._described = None, None, False, False
-        s.personal_albedo_gain = None
+        s.personal_betas = s.personal_mesh = s.personal_albedo_gain = None
+        s.compare, self._described = False, False
         self.bump("codes", "names")
         self.state.neural_note = actions.neural_available(prior)
         self.state.neural_available = not self.state.neural_note
@@ -574,8 +570,7 @@ class Controller:
         s = self.state.subject
 
         def get(key):
-            value = data.get(key)
-            return None if value is None else np.asarray(value, np.float32).reshape(-1)
+            return None if data.get(key) is None else np.asarray(data[key], np.float32).reshape(-1)
 
         if get("shape_coeffs") is not None:
             s.personal_shape, s.personal_appearance = get("shape_coeffs"), get("appearance_coeffs")
@@ -583,12 +578,10 @@ class Controller:
         s.personal_albedo_gain = None  # the paper stage's codes under its own light
         if s.personal_shape is None and s.personal_shape_code is not None:  # a prior without PCA: codes only
             s.personal_shape, s.personal_appearance = np.zeros_like(s.shape), np.zeros_like(s.appearance)
-        lobes = data.get("light")
-        if lobes is not None:
+        if (lobes := data.get("light")) is not None:
             self.add_environment(PERSONAL_ENV, lobes, show=False)
         if s.personal_shape is not None and self.prior is not None and now() - self._followed_at >= FOLLOW_EVERY_S:
-            self._followed_at = now()
-            s.compare = True
+            self._followed_at, s.compare = now(), True
             self.request_bake(self.bake_resolutions[:1])
 
     def _finished(self, ev: Finished) -> None:

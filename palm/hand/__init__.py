@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 _LAZY = {
     **{name: "palm.hand.model" for name in (
         "JOINT_NAMES", "KEYPOINT_FROM_JOINT", "KEYPOINT_NAMES", "PARENTS", "HandModel", "HandOutput",
-        "hand_from_arrays", "mirror_points", "mirror_pose", "mirror_transforms")},
+        "hand_from_arrays", "mirror_points", "mirror_transforms")},
+    "mirror_pose": "palm.hand.lbs",
     "POSE_PRESETS": "palm.hand.poses",
     "load_pose": "palm.hand.poses",
 }

@@ -41,6 +41,19 @@ def axis_angle_to_matrix(rotvec: Tensor) -> Tensor:
     return eye + sin * k + (1 - cos) * (k @ k)
 
 
+def mirror_pose(pose: Tensor) -> Tensor:
+    """Mirror axis-angle poses between right and left hands: ``(x, y, z) -> (x, -y, -z)``.
+
+    Args:
+        pose: (..., 3).
+
+    Returns:
+        (..., 3) mirrored pose (its own inverse).
+    """
+    sign = torch.tensor([1.0, -1.0, -1.0], dtype=pose.dtype, device=pose.device)
+    return pose * sign
+
+
 def shape_blend(v_template: Tensor, shapedirs: Tensor, betas: Tensor) -> Tensor:
     """Shaped flat hand.
 
@@ -137,8 +150,6 @@ def bone_transforms(hand: Any, pose: Any, betas: Any = None, left: bool = False,
     """
     pose_t = torch.as_tensor(pose, dtype=torch.float32).detach().cpu().reshape(1, 16, 3)
     if joints is not None:  # the same chain about the mesh's own skeleton (the rig's right-hand convention)
-        from palm.hand.model import mirror_pose
-
         rest = torch.as_tensor(np.asarray(joints, np.float64)).reshape(1, 16, 3)
         p = (mirror_pose(pose_t) if left else pose_t).double()
         g = rigid_chain(axis_angle_to_matrix(p), rest, torch.as_tensor(hand.parents).long().cpu())

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from palm.errors import PalmError
-from palm.hand.lbs import lbs, shape_blend
+from palm.hand.lbs import lbs, mirror_pose, shape_blend
 from palm.hand.mesh import seal_faces as _seal_faces
 from palm.hand.mesh import weld_representatives
 
@@ -93,19 +93,6 @@ class HandOutput:
     bone_transforms: Tensor
     global_transforms: Tensor
     faces: Tensor
-
-
-def mirror_pose(pose: Tensor) -> Tensor:
-    """Mirror axis-angle poses between right and left hands: ``(x, y, z) -> (x, -y, -z)``.
-
-    Args:
-        pose: (..., 3).
-
-    Returns:
-        (..., 3) mirrored pose (its own inverse).
-    """
-    sign = torch.tensor([1.0, -1.0, -1.0], dtype=pose.dtype, device=pose.device)
-    return pose * sign
 
 
 def mirror_points(points: Tensor) -> Tensor:

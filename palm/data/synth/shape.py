@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from palm.hand.lbs import lbs, shape_blend
-from palm.hand.model import HandModel, HandOutput, mirror_pose
+from palm.hand.lbs import lbs, mirror_pose, shape_blend
+from palm.hand.model import HandModel, HandOutput
 from palm.hand.proportions import FINGER_JOINTS, Proportions, palm_frame, proportioned_rest
 
 __all__ = ["FINGER_JOINTS", "SHAPE_FILE", "Proportions", "ShapedHand", "bone_lengths", "palm_frame", "project_betas",
