@@ -54,8 +54,8 @@ from torch import Tensor
 
 from palm.bake import BakedAvatar, bake_from_prior, vertex_normals
 from palm.config import DetailConfig
-from palm.hand.lbs import bone_transforms
-from palm.hand.proportions import FINGER_JOINTS, Proportions, proportioned_rest
+from palm.hand.lbs import axis_angle_to_matrix, bone_transforms
+from palm.hand.proportions import Proportions, posed_keypoints, proportioned_keypoints, proportioned_rest
 from palm.jobs import Emit, Progress, check_cancel, null_emit
 from palm.render.color import linear_to_srgb, srgb_to_linear
 from palm.render.environment import DISPLAY_EXPOSURE
@@ -379,21 +379,17 @@ def fit_proportions(hand, joints: np.ndarray, tips: np.ndarray, pose: Any, trans
     Returns:
         ``(proportions, shift (3,) metres, rms_before, rms_after)`` (rms in pixels, or millimetres in 3D).
     """
-    from palm.hand.lbs import axis_angle_to_matrix, rigid_chain
-    from palm.hand.proportions import proportioned_keypoints
-
     use_3d = keypoints_3d is not None
     J = torch.as_tensor(np.asarray(joints, np.float64))
     T = torch.as_tensor(np.asarray(tips, np.float64))
     parents = torch.as_tensor(hand.parents).long().cpu()
     order = torch.as_tensor(hand.keypoint_index).long().cpu()
-    rot = axis_angle_to_matrix(torch.as_tensor(np.asarray(pose, np.float64)).reshape(1, 16, 3))
+    rot = axis_angle_to_matrix(torch.as_tensor(np.asarray(pose, np.float64)).reshape(16, 3))
     t = torch.as_tensor(np.asarray(transl, np.float64)).reshape(3)
     target = torch.as_tensor(np.asarray(keypoints_3d if use_3d else keypoints, np.float64))
     scale = 1000.0 if use_3d else 1.0  # residuals in mm (3D) or px (2D)
     sigma = 1.0 if use_3d else 2.0
     Kd, Rtd = K.double(), Rt.double()
-    distal = [chain[2] for chain in FINGER_JOINTS]
     log_len = torch.zeros(5, 3, dtype=torch.float64, requires_grad=True)
     log_palm = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     shift = torch.zeros(3, dtype=torch.float64, requires_grad=use_3d)
@@ -402,9 +398,7 @@ def fit_proportions(hand, joints: np.ndarray, tips: np.ndarray, pose: Any, trans
     def residual() -> Tensor:
         palm = torch.cat([log_palm.exp(), torch.ones(1, dtype=torch.float64)])
         Jn, Tn = proportioned_keypoints(J, T, parents, log_len.exp(), palm)
-        g = rigid_chain(rot, (Jn + shift)[None], parents)[0]
-        tips_posed = torch.einsum("fab,fb->fa", g[distal, :3, :3], Tn - Jn[distal]) + g[distal, :3, 3]
-        points = torch.cat([g[:, :3, 3], tips_posed])[order] + t
+        points = posed_keypoints(rot, Jn + shift, Tn + shift, parents, order) + t
         if use_3d:
             return (points - target) * scale
         return project_screen(points, Kd, Rtd).reshape(-1, 3)[:, :2] - target
@@ -433,8 +427,8 @@ def fit_proportions(hand, joints: np.ndarray, tips: np.ndarray, pose: Any, trans
 
 def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cfg: DetailConfig,
                   emit: Emit = null_emit, cancel=None, keypoints: np.ndarray | None = None,
-                  keypoints_3d: np.ndarray | None = None) -> tuple[BakedAvatar, dict[str, Any]]:
-    """The photo-detail stage: bake, fit the outline, fit the albedo (module notes).
+                  keypoints_3d: np.ndarray | None = None) -> tuple[BakedAvatar, Tensor, dict[str, Any]]:
+    """The photo-detail stage: bake, fit the proportions, the outline and the albedo (module notes).
 
     Args:
         prior: :class:`palm.prior.Prior`. avatar: :class:`palm.avatar.Avatar` of the paper's stage.

@@ -90,6 +90,14 @@ def rigid_chain(rotations: Tensor, joints: Tensor, parents: Tensor) -> Tensor:
     return torch.stack(frames, dim=1)
 
 
+def skinning_transforms(frames: Tensor, rest_joints: Tensor) -> Tensor:
+    """(B, J, 4, 4) bone transforms ``A_j = G_j T(-J_j)`` (rest -> posed) of joint frames ``G_j``
+    (:func:`rigid_chain`) about rest joints (B, J, 3): what LBS blends."""
+    a = frames.clone()
+    a[..., :3, 3] = frames[..., :3, 3] - torch.einsum("bjxy,bjy->bjx", frames[..., :3, :3], rest_joints)
+    return a
+
+
 def lbs(
     betas: Tensor,
     pose: Tensor,
@@ -120,8 +128,7 @@ def lbs(
         feature = (rot[:, 1:] - eye).reshape(pose.shape[0], -1)
         v_posed = v_shaped + torch.einsum("bp,vcp->bvc", feature, posedirs)
     g = rigid_chain(rot, rest_joints, parents)
-    a = g.clone()
-    a[..., :3, 3] = g[..., :3, 3] - torch.einsum("bjxy,bjy->bjx", g[..., :3, :3], rest_joints)
+    a = skinning_transforms(g, rest_joints)
     t = torch.einsum("vj,bjxy->bvxy", weights, a)
     verts = torch.einsum("bvxy,bvy->bvx", t[..., :3, :3], v_posed) + t[..., :3, 3]
     return verts, g[..., :3, 3], a, g
@@ -153,8 +160,7 @@ def bone_transforms(hand: Any, pose: Any, betas: Any = None, left: bool = False,
         rest = torch.as_tensor(np.asarray(joints, np.float64)).reshape(1, 16, 3)
         p = (mirror_pose(pose_t) if left else pose_t).double()
         g = rigid_chain(axis_angle_to_matrix(p), rest, torch.as_tensor(hand.parents).long().cpu())
-        g[..., :3, 3] = g[..., :3, 3] - torch.einsum("bjxy,bjy->bjx", g[..., :3, :3], rest)
-        bones = g[0].numpy().astype(np.float32)
+        bones = skinning_transforms(g, rest)[0].numpy().astype(np.float32)
         return MIRROR_X @ bones if left else bones  # (M B M) M, as the rig path below
     betas_t = None if betas is None else torch.as_tensor(betas, dtype=torch.float32).detach().cpu().reshape(1, -1)
     with torch.no_grad():

@@ -18,7 +18,8 @@ baked mesh with its skinning weights):
                                                         + T_j (v - J_j - ((v - J_j) . d_j) d_j)]
 
 :func:`proportioned_keypoints` is the same map for the joints and fingertips alone, in torch and
-differentiable, for fitting lengths to 2D keypoints (:func:`palm.detail.fit_proportions`).
+differentiable, and :func:`posed_keypoints` poses them, for fitting lengths to keypoints
+(:func:`palm.detail.fit_proportions`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+
+from palm.hand.lbs import rigid_chain
 
 #: MANO joints of each finger, in the order thumb, index, middle, ring, pinky (``FINGERS`` order).
 FINGER_JOINTS = ((13, 14, 15), (1, 2, 3), (4, 5, 6), (10, 11, 12), (7, 8, 9))
@@ -131,3 +134,17 @@ def proportioned_keypoints(joints: Tensor, tips: Tensor, parents: Tensor, length
     distal = [chain[2] for chain in FINGER_JOINTS]
     new_tips = new[distal] + L[distal, None] * (tips - joints[distal])
     return new, new_tips
+
+
+def posed_keypoints(rotations: Tensor, joints: Tensor, tips: Tensor, parents: Tensor, order: Tensor) -> Tensor:
+    """(21, 3) keypoints of a skeleton posed about its own rest joints (before translation).
+
+    Args:
+        rotations: (16, 3, 3) local rotations of the pose. joints: (16, 3) rest joints. tips:
+            (5, 3) rest fingertips (they move with their distal segments). parents: (16,) long.
+        order: (21,) the rig's ``keypoint_index`` (joints then tips -> keypoint order).
+    """
+    g = rigid_chain(rotations[None], joints[None], parents)[0]
+    distal = [chain[2] for chain in FINGER_JOINTS]
+    tips_posed = torch.einsum("fab,fb->fa", g[distal, :3, :3], tips - joints[distal]) + g[distal, :3, 3]
+    return torch.cat([g[:, :3, 3], tips_posed])[order]

@@ -9,8 +9,8 @@ import torch
 from palm.config import DetailConfig
 from palm.detail import fit_proportions
 from palm.hand import load_hand
-from palm.hand.lbs import bone_transforms, skin_vertices
-from palm.hand.proportions import Proportions, proportioned_keypoints, proportioned_rest
+from palm.hand.lbs import axis_angle_to_matrix, bone_transforms, skin_vertices
+from palm.hand.proportions import Proportions, posed_keypoints, proportioned_keypoints, proportioned_rest
 from palm.render.raster import project_screen
 from palm.render.views import framing_camera
 
@@ -86,16 +86,25 @@ def test_posing_a_proportioned_mesh_keeps_its_segments_on_their_bones(rig):
 
 
 def _keypoints_of(rig, J, tips, props, pose):
-    from palm.hand.lbs import axis_angle_to_matrix, rigid_chain
-
     Jn, Tn = proportioned_keypoints(torch.as_tensor(J), torch.as_tensor(tips), rig.parents.long(),
                                     torch.tensor(props.bone_length, dtype=torch.float64),
                                     torch.tensor(props.palm, dtype=torch.float64))
-    g = rigid_chain(axis_angle_to_matrix(torch.as_tensor(pose, dtype=torch.float64)[None]), Jn[None],
-                    rig.parents.long())[0]
-    distal = [15, 3, 6, 12, 9]
-    tips_posed = torch.einsum("fab,fb->fa", g[distal, :3, :3], Tn - Jn[distal]) + g[distal, :3, 3]
-    return torch.cat([g[:, :3, 3], tips_posed])[rig.keypoint_index], Jn, Tn
+    rot = axis_angle_to_matrix(torch.as_tensor(pose, dtype=torch.float64))
+    return posed_keypoints(rot, Jn, Tn, rig.parents.long(), rig.keypoint_index), Jn, Tn
+
+
+def test_posed_keypoints_of_the_rigs_own_skeleton_are_the_rigs(rig):
+    rng = np.random.default_rng(7)
+    betas = rng.normal(size=rig.n_betas).astype(np.float32)
+    pose = rng.normal(scale=0.4, size=(16, 3)).astype(np.float32)
+    _, J, tips = _rest(rig, betas)
+    ours, _, _ = _keypoints_of(rig, J, tips, Proportions.identity(), pose)
+    with torch.no_grad():
+        theirs = rig(torch.as_tensor(pose)[None], torch.as_tensor(betas)[None]).keypoints[0]
+    # the rig's tips are skinned vertices (blended weights), ours ride their distal bone rigidly
+    assert np.abs(ours.numpy()[:21] - theirs.numpy()).max() < 2e-3
+    joints_only = [i for i, j in enumerate(rig.keypoint_index.tolist()) if j < 16]
+    assert np.abs(ours.numpy()[joints_only] - theirs.numpy()[joints_only]).max() < 1e-5
 
 
 def test_fit_recovers_finger_lengths_and_palm_from_keypoints(rig):
