@@ -208,3 +208,38 @@ def test_fit_keeps_fingers_flat_and_in_range_when_the_photo_shows_short_fingers(
     flex = np.degrees(pose_to_angles(fit.pose, hand)[[2, 3, 5, 6, 8, 9, 11, 12], 0])
     assert np.abs(flex).mean() < 15.0, flex
     assert fit.reprojection_px < 12.0
+
+
+def _two_fingers(skin, background, seed=0):
+    """A palm with two fingers and a 14 px gap between them, on ``background``, with JPEG-like noise."""
+    rng = np.random.default_rng(seed)
+    h, w = 200, 200
+    hand = np.zeros((h, w), bool)
+    hand[110:190, 40:160] = True  # palm
+    hand[20:110, 50:90] = True  # finger
+    hand[20:110, 104:144] = True  # finger; the gap is columns 90-103
+    image = np.where(hand[..., None], skin, background) + rng.normal(0, 0.02, (h, w, 3))
+    return np.clip(image, 0, 1).astype(np.float32), hand
+
+
+def test_colour_refinement_carves_background_between_fingers_and_keeps_the_hand():
+    from palm.data.photo.segment import refine_by_colour
+
+    image, hand = _two_fingers(np.array([0.80, 0.60, 0.50]), np.array([0.22, 0.24, 0.27]))
+    closed = hand.copy()
+    closed[100:110, 90:104] = True  # the saliency mask closed the gap where it meets the palm
+    soft = closed | (np.abs(np.arange(200)[None] - 40) <= 2) & (np.arange(200)[:, None] > 112)  # a 2 px rim
+    out = refine_by_colour(image, soft, size=100.0)
+    assert out.dtype == bool and not (out & ~soft).any()  # carves only
+    assert out[100:110, 92:102].sum() == 0  # the wedge between the fingers is background again
+    assert out[hand].mean() > 0.995  # the hand stays
+    assert out[115:185, 38:43].mean() > 0.9  # a thin rim along the outline is not carved
+
+
+def test_colour_refinement_carves_nothing_on_a_skin_coloured_background():
+    from palm.data.photo.segment import refine_by_colour
+
+    image, hand = _two_fingers(np.array([0.80, 0.60, 0.50]), np.array([0.80, 0.60, 0.50]))
+    closed = hand.copy()
+    closed[100:110, 90:104] = True
+    assert (refine_by_colour(image, closed, size=100.0) == closed).all()
