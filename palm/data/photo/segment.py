@@ -247,7 +247,7 @@ def refine_by_colour(image: np.ndarray, mask: np.ndarray, size: float) -> np.nda
     carve = rim & (ratio < -COLOUR_MARGIN)
     # Thin strips along the outline (a shaded edge, anti-aliasing) stay: only regions at least
     # COLOUR_MIN_WIDTH across are carved.
-    width = max(1, int(round(COLOUR_MIN_WIDTH * size / 2)))
+    width = max(1, round(COLOUR_MIN_WIDTH * size / 2))
     carve = ndimage.binary_opening(carve, structure=_disk(width)) & carve
     labels, n = ndimage.label(carve)
     if n == 0:
