@@ -98,3 +98,51 @@ def test_eval_synthetic_cli_prints_a_table(prior, tmp_path, capsys):
     assert (out / "eval.md").read_text().startswith("### synthetic evaluation")
     assert json.loads((out / "eval.json").read_text())["groups"][0]["name"] == "0000"
     assert (out / "avatars" / "0000" / "report.json").is_file()
+
+
+def test_registered_turns_the_translation_correction_with_the_hand():
+    """An avatar whose hand sits at an offset in the hand's own frame: the correction fitted in the
+    first frame must put it on the registered hand in a frame with another root rotation too."""
+    import dataclasses
+
+    from palm.data.types import CameraParams, FrameSample, HandParams
+    from palm.eval import registered
+    from palm.hand import load_hand
+    from palm.hand.lbs import axis_angle_to_matrix
+
+    hand = load_hand("open")
+    rng = np.random.default_rng(3)
+    offset = np.array([0.004, -0.002, 0.003])  # the avatar's hand against the true one, hand frame
+
+    def sample(frame):
+        pose = np.zeros((16, 3), np.float32)
+        pose[0] = rng.normal(0, 1.2, 3)
+        pose[1:] = rng.normal(0, 0.2, (15, 3))
+        cam = CameraParams(np.eye(3), np.eye(4), 8, 8)
+        return FrameSample("s", frame, "c", np.zeros((8, 8, 3), np.float32), None, cam,
+                           HandParams(pose, np.zeros(10, np.float32), rng.normal(0, 0.1, 3).astype(np.float32)))
+
+    def surface(pose, transl, shift):
+        out = hand(torch.as_tensor(pose)[None], None, torch.as_tensor(transl)[None])
+        rot = torch.as_tensor(np.asarray(pose, np.float64)).reshape(16, 3)[0]
+        return out.vertices[0].double().numpy() + (axis_angle_to_matrix(rot[None])[0].numpy() @ shift)
+
+    first, other = sample(0), sample(1)
+    # the paper stage's correction in the first frame: avatar (true surface + R offset) + dt = true surface
+    rot0 = torch.as_tensor(first.hand.pose[0], dtype=torch.float64)
+    dt = -(axis_angle_to_matrix(rot0[None])[0].numpy() @ offset)
+    avatar = _avatar_of_pose(first.hand.pose, first.hand.transl + dt)
+    for s in (first, other):
+        reg = registered(s, avatar, first).hand
+        true = surface(s.hand.pose, s.hand.transl, np.zeros(3))
+        fitted = surface(reg.pose, reg.transl, offset)
+        assert np.abs(fitted - true).max() < 1e-5, s.frame
+    # the old rule (the first frame's correction added unturned) misses by millimetres
+    old = dataclasses.replace(other.hand, transl=other.hand.transl + dt.astype(np.float32))
+    assert np.abs(surface(old.pose, old.transl, offset) - surface(other.hand.pose, other.hand.transl, 0 * offset)).max() > 1e-3
+
+
+def _avatar_of_pose(pose, transl) -> Avatar:
+    return Avatar(shape_coeffs=torch.zeros(5), appearance_coeffs=torch.zeros(5), shape_code=torch.zeros(4),
+                  appearance_code=torch.zeros(4), light=torch.zeros(1, 7), pose=np.asarray(pose, np.float32),
+                  betas=np.zeros(10, np.float32), transl=np.asarray(transl, np.float32), camera={}, prior_hash="")
