@@ -34,6 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+# Imported here, not inside the functions: the studio's GUI thread calls them while job threads
+# import other parts of scipy, and two threads importing scipy's lazily loaded submodules at once
+# can deadlock on the import locks (seen with scipy 1.17: "_DeadlockError ... scipy.spatial").
+from scipy.spatial.transform import Rotation
+
 from palm.assets import POSES
 from palm.errors import PalmError
 from palm.io import read_json
@@ -308,8 +313,6 @@ def pose_to_angles(pose, hand=None, betas=None, frames: np.ndarray | None = None
     Returns:
         (..., 16, 3) radians; row 0 holds the global orientation as intrinsic x-y-z Euler angles.
     """
-    from scipy.spatial.transform import Rotation
-
     frames = _frames(hand, betas, frames)
     p = np.asarray(pose, dtype=np.float64)
     shape = p.shape if p.shape[-1] == 3 else p.shape[:-1] + (16, 3)
@@ -321,8 +324,6 @@ def pose_to_angles(pose, hand=None, betas=None, frames: np.ndarray | None = None
 
 def angles_to_pose(angles, hand=None, betas=None, frames: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`pose_to_angles`: (..., 16, 3) anatomical angles -> (..., 16, 3) axis-angle."""
-    from scipy.spatial.transform import Rotation
-
     frames = _frames(hand, betas, frames)
     a = np.asarray(angles, dtype=np.float64)
     local = Rotation.from_euler("XYZ", a.reshape(-1, 3)).as_matrix().reshape(-1, 16, 3, 3)
@@ -335,6 +336,10 @@ def pose_within_limits(pose, hand=None, betas=None, tol: float = 1e-4, frames: n
     ang = pose_to_angles(pose, hand, betas, frames)
     lim = limits_array()
     return np.all((ang >= lim[:, :, 0] - tol) & (ang <= lim[:, :, 1] + tol), axis=-1)
+
+
+#: Radians by which a joint may read past its range and still count as inside it (rounding).
+CLAMP_TOL = 1e-9
 
 
 def clamp_pose(pose, hand=None, betas=None, frames: np.ndarray | None = None):
@@ -360,7 +365,9 @@ def clamp_pose(pose, hand=None, betas=None, frames: np.ndarray | None = None):
     ang = pose_to_angles(p, frames=frames)
     lim = limits_array()
     clipped = np.clip(ang, lim[:, :, 0], lim[:, :, 1])
-    inside = np.all(clipped == ang, axis=-1)  # (N, 16): keep these joints as they were
+    # (N, 16): keep these joints as they were. A joint rebuilt at its limit reads back within
+    # rounding of it, so the tolerance makes a second clamp return the first bit for bit.
+    inside = np.all(np.abs(clipped - ang) <= CLAMP_TOL, axis=-1)
     out = np.where(inside[..., None], p, angles_to_pose(clipped, frames=frames))
     out = out.reshape(src.shape).astype(src.dtype if src.dtype.kind == "f" else np.float64)
     if is_torch:
