@@ -59,10 +59,9 @@ def run_train(args) -> int:
 
     from palm.cli.common import resolve_device
     from palm.errors import PalmError
-    from palm.io import check_output_dir, clean_stale_temporaries, discard_dir
-    from palm.jobs import ConsoleProgress
+    from palm.io import check_output_dir
     from palm.train.checkpoint import latest_checkpoint
-    from palm.train.trainer import RUN_FORMAT, RUN_MARKER, Trainer, TrainOptions, export_prior, init_distributed
+    from palm.train.trainer import RUN_FORMAT, RUN_MARKER, finish_distributed, init_distributed
 
     if args.max_steps is not None and args.max_steps < 1:
         raise PalmError("--max-steps", f"must be at least 1, got {args.max_steps}")
@@ -74,6 +73,18 @@ def run_train(args) -> int:
                      disposable=lambda folder: latest_checkpoint(folder) is None)
     device = str(resolve_device(args.device))
     init_distributed(device)  # every rank has checked --out before any rank writes
+    try:
+        return _train(args, run, device)
+    finally:
+        finish_distributed()
+
+
+def _train(args, run, device: str) -> int:
+    """The run itself, inside the process group (``run_train``)."""
+    from palm.io import clean_stale_temporaries, discard_dir
+    from palm.jobs import ConsoleProgress
+    from palm.train.trainer import Trainer, TrainOptions, export_prior
+
     opts = TrainOptions(data=args.data, out=str(run), preset=args.preset, max_steps=args.max_steps, resume=args.resume,
                         pretrain_steps=args.pretrain_steps, seed=args.seed, device=device,
                         tensorboard=not args.no_tensorboard, overrides=tuple(args.set),

@@ -570,6 +570,15 @@ def init_distributed(device: str) -> None:
         dist.init_process_group(backend=backend)
 
 
+def finish_distributed() -> None:
+    """Leave the process group (torchrun): a rank that exits with gloo's threads still running can
+    abort in teardown ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def subject_hands(rig, data: str | os.PathLike):
     """The rig the trainer skins and fits with: when subjects of ``data`` carry their own flat hand
     (``<sid>/shape.npz``, synthetic generator 2.0: proportions the rig's betas cannot express), a
