@@ -137,8 +137,7 @@ def segment_hand(
             outside = ndimage.distance_transform_edt(~sil)  # pixels to the silhouette
             inside = ndimage.distance_transform_edt(sil)  # pixels to the background
             mask = (mask & (outside <= GROW * size)) | (inside > SHRINK * size)
-            mask = refine_by_colour(image, ndimage.binary_fill_holes(mask), size)
-            return mask
+            return refine_by_colour(image, ndimage.binary_fill_holes(mask), size)
     elif keypoints_2d is not None and n > 0:
         pts = np.round(np.asarray(keypoints_2d) - 0.5).astype(int)
         inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
@@ -237,12 +236,8 @@ def refine_by_colour(image: np.ndarray, mask: np.ndarray, size: float) -> np.nda
     colours = np.asarray(image, np.float64)[..., :3]
     fg = fit_colour_mixture(colours[sure_fg])
     bg = fit_colour_mixture(colours[near_bg])
-    ratio = np.zeros(mask.shape)
-    sel = rim | (mask & (inside <= band + 3))
-    ratio[sel] = mixture_log_likelihood(colours[sel], fg) - mixture_log_likelihood(colours[sel], bg)
-    ratio = np.clip(ratio, -20, 20)
-    ratio[~mask] = -20.0  # outside counts as background for the blur
-    ratio[sure_fg] = 20.0
+    ratio = np.where(mask, 20.0, -20.0)  # sure hand and outside, for the blur
+    ratio[rim] = np.clip(mixture_log_likelihood(colours[rim], fg) - mixture_log_likelihood(colours[rim], bg), -20, 20)
     ratio = ndimage.gaussian_filter(ratio, sigma=1.0)
     carve = rim & (ratio < -COLOUR_MARGIN)
     # Thin strips along the outline (a shaded edge, anti-aliasing) stay: only regions at least
@@ -253,8 +248,8 @@ def refine_by_colour(image: np.ndarray, mask: np.ndarray, size: float) -> np.nda
     if n == 0:
         return mask
     touches = np.unique(labels[ndimage.binary_dilation(~mask) & carve])
-    areas = ndimage.sum(np.ones_like(labels), labels, index=np.arange(1, n + 1))
-    keep = [j for j in touches[touches > 0] if areas[j - 1] >= (COLOUR_MIN_REGION * size) ** 2]
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = [j for j in touches[touches > 0] if areas[j] >= (COLOUR_MIN_REGION * size) ** 2]
     if not keep:
         return mask
     out = mask & ~np.isin(labels, keep)
