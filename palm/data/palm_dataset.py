@@ -84,7 +84,7 @@ def read_cameras(path: str | os.PathLike) -> dict[str, CameraParams]:
             K = np.asarray(c["K"], dtype=np.float64)
             Rt = np.asarray(c["Rt"], dtype=np.float64)
             h, w = int(c["height"]), int(c["width"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: an infinite size
             raise PalmError(path, f"camera {cam_id}: needs K, Rt, height, width ({exc})") from None
         if K.shape != (3, 3) or Rt.shape not in ((4, 4), (3, 4)):
             raise PalmError(path, f"camera {cam_id}: K must be 3x3 and Rt 4x4, got {K.shape} and {Rt.shape}")

@@ -121,7 +121,7 @@ class Camera:
             K = torch.as_tensor(data["K"], dtype=dtype)
             Rt = torch.as_tensor(data["Rt"], dtype=dtype)
             height, width = int(data["height"]), int(data["width"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: an infinite size
             raise PalmError(path, f"camera needs K (3x3), Rt (4x4), height and width ({exc})") from None
         if K.shape != (3, 3) or Rt.shape != (4, 4):
             raise PalmError(path, f"camera K must be 3x3 and Rt 4x4, got {tuple(K.shape)} and {tuple(Rt.shape)}")

@@ -660,3 +660,19 @@ def test_eval_interhand_uses_the_mano_flag(tmp_path, monkeypatch, capsys):
     assert rc == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'ih'}: would read {mano}"
     assert MANO_ENV not in os.environ  # the flag does not leak out of the command
+
+
+def test_an_infinite_image_size_is_refused_with_the_file_named(tmp_path):
+    """``int(inf)`` raises OverflowError, not ValueError: both camera readers must still name the file."""
+    from palm.data.palm_dataset import read_cameras
+    from palm.errors import PalmError
+    from palm.render.rays import Camera
+
+    cams = tmp_path / "cameras.npy"
+    np.save(cams, {"cameras": {"MCU_01": {"K": np.eye(3), "Rt": np.eye(4), "height": np.float32(np.inf), "width": 8}}},
+            allow_pickle=True)  # writing the hostile file (the PALM layout); the reader uses the restricted unpickler
+    with pytest.raises(PalmError, match="cameras.npy"):
+        read_cameras(cams)
+    with pytest.raises(PalmError, match="avatar.json"):
+        Camera.from_dict({"K": np.eye(3).tolist(), "Rt": np.eye(4).tolist(), "height": float("inf"), "width": 8},
+                         "avatar.json")
