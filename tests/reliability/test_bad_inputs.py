@@ -669,8 +669,7 @@ def test_an_infinite_image_size_is_refused_with_the_file_named(tmp_path):
     from palm.render.rays import Camera
 
     cams = tmp_path / "cameras.npy"
-    np.save(cams, {"cameras": {"MCU_01": {"K": np.eye(3), "Rt": np.eye(4), "height": np.float32(np.inf), "width": 8}}},
-            allow_pickle=True)  # writing the hostile file (the PALM layout); the reader uses the restricted unpickler
+    np.save(cams, {"cameras": {"MCU_01": {"K": np.eye(3), "Rt": np.eye(4), "height": np.float32(np.inf), "width": 8}}})
     with pytest.raises(PalmError, match="cameras.npy"):
         read_cameras(cams)
     with pytest.raises(PalmError, match="avatar.json"):
