@@ -10,7 +10,8 @@ photo's own view (the detail stage's crop), masked PSNR / SSIM / LPIPS and silho
 * ``after``: the refined mesh of the photo-detail stage (the report's numbers).
 
 With ``--figure``, one row per photo: photo | avatar in the photo's view | albedo (unlit) | relit
-with ``city`` | relit with ``sunset`` | posed as a fist from the standard view (the photo's light). Prints progress to
+with ``city`` | relit with ``sunset`` | posed as a fist from the standard view (the photo's light) |
+the photo's pose from behind, the side the photo does not show (``studio`` light). Prints progress to
 stderr and, as its last line, one JSON object.
 """
 
@@ -111,6 +112,10 @@ def one_photo(path: str, prior, steps: int | None, figure: bool) -> tuple[dict, 
     shown.append(on_white(render_mesh(mesh, bone_transforms(prior.model.hand, fist, avatar.betas, joints=mesh.joints),
                                       np.zeros(3), cam,
                                       avatar.light)))
+    # the side the photo does not show: the photo's pose seen from behind, in the studio preset
+    own = posed_avatar(mesh, avatar.pose, prior.model.hand, avatar.betas)
+    back = framing_camera(own.vertices, 256, 180.0, 10.0, joints=own.joints)
+    shown.append(on_white(render_mesh(mesh, bones, np.zeros(3), back, display_light("studio")[0])))
     return row, np.concatenate([_panel(s) for s in shown], axis=1)
 
 

@@ -57,8 +57,7 @@ class HashGridConfig:
     per_level_scale: float = 1.447269237440378
     include_xyz: bool = True
     """Prepend ``2 p_hat - 1`` to the features (output dim 3 + L*F)."""
-    start_level: int = 4
-    """Levels active before ``start_step``."""
+    start_level: int = 4  # levels active before ``start_step``
     start_step: int = 3000
     update_steps: int = 500
     """One more level every ``update_steps`` after ``start_step``."""
@@ -323,9 +322,11 @@ class DetailConfig:
     res: int = 256  # side of the input-view crop fitted and scored
     mesh_res: int = 96  # marching-cubes cells along the hand box's longest side
     subdivide: int = 1  # then this many midpoint subdivisions
-    proportion_steps: int = 200
-    """Fit of finger-segment lengths and palm size to the photo's keypoints (0: the rig's; detail.py, step 2)."""
+    proportion_steps: int = 200  # fit of segment lengths and palm size to the keypoints (0: the rig's; step 2)
     proportion_sd: float = 0.07  # their prior: log-normal, this standard deviation
+    thickness_steps: int = 100  # first the hand's thickness (offsets along the normals), within +-limit (m)
+    thickness_limit: float = 0.003
+    thickness_per_bone: bool = False  # one thickness per bone (one photo misreads finger poses as thickness)
     outline_steps: int = 200
     outline_lr: float = 2e-4  # Adam step of the canonical offsets, metres
     visibility_every: int = 5
@@ -334,16 +335,15 @@ class DetailConfig:
     cover_px: float = 30.0
     offset_smooth: float = 150.0
     offset_l2: float = 0.01
-    tangential: float = 1.0
-    """Offsets may also slide along the surface, their L2 weight divided by this (0: along normals only)."""
-    depth_weight: float = 1.0
-    """Weight of the offsets' squared component along the photo's view rays (pixels), which it cannot see."""
+    tangential: float = 1.0  # offsets may slide along the surface, L2 weight / this (0: along normals only)
+    depth_weight: float = 1.0  # weight of the offsets' squared component along the view rays (px), unseen
     albedo_steps: int = 300
     albedo_lr: float = 0.02
     albedo_smooth: float = 0.01
     albedo_l2: float = 1e-4
     albedo_range: float = 4.0  # the fitted albedo stays within this factor of its (colour-corrected) start
     neutral_light: bool = True  # fit the albedo under the light made grey at the display exposure (step 4)
+    albedo_model: bool = False  # start the albedo from the prior's albedo model, if any (step 4; off: docs)
 
 
 @dataclass(frozen=True)

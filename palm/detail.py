@@ -14,8 +14,10 @@ shows (viewport, ``palm render``, glTF):
    with a rest-space shift: the registered root joint need not be the rig's), else the photo's 2D
    landmarks, under a log-normal prior; the mesh and its joints move with them and every consumer
    poses the mesh about its own joints (``bone_transforms(..., joints=mesh.joints)``).
-3. **Outline**: per-vertex offsets in canonical space (carried into the pose by the vertices'
-   own skinning) move the silhouette onto the photo's mask. With ``s(p)`` the mask's signed
+3. **Thickness, then outline** (:func:`fit_thickness`, :func:`fit_outline`): first one offset
+   along the normals per bone, blended by the skinning weights (a hand too thin or too thick all
+   round grows or thins symmetrically), then per-vertex offsets in canonical space (carried into
+   the pose by the vertices' own skinning) move the silhouette onto the photo's mask. With ``s(p)`` the mask's signed
    distance in pixels (positive outside), every projected vertex pays ``relu(s)^2`` (nothing
    of a hand lies outside its silhouette) and every visible rim vertex (normal within
    ``rim_cos`` of perpendicular to the view) within ``band_px`` of the outline pays ``s^2``
@@ -34,7 +36,9 @@ shows (viewport, ``palm render``, glTF):
    albedo minimises ``|srgb(a D + S) - photo|^2`` over the hand pixels plus a Laplacian of its
    change from the start value and a weak pull towards it. The start value, which is also what
    the unseen side keeps, is the prior's albedo times the per-channel ratio that best explains
-   the seen side, so the two sides meet without a seam.
+   the seen side, so the two sides meet without a seam. With an albedo model in the prior
+   (:mod:`palm.albedo_model`) that albedo is the model's, fitted to the albedo the photo shows on
+   the seen vertices (:func:`observed_albedo`): a dark back behind a light palm, as real hands have.
 
 The result is a :class:`palm.bake.BakedAvatar` written to the avatar folder as ``mesh.safetensors``
 (:func:`palm.bake.save_baked`) with the report's input-view metrics of the raster render.
@@ -239,31 +243,94 @@ def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedA
 # ---------------------------------------------------------------------------------------------
 
 
+def fit_thickness(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarray, skin_weights: np.ndarray,
+                  cfg: DetailConfig, emit: Emit = null_emit, cancel=None, step0: int = 0,
+                  total: int = 1) -> tuple[Tensor, Tensor]:
+    """The hand's thickness, fitted to the silhouette before the per-vertex offsets (module notes, step 3).
+
+    Offsets ``t n_v`` along the canonical normals, within ``cfg.thickness_limit``; with
+    ``cfg.thickness_per_bone`` one ``t_j`` per bone, blended by the skinning weights
+    (``n_v sum_j w_vj t_j``). A hand that is too thin or too thick all round is corrected
+    symmetrically, so the per-vertex offsets only fit what is left (offsets free per vertex,
+    fitted from one view, swell the hand unevenly in depth, which other views show as lumps).
+
+    Returns:
+        ``(offsets (V, 3) metres, thickness (1,) or (J,) metres)``.
+    """
+    along = torch.as_tensor(normals_canonical, dtype=torch.float32)
+    weights = torch.as_tensor(skin_weights, dtype=torch.float32)
+    thickness = torch.zeros(weights.shape[1] if cfg.thickness_per_bone else 1, requires_grad=True)
+
+    def offsets() -> Tensor:
+        t = cfg.thickness_limit * torch.tanh(thickness / cfg.thickness_limit)
+        return ((weights @ t) if cfg.thickness_per_bone else t.expand(len(along)))[:, None] * along
+
+    out = _fit_silhouette(posed, mask, [thickness], offsets,
+                          lambda off_px: cfg.offset_l2 * (off_px * along).sum(1).pow(2).mean(), cfg.thickness_steps,
+                          cfg, emit, cancel, step0, total, "detail: thickness", pull_uncovered=False)
+    with torch.no_grad():
+        return out, cfg.thickness_limit * torch.tanh(thickness.detach() / cfg.thickness_limit)
+
+
 def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarray, cfg: DetailConfig,
-                emit: Emit = null_emit, cancel=None, step0: int = 0, total: int = 1) -> Tensor:
+                emit: Emit = null_emit, cancel=None, step0: int = 0, total: int = 1,
+                base: Tensor | None = None) -> Tensor:
     """Canonical per-vertex offsets that put the silhouette on ``mask`` (module notes, step 3): along
     ``normals_canonical`` only when ``cfg.tangential`` is 0, else also along the surface (dearer).
 
+    Args:
+        base: (V, 3) offsets already applied (:func:`fit_thickness`); only what is added to them is
+            regularised.
+
     Returns:
-        (V, 3) offsets in metres.
+        (V, 3) offsets in metres, ``base`` included.
     """
-    h, w = mask.shape
-    sdf = torch.from_numpy(signed_mask_distance(mask))
-    mask_t = torch.from_numpy(np.asarray(mask, bool))
-    edges, degree = uniform_laplacian(posed.faces, len(posed.canonical))
-    # offsets along the normals (a finger grows or thins all round) and, dearer by 1 / tangential,
-    # along the surface; their component along the view ray (depth, which the photo cannot see) pays too
     along = torch.as_tensor(normals_canonical, dtype=torch.float32)
+    fixed = torch.zeros(len(along), 3) if base is None else base.detach()
     free = torch.zeros(len(along), 3, requires_grad=True)
+
+    def offsets() -> Tensor:
+        return fixed + (free if cfg.tangential > 0 else (free * along).sum(1, keepdim=True) * along)
+
+    edges, degree = uniform_laplacian(posed.faces, len(posed.canonical))
     with torch.no_grad():
         base = posed.world()
         px_per_m = float(posed.K[0, 0]) / float(posed.screen(base)[:, 2].mean())
         ray = base - posed.eye()[None]
         ray = ray / ray.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    optim = torch.optim.Adam([free], lr=cfg.outline_lr)
-    for step in range(cfg.outline_steps):
+
+    def regulariser(_: Tensor) -> Tensor:
+        # offsets along the normals (a finger grows or thins all round) and, dearer by 1 / tangential,
+        # along the surface; their component along the view ray (depth, which the photo cannot see) pays too
+        off_px = (offsets() - fixed) * px_per_m
+        normal_px = (off_px * along).sum(1)
+        depth_px = (torch.einsum("vab,vb->va", posed.rot, off_px) * ray).sum(1)
+        loss = cfg.offset_smooth * laplacian(off_px, edges, degree).pow(2).sum(1).mean() \
+            + cfg.offset_l2 * normal_px.pow(2).mean() + cfg.depth_weight * depth_px.pow(2).mean()
+        if cfg.tangential > 0:
+            tangent_px = off_px - normal_px[:, None] * along
+            loss = loss + cfg.offset_l2 / cfg.tangential * tangent_px.pow(2).sum(1).mean()
+        return loss
+
+    return _fit_silhouette(posed, mask, [free], offsets, regulariser, cfg.outline_steps, cfg, emit, cancel,
+                           step0, total, "detail: outline")
+
+
+def _fit_silhouette(posed: PosedMesh, mask: np.ndarray, params: list[Tensor], offsets_of, regulariser, steps: int,
+                    cfg: DetailConfig, emit: Emit, cancel, step0: int, total: int, stage: str,
+                    pull_uncovered: bool = True) -> Tensor:
+    """Adam on ``params`` so that ``offsets_of() (V, 3)`` puts the silhouette on the mask (step 3's
+    losses; ``pull_uncovered``: uncovered hand pixels pull their nearest rim vertex) plus
+    ``regulariser(offsets in pixels)``. Returns the final offsets (detached)."""
+    h, w = mask.shape
+    sdf = torch.from_numpy(signed_mask_distance(mask))
+    mask_t = torch.from_numpy(np.asarray(mask, bool))
+    with torch.no_grad():
+        px_per_m = float(posed.K[0, 0]) / float(posed.screen(posed.world())[:, 2].mean())
+    optim = torch.optim.Adam(params, lr=cfg.outline_lr)
+    for step in range(steps):
         check_cancel(cancel)
-        offsets = free if cfg.tangential > 0 else (free * along).sum(1, keepdim=True) * along
+        offsets = offsets_of()
         world = posed.world(offsets)
         screen = posed.screen(world)
         if step % cfg.visibility_every == 0:  # rim vertices change slowly: re-rasterise every few steps
@@ -278,23 +345,16 @@ def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarra
         rim = candidates & (s.detach().abs() < cfg.band_px)
         loss_in = F.relu(s).pow(2).mean()
         loss_rim = s[rim].pow(2).mean() if bool(rim.any()) else s.sum() * 0
-        if len(uncovered) and bool(candidates.any()):
+        if pull_uncovered and len(uncovered) and bool(candidates.any()):
             # every uncovered hand pixel near the render pulls its nearest rim vertex (fingertips, touching fingers)
             loss_rim = loss_rim + torch.cdist(uncovered, screen[candidates, :2]).min(dim=1).values.pow(2).mean()
-        off_px = offsets * px_per_m
-        normal_px = (off_px * along).sum(1)
-        depth_px = (torch.einsum("vab,vb->va", posed.rot, off_px) * ray).sum(1)
-        loss_reg = cfg.offset_smooth * laplacian(off_px, edges, degree).pow(2).sum(1).mean() \
-            + cfg.offset_l2 * normal_px.pow(2).mean() + cfg.depth_weight * depth_px.pow(2).mean()
-        if cfg.tangential > 0:
-            tangent_px = off_px - normal_px[:, None] * along
-            loss_reg = loss_reg + cfg.offset_l2 / cfg.tangential * tangent_px.pow(2).sum(1).mean()
-        loss = loss_in + loss_rim + loss_reg
+        loss = loss_in + loss_rim + regulariser(offsets * px_per_m)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        emit(Progress(step0 + step + 1, total, "detail: outline", losses={"outline": float((loss_in + loss_rim).detach())}))
-    return offsets.detach()
+        emit(Progress(step0 + step + 1, total, stage, losses={"outline": float((loss_in + loss_rim).detach())}))
+    with torch.no_grad():
+        return offsets_of().detach()
 
 
 def _uncovered_pixels(uncovered: Tensor, rendered: Tensor, within_px: float, limit: int = 4096) -> Tensor:
@@ -306,6 +366,29 @@ def _uncovered_pixels(uncovered: Tensor, rendered: Tensor, within_px: float, lim
     ys, xs = torch.nonzero(uncovered & near, as_tuple=True)
     pts = torch.stack([xs, ys], 1).float() + 0.5
     return pts[:: max(1, len(pts) // limit)]
+
+
+def observed_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, n_vertices: int,
+                    min_shading: float = 0.05) -> tuple[Tensor, Tensor]:
+    """The linear albedo the photo shows at each vertex, and how much of the vertex is seen.
+
+    Per hand pixel the albedo that explains it is ``(linear(photo) - S) / D``; pixels whose diffuse
+    shading is below ``min_shading`` times the median (deep shadow) are left out. Each pixel is
+    spread over its triangle's vertices by its barycentrics.
+
+    Returns:
+        ``(albedo (V, 3), weight (V,))``: weight = summed barycentrics, capped at 1 (0: unseen).
+    """
+    pix = shading["mask"]
+    use = torch.from_numpy(np.asarray(mask, bool))[pix]
+    target = torch.from_numpy(np.asarray(photo, np.float32)).reshape(-1, 3)[pix.reshape(-1)][use]
+    vid, bary, D, S = shading["vid"][use], shading["bary"][use], shading["D"][use], shading["S"][use]
+    lit = D.min(1).values > min_shading * D.mean(1).median() if len(D) else torch.zeros(0, dtype=torch.bool)
+    est = ((srgb_to_linear(target) - S) / D.clamp_min(1e-4))[lit].clamp(0.0, 1.0)
+    vid, bary = vid[lit].reshape(-1), bary[lit].reshape(-1)
+    num = torch.zeros(n_vertices, 3).index_add_(0, vid, bary[:, None] * est.repeat_interleave(3, 0))
+    weight = torch.zeros(n_vertices).index_add_(0, vid, bary)
+    return num / weight.clamp_min(1e-6)[:, None], weight.clamp(max=1.0)
 
 
 def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, albedo0: np.ndarray,
@@ -425,6 +508,19 @@ def fit_proportions(hand, joints: np.ndarray, tips: np.ndarray, pose: Any, trans
     return props, shift.detach().numpy().copy(), before, after
 
 
+def albedo_model_uv(prior, mesh: BakedAvatar, betas: Any) -> np.ndarray | None:
+    """(V, 2) the baked mesh's vertices in the prior's albedo-model atlas, or None when the prior has
+    no model or its rig is not the one the model was made on (or has no UVs)."""
+    from palm.albedo_model import surface_uv
+
+    model, hand = getattr(prior, "albedo_model", None), prior.model.hand
+    if model is None or hand.uv is None or getattr(hand, "name", None) != model.hand:
+        return None
+    with torch.no_grad():
+        rest, _ = hand.rest(torch.as_tensor(np.asarray(betas, np.float32))[None].to(hand.v_template))
+    return surface_uv(mesh.vertices, rest[0].cpu().numpy(), hand.faces.cpu().numpy(), hand.uv.cpu().numpy())
+
+
 def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cfg: DetailConfig,
                   emit: Emit = null_emit, cancel=None, keypoints: np.ndarray | None = None,
                   keypoints_3d: np.ndarray | None = None) -> tuple[BakedAvatar, Tensor, dict[str, Any]]:
@@ -446,12 +542,13 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
         ``paper_light_scale``: the paper stage's light is ``light`` with amplitudes times it.
     """
     t0 = time.monotonic()
-    total = cfg.outline_steps + cfg.albedo_steps
+    total = cfg.thickness_steps + cfg.outline_steps + cfg.albedo_steps
     emit(Progress(0, total, "detail: baking"))
     mesh = bake_from_prior(prior, resolution=cfg.mesh_res, betas=avatar.betas, shape_code=avatar.shape_code,
                            appearance_code=avatar.appearance_code, pose=avatar.pose)
     for _ in range(cfg.subdivide):
         mesh = subdivide(mesh)
+    uv = albedo_model_uv(prior, mesh, avatar.betas) if cfg.albedo_model else None
     check_cancel(cancel)
     t_bake = time.monotonic()
     K, Rt = camera.K.cpu(), camera.Rt.cpu()
@@ -472,8 +569,13 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
                                     "shift_mm": [round(float(x) * 1000, 2) for x in shift]},
                     "keypoint_rms" + ("_mm" if keypoints_3d is not None else "_px"): [round(before, 2), round(after, 2)]}
     bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas, joints=mesh.joints)
-    offsets = fit_outline(PosedMesh(mesh, bones, avatar.transl, K, Rt), mask, mesh.normals, cfg, emit, cancel,
-                          0, total) if cfg.outline_steps > 0 else torch.zeros(len(mesh.vertices), 3)
+    posed0 = PosedMesh(mesh, bones, avatar.transl, K, Rt)
+    offsets = torch.zeros(len(mesh.vertices), 3)
+    if cfg.thickness_steps > 0:
+        offsets, thickness = fit_thickness(posed0, mask, mesh.normals, mesh.skin_weights, cfg, emit, cancel, 0, total)
+        fit_info["thickness_mm"] = [round(float(t) * 1000, 2) for t in thickness]
+    if cfg.outline_steps > 0:
+        offsets = fit_outline(posed0, mask, mesh.normals, cfg, emit, cancel, cfg.thickness_steps, total, offsets)
     moved = mesh.vertices + offsets.numpy().astype(np.float32)
     mesh = dataclasses.replace(mesh, vertices=moved, normals=vertex_normals(moved, mesh.faces))
     posed = PosedMesh(mesh, bones, avatar.transl, K, Rt)
@@ -486,15 +588,23 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
         world = posed.world()
         normals = posed.normals(world)
         shading = pixel_shading(posed, world, normals, mesh, light, int(camera.height), int(camera.width))
-    albedo, ratio = fit_albedo(shading, photo, mask, mesh.albedo, posed.faces, cfg, emit, cancel,
-                               cfg.outline_steps, total)
+    albedo0, model_info = mesh.albedo, {}
+    if uv is not None:  # the unseen side from the prior's albedo model, fitted to the seen side
+        from palm.albedo_model import fit_to_mesh
+
+        seen, weight = observed_albedo(shading, photo, mask, len(mesh.vertices))
+        predicted, coeffs = fit_to_mesh(prior.albedo_model, uv, seen, weight)
+        albedo0 = predicted.numpy()
+        model_info = {"albedo_model_coeffs": [round(float(c), 3) for c in coeffs]}
+    albedo, ratio = fit_albedo(shading, photo, mask, albedo0, posed.faces, cfg, emit, cancel,
+                               cfg.thickness_steps + cfg.outline_steps, total)
     refined = dataclasses.replace(mesh, albedo=albedo)
     info = {"vertices": len(moved), "faces": len(mesh.faces),
             "seconds_bake": round(t_bake - t0, 2), "seconds_outline": round(t_outline - t_bake, 2),
             "seconds_albedo": round(time.monotonic() - t_outline, 2),
             "max_offset_mm": round(float(offsets.norm(dim=1).max()) * 1000, 2),
             "albedo_ratio": [round(float(r), 4) for r in ratio],
-            "paper_light_scale": [float(x) for x in light_scale], **fit_info}
+            "paper_light_scale": [float(x) for x in light_scale], **fit_info, **model_info}
     return refined, light, info
 
 

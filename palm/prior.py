@@ -5,6 +5,7 @@
 <prior>/prior.json          {"format": "palm-prior-v1", "config", "n_subjects", "hand", "step",
                              "content_hash", "training": {...}}
 <prior>/pca.safetensors     shape and appearance PCA spaces (mean, basis, explained variance)
+<prior>/albedo.safetensors  optional: the training subjects' albedo model (palm.albedo_model)
 ```
 
 ``content_hash`` is the SHA-256 (first 16 hex digits) of the tensors; avatars record it so an
@@ -49,12 +50,13 @@ def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @dataclass
 class Prior:
-    """A loaded prior: the model (eval mode), its metadata and PCA spaces."""
+    """A loaded prior: the model (eval mode), its metadata, PCA spaces and albedo model (or None)."""
 
     model: Any
     meta: dict[str, Any]
     path: Path
     pca: dict[str, Any] = field(default_factory=dict)
+    albedo_model: Any = None
 
     @property
     def content_hash(self) -> str:
@@ -82,10 +84,12 @@ class Prior:
         return out[0], out[1]
 
 
-def save_prior(path: str | os.PathLike, model, meta: dict[str, Any] | None = None) -> str:
-    """Write ``model`` (a PalmNet) and its PCA spaces as a prior folder, atomically. Returns the hash."""
+def save_prior(path: str | os.PathLike, model, meta: dict[str, Any] | None = None, albedo_model=None) -> str:
+    """Write ``model`` (a PalmNet), its PCA spaces and an albedo model (if given) as a prior folder,
+    atomically. Returns the hash."""
     from safetensors.torch import save_file
 
+    from palm.albedo_model import FILE, save_albedo_model
     from palm.fields.latent import save_pca
 
     tensors = model_tensors(model)
@@ -103,6 +107,8 @@ def save_prior(path: str | os.PathLike, model, meta: dict[str, Any] | None = Non
         save_file(tensors, str(tmp / "prior.safetensors"))
         if model.pca:
             save_pca(tmp / "pca.safetensors", model.pca)
+        if albedo_model is not None:
+            save_albedo_model(tmp / FILE, albedo_model)
         (tmp / "prior.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return digest
 
@@ -164,7 +170,10 @@ def load_prior(path: str | os.PathLike | None = None, device: str | torch.device
     if (folder / "pca.safetensors").is_file():
         pca = load_pca(folder / "pca.safetensors")
         model.pca = pca
-    return Prior(model=model, meta=meta, path=folder, pca=pca)
+    from palm.albedo_model import FILE, load_albedo_model
+
+    albedo_model = load_albedo_model(folder / FILE) if (folder / FILE).is_file() else None
+    return Prior(model=model, meta=meta, path=folder, pca=pca, albedo_model=albedo_model)
 
 
 __all__ = ["Prior", "load_prior", "model_tensors", "save_prior", "tensor_hash"]

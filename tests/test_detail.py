@@ -121,6 +121,31 @@ def test_outline_fit_moves_the_silhouette_onto_the_mask(scene):
     assert torch.isfinite(offsets).all()
 
 
+@pytest.mark.parametrize("per_bone", [False, True])
+def test_thickness_fit_grows_a_thin_hand_all_round(prior, mesh, per_bone):
+    """The target is the same mesh 3 mm thicker everywhere: the thickness (one, or one per bone)
+    comes back positive, within its limit, and the silhouette moves onto the target; a target 3 mm
+    thinner gives negative thickness. The offsets lie along the normals (no lumps)."""
+    bones = bone_transforms(prior.model.hand, np.zeros((16, 3), np.float32))
+    posed = detail.PosedMesh(mesh, bones, np.zeros(3), torch.eye(3), torch.eye(4))
+    cam = framing_camera(posed.world().numpy(), 160, 0.0, 10.0)
+    posed = detail.PosedMesh(mesh, bones, np.zeros(3), cam.K, cam.Rt)
+    normals = posed_normals(posed)
+    start = _silhouette(posed, cam)
+    cfg = DetailConfig(thickness_steps=100, visibility_every=2, thickness_limit=0.005, thickness_per_bone=per_bone)
+    used = torch.as_tensor(mesh.skin_weights).sum(0) > 1.0  # bones that carry vertices
+    for sign in (1.0, -1.0):
+        target = _silhouette(posed, cam, torch.as_tensor(normals * 0.003 * sign, dtype=torch.float32))
+        offsets, thickness = detail.fit_thickness(posed, target, normals, mesh.skin_weights, cfg)
+        assert thickness.shape == ((len(used),) if per_bone else (1,))
+        assert _iou(_silhouette(posed, cam, offsets), target) > _iou(start, target) + 0.02
+        t = thickness[used] if per_bone else thickness
+        assert float((t * sign).median()) > 0.001
+        assert float(thickness.abs().max()) <= 0.005 + 1e-9
+        cross = torch.linalg.cross(offsets, torch.as_tensor(normals, dtype=torch.float32), dim=1)
+        assert float(cross.norm(dim=1).max()) < 1e-6
+
+
 def test_albedo_fit_recovers_reflectance_and_keeps_light_out(scene, mesh):
     """A photo made with a known albedo under two different lights: the fit finds the same albedo
     under both (the light stays in the shading), and reproduces each photo."""
@@ -256,7 +281,7 @@ def test_refine_gives_the_albedo_the_colour_a_tinted_fitted_light_took(prior, me
     seen = detail.visible_vertices(posed.screen(posed.world()), posed.faces, cam.height, cam.width).numpy()
     errors = {}
     for neutral in (True, False):
-        cfg = DetailConfig(mesh_res=28, subdivide=0, outline_steps=0, albedo_steps=200, albedo_lr=0.03,
+        cfg = DetailConfig(mesh_res=28, subdivide=0, thickness_steps=0, outline_steps=0, albedo_steps=200, albedo_lr=0.03,
                            neutral_light=neutral)
         refined, used, info = detail.refine_avatar(prior, avatar, photo, mask, cam, cfg)
         scale = torch.tensor(info["paper_light_scale"])  # the paper stage's light comes back from the avatar's

@@ -591,7 +591,8 @@ def subject_hands(rig, data: str | os.PathLike):
 
 
 def export_prior(run: str | os.PathLike, out: str | os.PathLike, n_components: int = 5) -> dict[str, Any]:
-    """Make a prior folder (weights + PCA) from the latest checkpoint of a run."""
+    """Make a prior folder (weights, PCA, the albedo model where the data has albedo maps) from the
+    latest checkpoint of a run."""
     from palm.hand import load_hand
     from palm.model import PalmNet
     from palm.prior import save_prior
@@ -611,6 +612,15 @@ def export_prior(run: str | os.PathLike, out: str | os.PathLike, n_components: i
         from palm.fields.latent import load_pca
 
         model.pca = load_pca(pca_file)
+    albedo_model = None
+    dataset = meta.get("dataset") or {}
+    if isinstance(dataset, dict) and dataset.get("path") and dataset.get("subjects"):
+        from palm.albedo_model import build_from_dataset
+
+        # the training subjects' albedo maps where the data has them (synthetic sets do)
+        albedo_model = build_from_dataset(dataset["path"], list(dataset["subjects"]), hand=model.hand.name)
     digest = save_prior(out, model, {"training": {"run": str(run), "checkpoint": path.name,
-                                                   "preset": meta.get("preset"), "dataset": meta.get("dataset")}})
-    return {"prior": str(out), "content_hash": digest, "step": model.step}
+                                                   "preset": meta.get("preset"), "dataset": meta.get("dataset")}},
+                        albedo_model=albedo_model)
+    return {"prior": str(out), "content_hash": digest, "step": model.step,
+            "albedo_model": albedo_model is not None}

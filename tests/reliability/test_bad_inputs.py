@@ -280,6 +280,9 @@ CASES = [
     Case("prior-other-version-config", lambda c: _broken_prior(
         c, lambda p: _edit_json(p / "prior.json", config={"no_such_field": 1}), "prior.json"),
          "config from another version"),
+    Case("prior-corrupt-albedo-model", lambda c: _broken_prior(
+        c, lambda p: (p / "albedo.safetensors").write_bytes(b"\xff" * 64), "albedo.safetensors"),
+         "cannot read the albedo model"),
     Case("prior-no-sidecar", lambda c: _broken_prior(c, lambda p: (p / "prior.json").unlink(), "prior.json"),
          "not found"),
     Case("avatar-missing-folder", lambda c: (_render(c, "--avatar", str(c.inp / "nope")), str(c.inp / "nope")),
