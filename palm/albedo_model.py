@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -232,6 +233,44 @@ def fit_to_mesh(model: AlbedoModel, uv: np.ndarray, albedo: Tensor, weight: Tens
     return predict(mean, basis, coeffs).clamp(ALBEDO_FLOOR, 1.0), coeffs
 
 
+def observed_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, n_vertices: int,
+                    min_shading: float = 0.05) -> tuple[Tensor, Tensor]:
+    """The linear albedo the photo shows at each vertex, and how much of the vertex is seen.
+
+    ``shading`` is :func:`palm.detail.pixel_shading` of the mesh in the photo's view. Per hand pixel
+    the albedo that explains it is ``(linear(photo) - S) / D``; pixels whose diffuse
+    shading is below ``min_shading`` times the median (deep shadow) are left out. Each pixel is
+    spread over its triangle's vertices by its barycentrics.
+
+    Returns:
+        ``(albedo (V, 3), weight (V,))``: weight = summed barycentrics, capped at 1 (0: unseen).
+    """
+    pix = shading["mask"]
+    use = torch.from_numpy(np.asarray(mask, bool))[pix]
+    target = torch.from_numpy(np.asarray(photo, np.float32)).reshape(-1, 3)[pix.reshape(-1)][use]
+    vid, bary, D, S = shading["vid"][use], shading["bary"][use], shading["D"][use], shading["S"][use]
+    lit = D.min(1).values > min_shading * D.mean(1).median() if len(D) else torch.zeros(0, dtype=torch.bool)
+    from palm.render.color import srgb_to_linear
+
+    est = ((srgb_to_linear(target) - S) / D.clamp_min(1e-4))[lit].clamp(0.0, 1.0)
+    vid, bary = vid[lit].reshape(-1), bary[lit].reshape(-1)
+    num = torch.zeros(n_vertices, 3).index_add_(0, vid, bary[:, None] * est.repeat_interleave(3, 0))
+    weight = torch.zeros(n_vertices).index_add_(0, vid, bary)
+    return num / weight.clamp_min(1e-6)[:, None], weight.clamp(max=1.0)
+
+
+def mesh_uv(prior, mesh, betas: Any) -> np.ndarray | None:
+    """(V, 2) a baked mesh's (:class:`palm.bake.BakedAvatar`) vertices in the prior's albedo-model
+    atlas, or None when the prior has no model or its rig is not the one the model was made on (or
+    has no UVs)."""
+    model, hand = getattr(prior, "albedo_model", None), prior.model.hand
+    if model is None or hand.uv is None or getattr(hand, "name", None) != model.hand:
+        return None
+    with torch.no_grad():
+        rest, _ = hand.rest(torch.as_tensor(np.asarray(betas, np.float32))[None].to(hand.v_template))
+    return surface_uv(mesh.vertices, rest[0].cpu().numpy(), hand.faces.cpu().numpy(), hand.uv.cpu().numpy())
+
+
 __all__ = ["AlbedoModel", "build_albedo_model", "build_from_dataset", "fit_coefficients", "fit_to_mesh",
-           "load_albedo_model",
+           "load_albedo_model", "mesh_uv", "observed_albedo",
            "predict", "read_albedo_map", "sample", "save_albedo_model", "surface_uv"]

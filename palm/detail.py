@@ -38,7 +38,7 @@ shows (viewport, ``palm render``, glTF):
    the unseen side keeps, is the prior's albedo times the per-channel ratio that best explains
    the seen side, so the two sides meet without a seam. With an albedo model in the prior
    (:mod:`palm.albedo_model`) that albedo is the model's, fitted to the albedo the photo shows on
-   the seen vertices (:func:`observed_albedo`): a dark back behind a light palm, as real hands have.
+   the seen vertices (:func:`palm.albedo_model.observed_albedo`): a dark back behind a light palm, as real hands have.
 
 The result is a :class:`palm.bake.BakedAvatar` written to the avatar folder as ``mesh.safetensors``
 (:func:`palm.bake.save_baked`) with the report's input-view metrics of the raster render.
@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from palm.albedo_model import mesh_uv
 from palm.bake import BakedAvatar, bake_from_prior, vertex_normals
 from palm.config import DetailConfig
 from palm.hand.lbs import axis_angle_to_matrix, bone_transforms
@@ -368,29 +369,6 @@ def _uncovered_pixels(uncovered: Tensor, rendered: Tensor, within_px: float, lim
     return pts[:: max(1, len(pts) // limit)]
 
 
-def observed_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, n_vertices: int,
-                    min_shading: float = 0.05) -> tuple[Tensor, Tensor]:
-    """The linear albedo the photo shows at each vertex, and how much of the vertex is seen.
-
-    Per hand pixel the albedo that explains it is ``(linear(photo) - S) / D``; pixels whose diffuse
-    shading is below ``min_shading`` times the median (deep shadow) are left out. Each pixel is
-    spread over its triangle's vertices by its barycentrics.
-
-    Returns:
-        ``(albedo (V, 3), weight (V,))``: weight = summed barycentrics, capped at 1 (0: unseen).
-    """
-    pix = shading["mask"]
-    use = torch.from_numpy(np.asarray(mask, bool))[pix]
-    target = torch.from_numpy(np.asarray(photo, np.float32)).reshape(-1, 3)[pix.reshape(-1)][use]
-    vid, bary, D, S = shading["vid"][use], shading["bary"][use], shading["D"][use], shading["S"][use]
-    lit = D.min(1).values > min_shading * D.mean(1).median() if len(D) else torch.zeros(0, dtype=torch.bool)
-    est = ((srgb_to_linear(target) - S) / D.clamp_min(1e-4))[lit].clamp(0.0, 1.0)
-    vid, bary = vid[lit].reshape(-1), bary[lit].reshape(-1)
-    num = torch.zeros(n_vertices, 3).index_add_(0, vid, bary[:, None] * est.repeat_interleave(3, 0))
-    weight = torch.zeros(n_vertices).index_add_(0, vid, bary)
-    return num / weight.clamp_min(1e-6)[:, None], weight.clamp(max=1.0)
-
-
 def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, albedo0: np.ndarray,
                faces: Tensor, cfg: DetailConfig, emit: Emit = null_emit, cancel=None, step0: int = 0,
                total: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -508,19 +486,6 @@ def fit_proportions(hand, joints: np.ndarray, tips: np.ndarray, pose: Any, trans
     return props, shift.detach().numpy().copy(), before, after
 
 
-def albedo_model_uv(prior, mesh: BakedAvatar, betas: Any) -> np.ndarray | None:
-    """(V, 2) the baked mesh's vertices in the prior's albedo-model atlas, or None when the prior has
-    no model or its rig is not the one the model was made on (or has no UVs)."""
-    from palm.albedo_model import surface_uv
-
-    model, hand = getattr(prior, "albedo_model", None), prior.model.hand
-    if model is None or hand.uv is None or getattr(hand, "name", None) != model.hand:
-        return None
-    with torch.no_grad():
-        rest, _ = hand.rest(torch.as_tensor(np.asarray(betas, np.float32))[None].to(hand.v_template))
-    return surface_uv(mesh.vertices, rest[0].cpu().numpy(), hand.faces.cpu().numpy(), hand.uv.cpu().numpy())
-
-
 def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cfg: DetailConfig,
                   emit: Emit = null_emit, cancel=None, keypoints: np.ndarray | None = None,
                   keypoints_3d: np.ndarray | None = None) -> tuple[BakedAvatar, Tensor, dict[str, Any]]:
@@ -548,7 +513,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
                            appearance_code=avatar.appearance_code, pose=avatar.pose)
     for _ in range(cfg.subdivide):
         mesh = subdivide(mesh)
-    uv = albedo_model_uv(prior, mesh, avatar.betas) if cfg.albedo_model else None
+    uv = mesh_uv(prior, mesh, avatar.betas) if cfg.albedo_model else None
     check_cancel(cancel)
     t_bake = time.monotonic()
     K, Rt = camera.K.cpu(), camera.Rt.cpu()
@@ -590,7 +555,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
         shading = pixel_shading(posed, world, normals, mesh, light, int(camera.height), int(camera.width))
     albedo0, model_info = mesh.albedo, {}
     if uv is not None:  # the unseen side from the prior's albedo model, fitted to the seen side
-        from palm.albedo_model import fit_to_mesh
+        from palm.albedo_model import fit_to_mesh, observed_albedo
 
         seen, weight = observed_albedo(shading, photo, mask, len(mesh.vertices))
         predicted, coeffs = fit_to_mesh(prior.albedo_model, uv, seen, weight)

@@ -163,7 +163,7 @@ def test_the_prior_carries_its_albedo_model_and_the_detail_stage_starts_from_it(
     assert err[True] < 0.1 and err[False] > 2 * err[True]
     # a model made in another rig's atlas (e.g. the user's MANO) is not used
     other = dataclasses.replace(prior, albedo_model=dataclasses.replace(model, hand="mano"))
-    assert detail.albedo_model_uv(other, mesh, avatar.betas) is None
+    assert am.mesh_uv(other, mesh, avatar.betas) is None
 
 
 def test_export_writes_the_training_subjects_albedo_model(tmp_path):
