@@ -233,25 +233,21 @@ def fit_to_mesh(model: AlbedoModel, uv: np.ndarray, albedo: Tensor, weight: Tens
     return predict(mean, basis, coeffs).clamp(ALBEDO_FLOOR, 1.0), coeffs
 
 
-def observed_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, n_vertices: int,
-                    min_shading: float = 0.05) -> tuple[Tensor, Tensor]:
+def observed_albedo(pixels: dict[str, Tensor], n_vertices: int, min_shading: float = 0.05) -> tuple[Tensor, Tensor]:
     """The linear albedo the photo shows at each vertex, and how much of the vertex is seen.
 
-    ``shading`` is :func:`palm.detail.pixel_shading` of the mesh in the photo's view. Per hand pixel
-    the albedo that explains it is ``(linear(photo) - S) / D``; pixels whose diffuse
-    shading is below ``min_shading`` times the median (deep shadow) are left out. Each pixel is
-    spread over its triangle's vertices by its barycentrics.
+    ``pixels`` are :func:`palm.detail.hand_pixels` of the mesh in the photo's view. Per hand pixel
+    the albedo that explains it is ``(linear(photo) - S) / D``; pixels whose diffuse shading is
+    below ``min_shading`` times the median (deep shadow) are left out. Each pixel is spread over
+    its triangle's vertices by its barycentrics.
 
     Returns:
         ``(albedo (V, 3), weight (V,))``: weight = summed barycentrics, capped at 1 (0: unseen).
     """
-    pix = shading["mask"]
-    use = torch.from_numpy(np.asarray(mask, bool))[pix]
-    target = torch.from_numpy(np.asarray(photo, np.float32)).reshape(-1, 3)[pix.reshape(-1)][use]
-    vid, bary, D, S = shading["vid"][use], shading["bary"][use], shading["D"][use], shading["S"][use]
-    lit = D.min(1).values > min_shading * D.mean(1).median() if len(D) else torch.zeros(0, dtype=torch.bool)
     from palm.render.color import srgb_to_linear
 
+    target, vid, bary, D, S = (pixels[k] for k in ("target", "vid", "bary", "D", "S"))
+    lit = D.min(1).values > min_shading * D.mean(1).median() if len(D) else torch.zeros(0, dtype=torch.bool)
     est = ((srgb_to_linear(target) - S) / D.clamp_min(1e-4))[lit].clamp(0.0, 1.0)
     vid, bary = vid[lit].reshape(-1), bary[lit].reshape(-1)
     num = torch.zeros(n_vertices, 3).index_add_(0, vid, bary[:, None] * est.repeat_interleave(3, 0))

@@ -15,8 +15,8 @@ shows (viewport, ``palm render``, glTF):
    landmarks, under a log-normal prior; the mesh and its joints move with them and every consumer
    poses the mesh about its own joints (``bone_transforms(..., joints=mesh.joints)``).
 3. **Thickness, then outline** (:func:`fit_thickness`, :func:`fit_outline`): first one offset
-   along the normals per bone, blended by the skinning weights (a hand too thin or too thick all
-   round grows or thins symmetrically), then per-vertex offsets in canonical space (carried into
+   along the normals for the whole hand (optionally one per bone, blended by the skinning
+   weights), so a hand too thin or too thick all round grows or thins symmetrically, then per-vertex offsets in canonical space (carried into
    the pose by the vertices' own skinning) move the silhouette onto the photo's mask. With ``s(p)`` the mask's signed
    distance in pixels (positive outside), every projected vertex pays ``relu(s)^2`` (nothing
    of a hand lies outside its silhouette) and every visible rim vertex (normal within
@@ -262,15 +262,19 @@ def fit_thickness(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndar
     weights = torch.as_tensor(skin_weights, dtype=torch.float32)
     thickness = torch.zeros(weights.shape[1] if cfg.thickness_per_bone else 1, requires_grad=True)
 
+    def bounded() -> Tensor:
+        return cfg.thickness_limit * torch.tanh(thickness / cfg.thickness_limit)
+
     def offsets() -> Tensor:
-        t = cfg.thickness_limit * torch.tanh(thickness / cfg.thickness_limit)
+        t = bounded()
         return ((weights @ t) if cfg.thickness_per_bone else t.expand(len(along)))[:, None] * along
 
+    px_per_m = _px_per_m(posed)
     out = _fit_silhouette(posed, mask, [thickness], offsets,
-                          lambda off_px: cfg.offset_l2 * (off_px * along).sum(1).pow(2).mean(), cfg.thickness_steps,
-                          cfg, emit, cancel, step0, total, "detail: thickness", pull_uncovered=False)
+                          lambda off: cfg.offset_l2 * (off * px_per_m * along).sum(1).pow(2).mean(),
+                          cfg.thickness_steps, cfg, emit, cancel, step0, total, "detail: thickness", pull_uncovered=False)
     with torch.no_grad():
-        return out, cfg.thickness_limit * torch.tanh(thickness.detach() / cfg.thickness_limit)
+        return out, bounded()
 
 
 def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarray, cfg: DetailConfig,
@@ -294,16 +298,15 @@ def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarra
         return fixed + (free if cfg.tangential > 0 else (free * along).sum(1, keepdim=True) * along)
 
     edges, degree = uniform_laplacian(posed.faces, len(posed.canonical))
+    px_per_m = _px_per_m(posed)
     with torch.no_grad():
-        base = posed.world()
-        px_per_m = float(posed.K[0, 0]) / float(posed.screen(base)[:, 2].mean())
-        ray = base - posed.eye()[None]
+        ray = posed.world() - posed.eye()[None]
         ray = ray / ray.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-    def regulariser(_: Tensor) -> Tensor:
+    def regulariser(total: Tensor) -> Tensor:
         # offsets along the normals (a finger grows or thins all round) and, dearer by 1 / tangential,
         # along the surface; their component along the view ray (depth, which the photo cannot see) pays too
-        off_px = (offsets() - fixed) * px_per_m
+        off_px = (total - fixed) * px_per_m  # only what this stage adds
         normal_px = (off_px * along).sum(1)
         depth_px = (torch.einsum("vab,vb->va", posed.rot, off_px) * ray).sum(1)
         loss = cfg.offset_smooth * laplacian(off_px, edges, degree).pow(2).sum(1).mean() \
@@ -317,17 +320,21 @@ def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarra
                            step0, total, "detail: outline")
 
 
+def _px_per_m(posed: PosedMesh) -> float:
+    """Pixels per metre at the mean depth of the unmoved mesh."""
+    with torch.no_grad():
+        return float(posed.K[0, 0]) / float(posed.screen(posed.world())[:, 2].mean())
+
+
 def _fit_silhouette(posed: PosedMesh, mask: np.ndarray, params: list[Tensor], offsets_of, regulariser, steps: int,
                     cfg: DetailConfig, emit: Emit, cancel, step0: int, total: int, stage: str,
                     pull_uncovered: bool = True) -> Tensor:
     """Adam on ``params`` so that ``offsets_of() (V, 3)`` puts the silhouette on the mask (step 3's
     losses; ``pull_uncovered``: uncovered hand pixels pull their nearest rim vertex) plus
-    ``regulariser(offsets in pixels)``. Returns the final offsets (detached)."""
+    ``regulariser(offsets)``. Returns the final offsets (detached)."""
     h, w = mask.shape
     sdf = torch.from_numpy(signed_mask_distance(mask))
     mask_t = torch.from_numpy(np.asarray(mask, bool))
-    with torch.no_grad():
-        px_per_m = float(posed.K[0, 0]) / float(posed.screen(posed.world())[:, 2].mean())
     optim = torch.optim.Adam(params, lr=cfg.outline_lr)
     for step in range(steps):
         check_cancel(cancel)
@@ -349,7 +356,7 @@ def _fit_silhouette(posed: PosedMesh, mask: np.ndarray, params: list[Tensor], of
         if pull_uncovered and len(uncovered) and bool(candidates.any()):
             # every uncovered hand pixel near the render pulls its nearest rim vertex (fingertips, touching fingers)
             loss_rim = loss_rim + torch.cdist(uncovered, screen[candidates, :2]).min(dim=1).values.pow(2).mean()
-        loss = loss_in + loss_rim + regulariser(offsets * px_per_m)
+        loss = loss_in + loss_rim + regulariser(offsets)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -369,6 +376,15 @@ def _uncovered_pixels(uncovered: Tensor, rendered: Tensor, within_px: float, lim
     return pts[:: max(1, len(pts) // limit)]
 
 
+def hand_pixels(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray) -> dict[str, Tensor]:
+    """The covered pixels the photo calls hand: ``target (N, 3)`` sRGB and their ``vid``, ``bary``,
+    ``D``, ``S`` from :func:`pixel_shading`."""
+    pix = shading["mask"]
+    use = torch.from_numpy(np.asarray(mask, bool))[pix]
+    target = torch.from_numpy(np.asarray(photo, np.float32)).reshape(-1, 3)[pix.reshape(-1)][use]
+    return {"target": target, **{k: shading[k][use] for k in ("vid", "bary", "D", "S")}}
+
+
 def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, albedo0: np.ndarray,
                faces: Tensor, cfg: DetailConfig, emit: Emit = null_emit, cancel=None, step0: int = 0,
                total: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -381,11 +397,8 @@ def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, 
     Returns:
         ``(albedo (V, 3), ratio (3,))``: the fitted albedo and the seen side's colour ratio.
     """
-    pix = shading["mask"]
-    use = torch.from_numpy(np.asarray(mask, bool))[pix]  # covered pixels that the photo calls hand
-    target = torch.from_numpy(np.asarray(photo, np.float32)).reshape(-1, 3)[pix.reshape(-1)][use]
-    vid, bary = shading["vid"][use], shading["bary"][use]
-    D, S = shading["D"][use], shading["S"][use]
+    px = hand_pixels(shading, photo, mask)
+    target, vid, bary, D, S = px["target"], px["vid"], px["bary"], px["D"], px["S"]
     a_prior = torch.as_tensor(albedo0, dtype=torch.float32)
     # the per-channel ratio that best explains the seen side (median of per-pixel ratios)
     prior_px = interp_pixels(a_prior, vid, bary)
@@ -513,7 +526,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
                            appearance_code=avatar.appearance_code, pose=avatar.pose)
     for _ in range(cfg.subdivide):
         mesh = subdivide(mesh)
-    uv = mesh_uv(prior, mesh, avatar.betas) if cfg.albedo_model else None
+    uv = mesh_uv(prior, mesh, avatar.betas) if cfg.albedo_model else None  # matched to the rig's unscaled rest
     check_cancel(cancel)
     t_bake = time.monotonic()
     K, Rt = camera.K.cpu(), camera.Rt.cpu()
@@ -557,7 +570,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
     if uv is not None:  # the unseen side from the prior's albedo model, fitted to the seen side
         from palm.albedo_model import fit_to_mesh, observed_albedo
 
-        seen, weight = observed_albedo(shading, photo, mask, len(mesh.vertices))
+        seen, weight = observed_albedo(hand_pixels(shading, photo, mask), len(mesh.vertices))
         predicted, coeffs = fit_to_mesh(prior.albedo_model, uv, seen, weight)
         albedo0 = predicted.numpy()
         model_info = {"albedo_model_coeffs": [round(float(c), 3) for c in coeffs]}
