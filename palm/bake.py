@@ -214,6 +214,42 @@ def silhouette_level(beta: float, radius: float = SILHOUETTE_RADIUS) -> float:
     return max(0.0, d)
 
 
+def rig_sdf(hand: Any, rest_vertices: Any, grid: Any, band: float) -> Any:
+    """Signed distance (metres, negative inside) on a grid to the rig's sealed hand with vertices
+    ``rest_vertices (V, 3)``: exact to the surface sampling within ``band`` of the surface, else
+    ``+-band`` (outside: the grid cells connected to the grid's border). The sign is the vote of
+    the 8 nearest surface samples' sides, which holds at the sealed wrist's sharp rim.
+
+    Args: grid: (X, Y, Z, 3) points. Returns: (X, Y, Z).
+    """
+    import torch
+    from scipy.ndimage import label
+
+    from palm.train.geometry import MeshSDF
+
+    v, f = hand.sealed_mesh(rest_vertices)
+    mesh = MeshSDF(v, f, n_samples=200_000)
+    p = grid.reshape(-1, 3).detach().cpu().float()
+    dist, idx = mesh.tree.query(p.numpy(), k=8, distance_upper_bound=band)
+    far = ~np.isfinite(dist[:, 0])
+    idx = torch.from_numpy(np.where(np.isfinite(dist), idx, 0)).long()
+    side = ((p[:, None] - mesh.samples[idx]) * mesh.sample_normals[idx]).sum(-1).numpy()  # (N, 8)
+    inside = (np.where(np.isfinite(dist), np.sign(side), 0).sum(1) < 0)  # the nearest samples vote (sharp rims)
+    sdf = np.where(inside, -1.0, 1.0) * np.where(far, band, dist[:, 0])
+    parts, _ = label(far.reshape(grid.shape[:3]))
+    border = np.unique(np.concatenate([np.ravel(parts[i]) for i in (0, -1)] + [np.ravel(parts[:, i]) for i in (0, -1)]
+                                      + [np.ravel(parts[:, :, i]) for i in (0, -1)]))
+    outside = np.isin(parts, border[border > 0]).reshape(-1)
+    sdf = np.where(far, np.where(outside, band, -band), sdf)
+    return torch.as_tensor(sdf.reshape(grid.shape[:3]), dtype=torch.float32)
+
+
+def smooth_union(a: Any, b: Any, k: float) -> Any:
+    """Polynomial smooth minimum of two SDFs (tensors of one shape), blending within ``k`` metres."""
+    h = (k - (a - b).abs()).clamp(min=0) / k
+    return a.minimum(b) - h * h * k / 4
+
+
 def bake_from_prior(
     prior: Any,
     shape_coeffs: Any = None,
@@ -225,6 +261,7 @@ def bake_from_prior(
     margin: float = 0.015,
     pose: Any = None,
     level: float | None = None,
+    rig_fill: float | None = None,
 ) -> BakedAvatar:
     """Extract a subject's surface from the prior's SDF and bake its material and skinning.
 
@@ -245,6 +282,9 @@ def bake_from_prior(
             with its photo's pose, so the mesh has the surface the neural render of the photo had.
         level: the SDF level extracted (metres); None: :func:`silhouette_level` of the prior's
             density, the surface whose outline the volume render draws (0 is the zero set).
+        rig_fill: when given (metres), the rig's own hand in ``betas``, this much thinner, fills
+            what the prior's surface lacks (a smooth union of the two): fingertips that an
+            under-trained prior leaves short and pointed come out the rig's length and roundness.
     """
     import torch
 
@@ -269,7 +309,10 @@ def bake_from_prior(
         counts = [int(np.ceil(float(hi[i] - lo[i]) / step)) + 1 for i in range(3)]
         axes = [lo[i] + step * torch.arange(counts[i], device=dev) for i in range(3)]
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-        sdf = torch.cat([model.canonical_sdf(p, z_s, p_code)[0] for p in grid.split(65536)])
+        sdf = torch.cat([model.canonical_sdf(p, z_s, p_code)[0] for p in grid.split(65536)]).reshape(-1)
+        if rig_fill is not None:
+            rig = rig_sdf(hand, rest_v[0], grid.reshape(*counts, 3), 4 * step).reshape(-1)
+            sdf = smooth_union(sdf, rig.to(sdf) + level + rig_fill, 0.5 * step)
     volume = sdf.reshape(counts).cpu().numpy()
     verts, faces, closed = surface_from_volume(volume, level, step, lo.cpu().numpy(), getattr(prior, "path", "prior"))
     from palm.deform import SkinningField

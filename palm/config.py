@@ -196,11 +196,9 @@ class PBRConfig:
     """Stratified uniform-sphere light directions (rows x cols = n_resamples)."""
     global_illumination: bool = True
     estimator: str = "mc"
-    """'mc': the release's Monte-Carlo estimator with uniform light samples (spec 6.3). 'sg': the
-    BRDF integrated analytically against the SG lobes (palm.render.brdf.shade_sg) at each ray's
-    composited surface point, with a shadow ray toward each of the ``sg_shadow_lobes`` strongest
-    lobes (the rest unshadowed) -- the synthetic data's reference renderer: noise-free, and right
-    for sharp lights that a few uniform samples would miss."""
+    """'mc': the release's Monte-Carlo estimator, uniform light samples (spec 6.3). 'sg': the BRDF integrated against
+    the SG lobes (palm.render.brdf.shade_sg) at each ray's surface point, shadow rays to the ``sg_shadow_lobes``
+    strongest lobes -- the synthetic data's reference renderer: noise-free, right for sharp lights."""
     sg_shadow_lobes: int = 7
 
 
@@ -248,11 +246,8 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class AdamConfig:
-    """Adam, learning-rate warm-up and gradient clipping, shared by prior training and
-    personalisation (spec sections 8 and 9): Adam ``(0.9, 0.99)``, ``eps 1e-15``, a linear warm-up
-    from ``warmup_start_factor`` x the learning rate, global gradient-norm clip 0.5. This class is
-    the one declaration of these values; :class:`TrainConfig` and :class:`PersonalizeConfig` take
-    their defaults from it and give it back with their ``adam`` property."""
+    """Adam, learning-rate warm-up and gradient clipping of prior training and personalisation (spec 8 and 9),
+    declared once: :class:`TrainConfig` and :class:`PersonalizeConfig` take their defaults from it (``adam``)."""
 
     betas: tuple[float, float] = (0.9, 0.99)
     eps: float = 1e-15
@@ -321,6 +316,7 @@ class DetailConfig:
 
     res: int = 256  # side of the input-view crop fitted and scored
     mesh_res: int = 96  # marching-cubes cells along the hand box's longest side
+    rig_fill: float | None = 0.001  # the rig's hand, this much thinner, fills what the prior's surface lacks (m)
     subdivide: int = 1  # then this many midpoint subdivisions
     proportion_steps: int = 200  # fit of segment lengths and palm size to the keypoints (0: the rig's; step 2)
     proportion_sd: float = 0.07  # their prior: log-normal, this standard deviation

@@ -5,9 +5,9 @@ subject, light and pose that best explain the photo. One-image avatar methods th
 fine-tune*; here the fine-tuning acts on the avatar's baked surface, which is what every consumer
 shows (viewport, ``palm render``, glTF):
 
-1. **Bake** the personalised subject (:func:`palm.bake.bake_from_prior` with its codes and
-   betas) to a skinned canonical mesh with the prior's material, and subdivide it (midpoints)
-   so that the photo's hand has about one vertex per pixel.
+1. **Bake** the personalised subject (:func:`palm.bake.bake_from_prior`, codes and betas) to a skinned
+   mesh with the prior's material, the rig's hand 1 mm thinner filling what the prior's surface lacks
+   (``rig_fill``: the shipped prior's fingertips end 10-18 mm short); subdivide it to ~1 vertex per pixel.
 2. **Proportions** (:func:`fit_proportions`): the rig's betas are almost only overall size, so
    finger-segment lengths and the palm's length and width (:mod:`palm.hand.proportions`) are
    fitted to the hand's keypoints, the registration's 3D keypoints when the input has them (then
@@ -523,7 +523,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
     total = cfg.thickness_steps + cfg.outline_steps + cfg.albedo_steps
     emit(Progress(0, total, "detail: baking"))
     mesh = bake_from_prior(prior, resolution=cfg.mesh_res, betas=avatar.betas, shape_code=avatar.shape_code,
-                           appearance_code=avatar.appearance_code, pose=avatar.pose)
+                           appearance_code=avatar.appearance_code, pose=avatar.pose, rig_fill=cfg.rig_fill)
     for _ in range(cfg.subdivide):
         mesh = subdivide(mesh)
     uv = mesh_uv(prior, mesh, avatar.betas) if cfg.albedo_model else None  # matched to the rig's unscaled rest
