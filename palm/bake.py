@@ -13,7 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from palm.config import DetailConfig
 from palm.hand.lbs import bone_transforms, skin_vertices
+
+#: The rig fill (``bake_from_prior``) of the bakes users see: avatars (the detail stage's
+#: ``DetailConfig.rig_fill``) and the prior's subjects in the studio, ``palm render`` and ``palm export``.
+RIG_FILL = DetailConfig.rig_fill
 
 
 @dataclass

@@ -28,7 +28,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from palm.bake import BakedAvatar, silhouette_level, surface_from_volume, vertex_normals
+from palm.bake import (
+    RIG_FILL,
+    BakedAvatar,
+    rig_sdf,
+    silhouette_level,
+    smooth_union,
+    surface_from_volume,
+    vertex_normals,
+)
 from palm.deform import SkinningField
 from palm.fields.encoding import to_unit_cube
 from palm.jobs import check_cancel
@@ -85,6 +93,7 @@ class _Grid:
     h_r: np.ndarray | None  # (P, Dr) radiance hash features of the grid points (interpolating bakers)
     rest_v: torch.Tensor  # (V, 3) rest vertices of the rig
     rest_j: torch.Tensor  # (16, 3)
+    rig: torch.Tensor | None  # (P,) the rig's SDF at the grid points (with a rig fill)
 
 
 @dataclass
@@ -110,15 +119,18 @@ class PriorBaker:
         betas: rig shape (None = mean shape); a new shape needs a new baker.
         exact: material inputs evaluated at the vertices (the refine pass) or interpolated from the
             grid (the coarse preview; caches the radiance hash features of the grid too).
+        rig_fill: as ``bake_from_prior`` (the rig's SDF on the grid is cached too).
 
     Thread-safe: one bake at a time (jobs replace each other, the lock keeps the caches whole).
     """
 
-    def __init__(self, prior: Any, resolution: int, betas: Any = None, exact: bool = True):
+    def __init__(self, prior: Any, resolution: int, betas: Any = None, exact: bool = True,
+                 rig_fill: float | None = RIG_FILL):
         self.prior = prior
         self.model = prior.model
         self.resolution = int(resolution)
         self.exact = bool(exact)
+        self.rig_fill = rig_fill
         hand = self.model.hand
         dev = self.model.light.device
         self.betas = torch.zeros(1, hand.n_betas, device=dev) if betas is None else torch.as_tensor(
@@ -152,8 +164,9 @@ class PriorBaker:
                 h_r.append(model.radiance.encode(p))
         blocks = [(p, with_encoding(model.geometry, CachedEncoding(h)))
                   for p, h in zip(grid.split(GEOMETRY_CHUNK), torch.cat(h_g).split(GEOMETRY_CHUNK), strict=True)]
+        rig = None if self.rig_fill is None else rig_sdf(model.hand, rest_v[0], grid.reshape(*counts, 3), 4 * step)
         return _Grid(lo.cpu().numpy(), step, counts, blocks, torch.cat(h_r).cpu().numpy() if h_r else None,
-                     rest_v[0], rest_j[0])
+                     rest_v[0], rest_j[0], None if rig is None else rig.reshape(-1))
 
     def _geometry_grid(self, z_s: torch.Tensor) -> torch.Tensor:
         """Geometry feature (SDF in channel 0, metres) of the flat-hand pose code and ``z_s`` on the
@@ -187,8 +200,11 @@ class PriorBaker:
     def _extract(self, z_s: torch.Tensor, key: bytes) -> _Surface:
         g = self._grid
         grid_feature = self._geometry_grid(z_s)
-        volume = grid_feature[:, 0].reshape(g.counts).cpu().numpy()
         level = silhouette_level(float(self.model.beta.detach()))  # as bake_from_prior: the rendered outline
+        sdf = grid_feature[:, 0].cpu()
+        if g.rig is not None:
+            sdf = smooth_union(sdf, g.rig + level + self.rig_fill, 0.5 * g.step)
+        volume = sdf.reshape(g.counts).numpy()
         verts, faces, closed = surface_from_volume(volume, level, g.step, g.lo, getattr(self.prior, "path", "prior"))
         verts, faces = verts.astype(np.float32), faces.astype(np.int32)
         model = self.model

@@ -96,11 +96,12 @@ def load_scene(
                   albedo_gain=None if gain is None else torch.tensor(gain, dtype=torch.float32, device=device))
     mesh = None
     if renderer == "raster":
-        from palm.bake import bake_from_prior
+        from palm.bake import RIG_FILL, bake_from_prior
 
         mesh = av.extra.get("mesh") if av is not None else None
         if mesh is None:
-            mesh = bake_from_prior(p, resolution=RASTER_MESH_RES, betas=betas, shape_code=z_s, appearance_code=z_a)
+            mesh = bake_from_prior(p, resolution=RASTER_MESH_RES, betas=betas, shape_code=z_s, appearance_code=z_a,
+                                   rig_fill=RIG_FILL)
     return Scene(model=model, frame=frame, camera=camera, light=light,
                  background=torch.ones(3, device=device), prior_hash=p.content_hash,
                  mirror=bool(own_view and av.left), renderer=renderer, mesh=mesh)

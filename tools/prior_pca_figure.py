@@ -24,7 +24,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from palm.bake import bake_from_prior, posed_avatar
+    from palm.bake import RIG_FILL, bake_from_prior, posed_avatar
     from palm.export.preview import raster_render
     from palm.hand import load_pose
     from palm.imageio import write_image
@@ -63,7 +63,8 @@ def main() -> None:
     camera, tiles = None, []
     for kind, k, value in columns:
         avatar = bake_from_prior(prior, coeffs("shape", k if kind == "shape" else None, value),
-                                 coeffs("appearance", k if kind == "appearance" else None, value), args.bake_res)
+                                 coeffs("appearance", k if kind == "appearance" else None, value), args.bake_res,
+                                 rig_fill=RIG_FILL)
         if camera is None:
             camera = framing_camera(posed_avatar(avatar, pose, hand).vertices, args.res)
         rgba = raster_render(avatar, pose, hand, camera, lobes)

@@ -141,7 +141,7 @@ def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[An
         ``(BakedAvatar, betas or None)``.
     """
     from palm.assets import DEFAULT_PRIOR
-    from palm.bake import bake_from_hand, bake_from_prior
+    from palm.bake import RIG_FILL, bake_from_hand, bake_from_prior
 
     avatar_dir, prior_dir = getattr(args, "avatar", None), getattr(args, "prior", None)
     if avatar_dir is not None:
@@ -154,13 +154,13 @@ def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[An
 
     prior = load_prior(prior_dir)
     if avatar_dir is None:
-        return bake_from_prior(prior, resolution=res), None
+        return bake_from_prior(prior, resolution=res, rig_fill=RIG_FILL), None
     from palm.avatar import load_avatar
 
     av = load_avatar(avatar_dir, prior_hash=prior.content_hash)
     if "mesh" in av.extra:  # refined from the photo (palm.detail): what the studio and palm render show
         return av.extra["mesh"], av.betas
-    baked = bake_from_prior(prior, resolution=res, betas=av.betas, shape_code=av.shape_code,
+    baked = bake_from_prior(prior, resolution=res, betas=av.betas, shape_code=av.shape_code, rig_fill=RIG_FILL,
                             appearance_code=av.appearance_code)
     return baked, av.betas
 

@@ -16,13 +16,13 @@ RES = (20, 28)  # small grids: coarse, refine
 
 def test_baker_matches_bake_from_prior(standin_prior):
     """The cached exact baker equals the engine's bake; the interpolating one has the same mesh."""
-    from palm.bake import bake_from_prior, closed_outward
+    from palm.bake import RIG_FILL, bake_from_prior, closed_outward
     from palm.prior import load_prior
     from palm.rebake import PriorBaker
 
     prior = load_prior(standin_prior)
     shape, appearance = np.array([2.0, -1.0, 0, 0, 0], np.float32), np.array([1.0, 0.5, 0, 0, 0], np.float32)
-    ref = bake_from_prior(prior, shape, appearance, RES[0])
+    ref = bake_from_prior(prior, shape, appearance, RES[0], rig_fill=RIG_FILL)
     exact = PriorBaker(prior, RES[0], exact=True)
     exact.bake()  # builds the caches with another code first
     got = exact.bake(shape, appearance)
