@@ -18,6 +18,17 @@ def _has_cuda() -> bool:
         return False
 
 
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    """A tiny random prior (:func:`palm.eval.make_tiny_prior`), one per test module."""
+    from palm.eval import make_tiny_prior
+    from palm.prior import load_prior
+
+    path = tmp_path_factory.mktemp("prior") / "tiny"
+    make_tiny_prior(path)
+    return load_prior(path)
+
+
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     cuda = _has_cuda()

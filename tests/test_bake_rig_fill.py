@@ -7,16 +7,7 @@ import pytest
 import torch
 
 from palm.bake import bake_from_prior, rig_sdf, smooth_union
-from palm.eval import make_tiny_prior
-from palm.prior import load_prior
 from palm.train.geometry import MeshSDF, winding_number
-
-
-@pytest.fixture(scope="module")
-def prior(tmp_path_factory):
-    path = tmp_path_factory.mktemp("prior") / "tiny"
-    make_tiny_prior(path)
-    return load_prior(path)
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,11 @@ from palm import detail
 from palm.bake import bake_from_prior, load_baked, save_baked
 from palm.config import DetailConfig
 from palm.errors import PalmError
-from palm.eval import make_tiny_prior, prior_sample
+from palm.eval import prior_sample
 from palm.hand.lbs import bone_transforms
-from palm.prior import load_prior
 from palm.render.raster import rasterize
 from palm.render.sg import sg_init
 from palm.render.views import framing_camera
-
-
-@pytest.fixture(scope="module")
-def prior(tmp_path_factory):
-    path = tmp_path_factory.mktemp("prior") / "tiny"
-    make_tiny_prior(path)
-    return load_prior(path)
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,7 @@ import pytest
 import torch
 
 from palm.avatar import Avatar
-from palm.eval import format_markdown, make_tiny_prior, mean_scores, prior_sample, score_sample, table_json
-from palm.prior import load_prior
-
-
-@pytest.fixture(scope="module")
-def prior(tmp_path_factory):
-    path = tmp_path_factory.mktemp("prior") / "tiny"
-    make_tiny_prior(path)
-    return load_prior(path)
+from palm.eval import format_markdown, mean_scores, prior_sample, score_sample, table_json
 
 
 def _avatar_of(prior, appearance_coeffs=None) -> Avatar:

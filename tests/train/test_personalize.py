@@ -34,13 +34,6 @@ def _cfg(**kw):
 
 
 @pytest.fixture(scope="module")
-def prior(tmp_path_factory):
-    path = tmp_path_factory.mktemp("prior") / "tiny"
-    make_tiny_prior(path)
-    return load_prior(path)
-
-
-@pytest.fixture(scope="module")
 def target(prior):
     """A subject with other appearance coefficients than the prior's mean, rendered by the prior (RF)."""
     return prior_sample(prior, appearance_coeffs=TARGET_APPEARANCE, res=RES, pbr=False)
