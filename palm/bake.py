@@ -219,11 +219,11 @@ def silhouette_level(beta: float, radius: float = SILHOUETTE_RADIUS) -> float:
     return max(0.0, d)
 
 
-def rig_sdf(hand: Any, rest_vertices: Any, grid: Any, band: float) -> Any:
-    """Signed distance (metres, negative inside) on a grid to the rig's sealed hand with vertices
-    ``rest_vertices (V, 3)``: exact to the surface sampling within ``band`` of the surface, else
-    ``+-band`` (outside: the grid cells connected to the grid's border). The sign is the vote of
-    the 8 nearest surface samples' sides, which holds at the sealed wrist's sharp rim.
+def rig_sdf(hand: Any, rest_vertices: Any, grid: Any, step: float) -> Any:
+    """Signed distance (metres, negative inside) on a grid of cell ``step`` to the rig's sealed hand
+    with vertices ``rest_vertices (V, 3)``: exact to the surface sampling within a band of four cells
+    of the surface, else ``+-band`` (outside: the grid cells connected to the grid's border). The sign
+    is the vote of the 8 nearest surface samples' sides, which holds at the sealed wrist's sharp rim.
 
     Args: grid: (X, Y, Z, 3) points. Returns: (X, Y, Z).
     """
@@ -232,6 +232,7 @@ def rig_sdf(hand: Any, rest_vertices: Any, grid: Any, band: float) -> Any:
 
     from palm.train.geometry import MeshSDF
 
+    band = 4 * step
     v, f = hand.sealed_mesh(rest_vertices)
     mesh = MeshSDF(v, f, n_samples=200_000)
     p = grid.reshape(-1, 3).detach().cpu().float()
@@ -253,6 +254,13 @@ def smooth_union(a: Any, b: Any, k: float) -> Any:
     """Polynomial smooth minimum of two SDFs (tensors of one shape), blending within ``k`` metres."""
     h = (k - (a - b).abs()).clamp(min=0) / k
     return a.minimum(b) - h * h * k / 4
+
+
+def fill_from_rig(sdf: Any, rig: Any, level: float, rig_fill: float, step: float) -> Any:
+    """The prior's ``sdf`` with the rig's hand (``rig``: :func:`rig_sdf` on the same grid of cell
+    ``step``), ``rig_fill`` thinner at the extracted ``level``, filling what it lacks: their smooth
+    union, blended within half a cell."""
+    return smooth_union(sdf, rig.to(sdf) + level + rig_fill, 0.5 * step)
 
 
 def bake_from_prior(
@@ -316,8 +324,8 @@ def bake_from_prior(
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
         sdf = torch.cat([model.canonical_sdf(p, z_s, p_code)[0] for p in grid.split(65536)]).reshape(-1)
         if rig_fill is not None:
-            rig = rig_sdf(hand, rest_v[0], grid.reshape(*counts, 3), 4 * step).reshape(-1)
-            sdf = smooth_union(sdf, rig.to(sdf) + level + rig_fill, 0.5 * step)
+            rig = rig_sdf(hand, rest_v[0], grid.reshape(*counts, 3), step).reshape(-1)
+            sdf = fill_from_rig(sdf, rig, level, rig_fill, step)
     volume = sdf.reshape(counts).cpu().numpy()
     verts, faces, closed = surface_from_volume(volume, level, step, lo.cpu().numpy(), getattr(prior, "path", "prior"))
     from palm.deform import SkinningField

@@ -31,9 +31,9 @@ from torch import nn
 from palm.bake import (
     RIG_FILL,
     BakedAvatar,
+    fill_from_rig,
     rig_sdf,
     silhouette_level,
-    smooth_union,
     surface_from_volume,
     vertex_normals,
 )
@@ -164,7 +164,7 @@ class PriorBaker:
                 h_r.append(model.radiance.encode(p))
         blocks = [(p, with_encoding(model.geometry, CachedEncoding(h)))
                   for p, h in zip(grid.split(GEOMETRY_CHUNK), torch.cat(h_g).split(GEOMETRY_CHUNK), strict=True)]
-        rig = None if self.rig_fill is None else rig_sdf(model.hand, rest_v[0], grid.reshape(*counts, 3), 4 * step)
+        rig = None if self.rig_fill is None else rig_sdf(model.hand, rest_v[0], grid.reshape(*counts, 3), step)
         return _Grid(lo.cpu().numpy(), step, counts, blocks, torch.cat(h_r).cpu().numpy() if h_r else None,
                      rest_v[0], rest_j[0], None if rig is None else rig.reshape(-1))
 
@@ -203,7 +203,7 @@ class PriorBaker:
         level = silhouette_level(float(self.model.beta.detach()))  # as bake_from_prior: the rendered outline
         sdf = grid_feature[:, 0].cpu()
         if g.rig is not None:
-            sdf = smooth_union(sdf, g.rig + level + self.rig_fill, 0.5 * g.step)
+            sdf = fill_from_rig(sdf, g.rig, level, self.rig_fill, g.step)
         volume = sdf.reshape(g.counts).numpy()
         verts, faces, closed = surface_from_volume(volume, level, g.step, g.lo, getattr(self.prior, "path", "prior"))
         verts, faces = verts.astype(np.float32), faces.astype(np.int32)

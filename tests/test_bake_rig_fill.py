@@ -34,8 +34,9 @@ def test_rig_sdf_agrees_with_the_winding_number_and_the_exact_distance(rig):
     lo, hi = rest.min(0).values - 0.01, rest.max(0).values + 0.01
     axes = [torch.linspace(float(lo[i]), float(hi[i]), 30) for i in range(3)]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
-    band = 3 * float((hi - lo).max()) / 29  # as the bake: a shell some cells thick, closed around the inside
-    sdf = rig_sdf(hand, rest, grid, band).reshape(-1)
+    step = float((hi - lo).max()) / 29
+    band = 4 * step  # a shell four cells thick, closed around the inside
+    sdf = rig_sdf(hand, rest, grid, step).reshape(-1)
     pts = grid.reshape(-1, 3)
     clear = torch.nonzero(sdf.abs() > 0.001)[:, 0]  # off the surface, where a sign is well defined
     clear = clear[torch.randperm(len(clear), generator=torch.Generator().manual_seed(0))[:6000]]
