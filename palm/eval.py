@@ -71,19 +71,11 @@ def score_sample(prior, avatar, sample, light=None, *, work_res: int | None, lpi
     import torch
 
     from palm.model import Frame
-    from palm.train.views import PersonalizeView, crop_view, image_metrics, render_outputs
+    from palm.train.views import image_metrics, render_outputs
 
     model = prior.model
     dev = model.light.device
-    if sample.mask is None or sample.hand is None:
-        raise PalmError(sample.meta.get("path", sample.subject), "scoring needs a mask and hand parameters")
-    view = PersonalizeView(
-        image=np.asarray(sample.image, np.float32), mask=np.asarray(sample.mask, bool),
-        camera=sample.camera.to_camera(torch.float32), pose=np.asarray(sample.hand.pose, np.float32),
-        betas=np.asarray(avatar.betas, np.float32), transl=np.asarray(sample.hand.transl, np.float32),
-        name=str(sample.meta.get("path", "")),
-    )
-    view = crop_view(view, work_res)
+    view = scoring_view(sample, avatar.betas, work_res)
     frame = Frame(
         shape_code=avatar.shape_code.to(dev), appearance_code=avatar.appearance_code.to(dev),
         pose=torch.as_tensor(view.pose, device=dev), betas=torch.as_tensor(view.betas, device=dev),
@@ -100,6 +92,24 @@ def score_sample(prior, avatar, sample, light=None, *, work_res: int | None, lpi
         return image_metrics(on_white(rgba), view, lpips=lpips, opacity=rgba[..., 3])
     out = render_outputs(model, view.camera.to(dev), frame, lobes.to(dev), pbr=True)
     return image_metrics(out["rgb"], view, lpips=lpips, opacity=out["opacity"])
+
+
+def scoring_view(sample, betas, work_res: int | None):
+    """The :class:`palm.train.views.PersonalizeView` an avatar of shape ``betas`` is scored in:
+    ``sample``'s image, mask, camera and hand registration, cropped as :func:`score_sample` does."""
+    import torch
+
+    from palm.train.views import PersonalizeView, crop_view
+
+    if sample.mask is None or sample.hand is None:
+        raise PalmError(sample.meta.get("path", sample.subject), "scoring needs a mask and hand parameters")
+    view = PersonalizeView(
+        image=np.asarray(sample.image, np.float32), mask=np.asarray(sample.mask, bool),
+        camera=sample.camera.to_camera(torch.float32), pose=np.asarray(sample.hand.pose, np.float32),
+        betas=np.asarray(betas, np.float32), transl=np.asarray(sample.hand.transl, np.float32),
+        name=str(sample.meta.get("path", "")),
+    )
+    return crop_view(view, work_res)
 
 
 def registered(sample, avatar, first):

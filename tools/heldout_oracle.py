@@ -42,11 +42,10 @@ def main() -> int:
     from palm.avatar import load_avatar
     from palm.data.palm_dataset import PalmDataset
     from palm.detail import render_mesh
-    from palm.eval import registered
+    from palm.eval import registered, scoring_view
     from palm.hand.lbs import bone_transforms
     from palm.prior import load_prior
     from palm.render.raster import sample_texture
-    from palm.train.views import PersonalizeView, crop_view
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--eval", required=True, help="the --out folder of palm eval synthetic")
@@ -75,11 +74,9 @@ def main() -> int:
         for it in items[1:]:
             s = ds.load(*it)
             novel = s.env_name != first.env_name
-            s = registered(s, av, first)
-            view = crop_view(PersonalizeView(
-                image=np.asarray(s.image, np.float32), mask=np.asarray(s.mask, bool),
-                camera=s.camera.to_camera(torch.float32), pose=np.asarray(s.hand.pose, np.float32),
-                betas=np.asarray(av.betas, np.float32), transl=np.asarray(s.hand.transl, np.float32), name=""), args.res)
+            if novel and s.env_lobes is None:
+                continue  # no stored lighting to relight with (as the evaluation)
+            view = scoring_view(registered(s, av, first), av.betas, args.res)
             lobes = torch.as_tensor(s.env_lobes, dtype=torch.float32) if novel else av.light
             bones = bone_transforms(hand, view.pose, view.betas, joints=mesh.joints)
             row = []
