@@ -112,29 +112,59 @@ def scoring_view(sample, betas, work_res: int | None):
     return crop_view(view, work_res)
 
 
-def registered(sample, avatar, first):
+def registered(sample, avatar, first, hand, data_hand=None):
     """``sample`` with the hand registration the avatar is scored in.
 
     The avatar was fitted to ``first``: its own pose and translation (the paper stage's small
     correction of ``first``'s registration, for the avatar's shape) replace the dataset's for
-    ``first``'s frame (another view of the same hand). Other frames keep their registered pose,
-    and the translation correction moves with the hand: it is an offset of the avatar's hand
-    against the registered one, fixed in the hand's own frame, so it turns with the root's
-    rotation from ``first``'s pose to the frame's (``R_frame R_first^T dt``). The dataset's
-    registration is that of the true hand, whose root joint the avatar's shape puts a little
-    elsewhere: scored with it unchanged, a 1 mm offset alone costs about 5 dB at 256 px; applied
-    unturned to other poses, the held-out subjects 0022/0023 lost 0.7/0.4 dB in the other frames.
+    ``first``'s frame (another view of the same hand). In other frames the avatar keeps where it
+    sat against the registered hand in ``first``, in the registered hand's root frame: with root
+    rotations ``R``, world root joints ``p`` (registered) and ``p'`` (the avatar's),
+    ``R_f' = R_f R_1^T R_1'`` and ``p_f' = p_f + R_f R_1^T (p_1' - p_1)``; the fingers take the
+    frame's registered angles. The two root joints differ: the dataset registers the true hand,
+    whose skeleton the avatar's shape puts a little elsewhere (the proportions fit, the rig's
+    betas). Turning the first frame's translation correction alone (as if both roots were one
+    point) put held-out subject 0023's hand 2-5 pixels off in its other poses (15.8 dB relit,
+    19.0 with the roots told apart); scoring with the registration unchanged, a 1 mm offset alone
+    costs about 5 dB at 256 px.
+
+    Args:
+        sample, first: :class:`palm.data.types.FrameSample` (``first``: the personalisation image).
+        avatar: :class:`palm.avatar.Avatar` fitted to ``first``.
+        hand: the avatar's rig (``prior.model.hand``): its root joint for the avatar's betas, unless
+            the avatar's baked mesh carries its own skeleton (``joints``).
+        data_hand: the hand model of the dataset's registration (default ``hand``; for synthetic
+            subjects with their own flat hands, :func:`palm.train.trainer.subject_hands`).
     """
     if sample.hand is None or first.hand is None:
         return sample
     if sample.subject == first.subject and sample.frame == first.frame:
-        pose, transl = np.asarray(avatar.pose, np.float32), np.asarray(avatar.transl, np.float32)
+        pose, transl = np.asarray(avatar.pose, np.float32), np.asarray(avatar.transl, np.float64)
     else:
-        pose = sample.hand.pose
-        dt = np.asarray(avatar.transl, np.float64) - np.asarray(first.hand.transl, np.float64)
-        turn = root_rotation(sample.hand.pose) @ root_rotation(first.hand.pose).T
-        transl = np.asarray(sample.hand.transl, np.float64) + turn @ dt
+        from scipy.spatial.transform import Rotation
+
+        mesh = avatar.extra.get("mesh")
+        root = (np.asarray(mesh.joints, np.float64)[0] if mesh is not None and getattr(mesh, "joints", None) is not None
+                else rest_root(hand, avatar.betas))
+        data_hand = hand if data_hand is None else data_hand
+        p1 = rest_root(data_hand, first.hand.betas) + np.asarray(first.hand.transl, np.float64)
+        pf = rest_root(data_hand, sample.hand.betas) + np.asarray(sample.hand.transl, np.float64)
+        r1, rf, r1_avatar = root_rotation(first.hand.pose), root_rotation(sample.hand.pose), root_rotation(avatar.pose)
+        turn = rf @ r1.T
+        pose = np.array(sample.hand.pose, np.float32).reshape(16, 3)
+        pose[0] = Rotation.from_matrix(turn @ r1_avatar).as_rotvec()
+        transl = pf + turn @ (root + np.asarray(avatar.transl, np.float64) - p1) - root
     return dataclasses.replace(sample, hand=dataclasses.replace(sample.hand, pose=pose, transl=transl.astype(np.float32)))
+
+
+def rest_root(hand, betas) -> np.ndarray:
+    """(3,) rest root joint of ``hand`` for ``betas`` (float64)."""
+    import torch
+
+    b = torch.as_tensor(np.asarray(betas, np.float32)[: int(hand.n_betas)])[None]
+    with torch.no_grad():
+        _, joints = hand.rest(b.to(hand.v_template))
+    return joints[0, 0].double().cpu().numpy()
 
 
 def root_rotation(pose) -> np.ndarray:
@@ -191,8 +221,10 @@ def eval_synthetic(
     """
     from palm.data.palm_dataset import PalmDataset
     from palm.train.personalize import personalize
+    from palm.train.trainer import subject_hands
 
     ds = PalmDataset(data, subjects=list(subjects) if subjects else None)
+    data_hand = subject_hands(prior.model.hand, data)
     t0 = time.monotonic()
     groups: list[dict[str, Any]] = []
     for sid in ds.subjects:
@@ -210,8 +242,8 @@ def eval_synthetic(
             novel = s.env_name is not None and first.env_name is not None and s.env_name != first.env_name
             if novel and s.env_lobes is None:
                 continue  # no stored lighting to relight with
-            score = score_sample(prior, avatar, registered(s, avatar, first), light=s.env_lobes if novel else None,
-                                 work_res=score_res(cfg))
+            reg = registered(s, avatar, first, prior.model.hand, data_hand)
+            score = score_sample(prior, avatar, reg, light=s.env_lobes if novel else None, work_res=score_res(cfg))
             score["image"] = f"{it[0]}/{it[1]}/{it[2]}"
             (rows_novel if novel else rows_seen).append(score)
         report = avatar.extra.get("report", {})
@@ -261,7 +293,7 @@ def eval_interhand(
                              emit, cancel, preset=preset)
         rows = []
         for s in samples:
-            score = score_sample(prior, avatar, registered(s, avatar, samples[0]), work_res=score_res(cfg))
+            score = score_sample(prior, avatar, registered(s, avatar, samples[0], prior.model.hand), work_res=score_res(cfg))
             score["image"] = str(s.meta.get("path", s.frame))
             rows.append(score)
         report = avatar.extra.get("report", {})

@@ -125,13 +125,62 @@ def test_registered_turns_the_translation_correction_with_the_hand():
     dt = -(axis_angle_to_matrix(rot0[None])[0].numpy() @ offset)
     avatar = _avatar_of_pose(first.hand.pose, first.hand.transl + dt)
     for s in (first, other):
-        reg = registered(s, avatar, first).hand
+        reg = registered(s, avatar, first, hand).hand
         true = surface(s.hand.pose, s.hand.transl, np.zeros(3))
         fitted = surface(reg.pose, reg.transl, offset)
         assert np.abs(fitted - true).max() < 1e-5, s.frame
     # the old rule (the first frame's correction added unturned) misses by millimetres
     old = dataclasses.replace(other.hand, transl=other.hand.transl + dt.astype(np.float32))
     assert np.abs(surface(old.pose, old.transl, offset) - surface(other.hand.pose, other.hand.transl, 0 * offset)).max() > 1e-3
+
+
+def test_registered_keeps_the_avatar_on_the_hand_about_its_own_root_joint():
+    """An avatar with the registered hand's surface but its root joint elsewhere (as a proportions
+    fit puts it), placed on the hand in the first frame: every other frame must pose it onto the
+    registered hand too, which turning the first frame's translation correction alone does not."""
+    import dataclasses
+    import types
+
+    from palm.data.types import CameraParams, FrameSample, HandParams
+    from palm.eval import registered
+    from palm.hand import load_hand
+    from palm.hand.lbs import axis_angle_to_matrix, bone_transforms, skin_vertices
+
+    hand = load_hand("open")
+    with torch.no_grad():
+        rest, joints = (t[0].double().numpy() for t in hand.rest(None))
+    weights = hand.skin_weights.double().numpy()
+    own = joints.copy()
+    own[0] += [0.004, -0.003, 0.002]  # the avatar's root joint, 5 mm from the registered one
+    rng = np.random.default_rng(5)
+
+    def sample(frame):
+        pose = np.zeros((16, 3), np.float32)
+        pose[0] = rng.normal(0, 1.2, 3)
+        pose[1:] = rng.normal(0, 0.2, (15, 3))
+        cam = CameraParams(np.eye(3), np.eye(4), 8, 8)
+        return FrameSample("s", frame, "c", np.zeros((8, 8, 3), np.float32), None, cam,
+                           HandParams(pose, np.zeros(10, np.float32), rng.normal(0, 0.1, 3).astype(np.float32)))
+
+    def posed(pose, transl, skeleton):
+        v, _ = skin_vertices(rest, rest, weights, bone_transforms(hand, pose, joints=skeleton))
+        return v + np.asarray(transl, np.float64)
+
+    first, other = sample(0), sample(1)
+    rot0 = torch.as_tensor(first.hand.pose[0], dtype=torch.float64)
+    r1 = axis_angle_to_matrix(rot0[None])[0].numpy()
+    delta = own[0] - joints[0]
+    avatar = _avatar_of_pose(first.hand.pose, first.hand.transl - delta + r1 @ delta)  # on the hand in frame 0
+    avatar.extra["mesh"] = types.SimpleNamespace(joints=own.astype(np.float32))
+    for s in (first, other):
+        reg = registered(s, avatar, first, hand).hand
+        true = posed(s.hand.pose, s.hand.transl, joints)
+        assert np.abs(posed(reg.pose, reg.transl, own) - true).max() < 1e-5, s.frame
+    # turning the translation correction as if both roots were one point misses by millimetres
+    rf = axis_angle_to_matrix(torch.as_tensor(other.hand.pose[0], dtype=torch.float64)[None])[0].numpy()
+    dt = np.asarray(avatar.transl, np.float64) - first.hand.transl
+    old = dataclasses.replace(other.hand, transl=other.hand.transl + rf @ r1.T @ dt)
+    assert np.abs(posed(old.pose, old.transl, own) - posed(other.hand.pose, other.hand.transl, joints)).max() > 1e-3
 
 
 def _avatar_of_pose(pose, transl) -> Avatar:

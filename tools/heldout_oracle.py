@@ -46,6 +46,7 @@ def main() -> int:
     from palm.hand.lbs import bone_transforms
     from palm.prior import load_prior
     from palm.render.raster import sample_texture
+    from palm.train.trainer import subject_hands
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--eval", required=True, help="the --out folder of palm eval synthetic")
@@ -56,6 +57,7 @@ def main() -> int:
     args = ap.parse_args()
     prior = load_prior(args.prior)
     hand = prior.model.hand
+    data_hand = subject_hands(hand, args.data)
     root = Path(args.eval) / "avatars"
     subjects = args.subjects.split(",") if args.subjects else sorted(p.name for p in root.iterdir() if p.is_dir())
     out = {}
@@ -76,7 +78,7 @@ def main() -> int:
             novel = s.env_name != first.env_name
             if novel and s.env_lobes is None:
                 continue  # no stored lighting to relight with (as the evaluation)
-            view = scoring_view(registered(s, av, first), av.betas, args.res)
+            view = scoring_view(registered(s, av, first, hand, data_hand), av.betas, args.res)
             lobes = torch.as_tensor(s.env_lobes, dtype=torch.float32) if novel else av.light
             bones = bone_transforms(hand, view.pose, view.betas, joints=mesh.joints)
             row = []
