@@ -97,7 +97,6 @@ def test_registered_turns_the_translation_correction_with_the_hand():
     first frame must put it on the registered hand in a frame with another root rotation too."""
     import dataclasses
 
-    from palm.data.types import CameraParams, FrameSample, HandParams
     from palm.eval import registered
     from palm.hand import load_hand
     from palm.hand.lbs import axis_angle_to_matrix
@@ -106,20 +105,12 @@ def test_registered_turns_the_translation_correction_with_the_hand():
     rng = np.random.default_rng(3)
     offset = np.array([0.004, -0.002, 0.003])  # the avatar's hand against the true one, hand frame
 
-    def sample(frame):
-        pose = np.zeros((16, 3), np.float32)
-        pose[0] = rng.normal(0, 1.2, 3)
-        pose[1:] = rng.normal(0, 0.2, (15, 3))
-        cam = CameraParams(np.eye(3), np.eye(4), 8, 8)
-        return FrameSample("s", frame, "c", np.zeros((8, 8, 3), np.float32), None, cam,
-                           HandParams(pose, np.zeros(10, np.float32), rng.normal(0, 0.1, 3).astype(np.float32)))
-
     def surface(pose, transl, shift):
         out = hand(torch.as_tensor(pose)[None], None, torch.as_tensor(transl)[None])
         rot = torch.as_tensor(np.asarray(pose, np.float64)).reshape(16, 3)[0]
         return out.vertices[0].double().numpy() + (axis_angle_to_matrix(rot[None])[0].numpy() @ shift)
 
-    first, other = sample(0), sample(1)
+    first, other = _hand_sample(rng, 0), _hand_sample(rng, 1)
     # the paper stage's correction in the first frame: avatar (true surface + R offset) + dt = true surface
     rot0 = torch.as_tensor(first.hand.pose[0], dtype=torch.float64)
     dt = -(axis_angle_to_matrix(rot0[None])[0].numpy() @ offset)
@@ -141,7 +132,6 @@ def test_registered_keeps_the_avatar_on_the_hand_about_its_own_root_joint():
     import dataclasses
     import types
 
-    from palm.data.types import CameraParams, FrameSample, HandParams
     from palm.eval import registered
     from palm.hand import load_hand
     from palm.hand.lbs import axis_angle_to_matrix, bone_transforms, skin_vertices
@@ -154,19 +144,11 @@ def test_registered_keeps_the_avatar_on_the_hand_about_its_own_root_joint():
     own[0] += [0.004, -0.003, 0.002]  # the avatar's root joint, 5 mm from the registered one
     rng = np.random.default_rng(5)
 
-    def sample(frame):
-        pose = np.zeros((16, 3), np.float32)
-        pose[0] = rng.normal(0, 1.2, 3)
-        pose[1:] = rng.normal(0, 0.2, (15, 3))
-        cam = CameraParams(np.eye(3), np.eye(4), 8, 8)
-        return FrameSample("s", frame, "c", np.zeros((8, 8, 3), np.float32), None, cam,
-                           HandParams(pose, np.zeros(10, np.float32), rng.normal(0, 0.1, 3).astype(np.float32)))
-
     def posed(pose, transl, skeleton):
         v, _ = skin_vertices(rest, rest, weights, bone_transforms(hand, pose, joints=skeleton))
         return v + np.asarray(transl, np.float64)
 
-    first, other = sample(0), sample(1)
+    first, other = _hand_sample(rng, 0), _hand_sample(rng, 1)
     rot0 = torch.as_tensor(first.hand.pose[0], dtype=torch.float64)
     r1 = axis_angle_to_matrix(rot0[None])[0].numpy()
     delta = own[0] - joints[0]
@@ -181,6 +163,18 @@ def test_registered_keeps_the_avatar_on_the_hand_about_its_own_root_joint():
     dt = np.asarray(avatar.transl, np.float64) - first.hand.transl
     old = dataclasses.replace(other.hand, transl=other.hand.transl + rf @ r1.T @ dt)
     assert np.abs(posed(old.pose, old.transl, own) - posed(other.hand.pose, other.hand.transl, joints)).max() > 1e-3
+
+
+def _hand_sample(rng, frame: int):
+    """A frame of subject ``s`` with a random registration (the root turned at random, the fingers a little)."""
+    from palm.data.types import CameraParams, FrameSample, HandParams
+
+    pose = np.zeros((16, 3), np.float32)
+    pose[0] = rng.normal(0, 1.2, 3)
+    pose[1:] = rng.normal(0, 0.2, (15, 3))
+    cam = CameraParams(np.eye(3), np.eye(4), 8, 8)
+    return FrameSample("s", frame, "c", np.zeros((8, 8, 3), np.float32), None, cam,
+                       HandParams(pose, np.zeros(10, np.float32), rng.normal(0, 0.1, 3).astype(np.float32)))
 
 
 def _avatar_of_pose(pose, transl) -> Avatar:
