@@ -254,6 +254,28 @@ def test_trainer_gives_subjects_their_own_hands(tiny: Path, rig):
     assert subject_hands(rig, tiny / "0001") is rig  # no subject folders with shapes: the rig
 
 
+def test_a_bad_shape_file_is_refused_by_name(tiny: Path, rig, tmp_path):
+    """A subject's ``shape.npz`` with another hand's vertex count, non-finite values, no
+    ``rest_vertices`` or no .npz at all: a PalmError naming the file, not a crash in the reshape."""
+    import shutil
+
+    from palm.errors import PalmError
+
+    rest = read_shape(tiny / "0001" / SHAPE_FILE)["rest_vertices"]
+    bad = {"short": {"rest_vertices": rest[:-1]}, "nan": {"rest_vertices": np.where(rest > 0, np.nan, rest)},
+           "key": {"vertices": rest}}
+    for name, arrays in [*bad.items(), ("junk", None), ("cut", None)]:
+        data = tmp_path / name
+        shutil.copytree(tiny, data)
+        path = data / "0001" / SHAPE_FILE
+        if arrays is None:  # not an archive, or one cut short
+            path.write_bytes(b"not a zip file" if name == "junk" else path.read_bytes()[:200])
+        else:
+            np.savez(path, **arrays)
+        with pytest.raises(PalmError, match="shape.npz"):
+            ShapedHand.from_dataset(rig, data)
+
+
 def test_subjects_vary_in_proportions_not_only_size(rig):
     """Finger-to-palm and finger-to-finger ratios vary across subjects (the rig's betas alone keep
     them fixed), and the flat hands' shape PCA is not one-dimensional."""

@@ -157,7 +157,7 @@ class ShapedHand(HandModel):
             path = Path(root) / sid / SHAPE_FILE
             if path.is_file():
                 betas.append(read_poses(Path(root) / sid / "poses.npy").betas[: rig.n_betas])
-                rests.append(read_shape(path)["rest_vertices"])
+                rests.append(subject_rest(path, rig.n_vertices))
         empty = np.zeros((0, rig.n_vertices, 3), np.float32)
         return cls(
             rig,
@@ -217,6 +217,29 @@ def read_shape(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a subject's ``shape.npz`` (no pickles)."""
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def subject_rest(path: str | os.PathLike, n_vertices: int) -> np.ndarray:
+    """A subject's flat hand from its ``shape.npz``: ``rest_vertices`` (n_vertices, 3) float32, finite.
+
+    Raises:
+        PalmError: naming the file, when it cannot be read or holds anything else.
+    """
+    import zipfile
+
+    from palm.errors import PalmError
+
+    try:
+        rest = np.asarray(read_shape(path)["rest_vertices"], np.float32)
+    except KeyError:
+        raise PalmError(path, "missing 'rest_vertices'") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise PalmError(path, f"not a readable .npz ({exc})") from None
+    if rest.shape != (n_vertices, 3):
+        raise PalmError(path, f"rest_vertices must be ({n_vertices}, 3) for this hand rig, got {rest.shape}")
+    if not np.isfinite(rest).all():
+        raise PalmError(path, "rest_vertices holds non-finite values")
+    return rest
 
 
 def fit_canonical_box(
