@@ -73,10 +73,13 @@ def run_train(args) -> int:
                      disposable=lambda folder: latest_checkpoint(folder) is None)
     device = str(resolve_device(args.device))
     init_distributed(device)  # every rank has checked --out before any rank writes
+    ok = False
     try:
-        return _train(args, run, device)
+        code = _train(args, run, device)
+        ok = True
+        return code
     finally:
-        finish_distributed()
+        finish_distributed(ok)
 
 
 def _train(args, run, device: str) -> int:

@@ -570,12 +570,20 @@ def init_distributed(device: str) -> None:
         dist.init_process_group(backend=backend)
 
 
-def finish_distributed() -> None:
+def finish_distributed(ok: bool = True) -> None:
     """Leave the process group (torchrun): a rank that exits with gloo's threads still running can
-    abort in teardown ("terminate called without an active exception")."""
+    abort in teardown ("terminate called without an active exception", seen once in 2026-11-29's
+    test runs when one rank left while the other was still saving). After a run that ended well
+    (``ok``) the ranks meet at a barrier first, so none tears down while another still works; after
+    an error they do not wait for each other (torchrun stops the others when a rank fails)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if ok:
+            try:
+                dist.barrier()
+            except RuntimeError:  # a peer already gone: leave anyway
+                pass
         dist.destroy_process_group()
 
 
