@@ -97,9 +97,8 @@ def test_registered_turns_the_translation_correction_with_the_hand():
     first frame must put it on the registered hand in a frame with another root rotation too."""
     import dataclasses
 
-    from palm.eval import registered
+    from palm.eval import registered, root_rotation
     from palm.hand import load_hand
-    from palm.hand.lbs import axis_angle_to_matrix
 
     hand = load_hand("open")
     rng = np.random.default_rng(3)
@@ -107,13 +106,11 @@ def test_registered_turns_the_translation_correction_with_the_hand():
 
     def surface(pose, transl, shift):
         out = hand(torch.as_tensor(pose)[None], None, torch.as_tensor(transl)[None])
-        rot = torch.as_tensor(np.asarray(pose, np.float64)).reshape(16, 3)[0]
-        return out.vertices[0].double().numpy() + (axis_angle_to_matrix(rot[None])[0].numpy() @ shift)
+        return out.vertices[0].double().numpy() + root_rotation(pose) @ shift
 
     first, other = _hand_sample(rng, 0), _hand_sample(rng, 1)
     # the paper stage's correction in the first frame: avatar (true surface + R offset) + dt = true surface
-    rot0 = torch.as_tensor(first.hand.pose[0], dtype=torch.float64)
-    dt = -(axis_angle_to_matrix(rot0[None])[0].numpy() @ offset)
+    dt = -(root_rotation(first.hand.pose) @ offset)
     avatar = _avatar_of_pose(first.hand.pose, first.hand.transl + dt)
     for s in (first, other):
         reg = registered(s, avatar, first, hand).hand
@@ -132,9 +129,9 @@ def test_registered_keeps_the_avatar_on_the_hand_about_its_own_root_joint():
     import dataclasses
     import types
 
-    from palm.eval import registered
+    from palm.eval import registered, root_rotation
     from palm.hand import load_hand
-    from palm.hand.lbs import axis_angle_to_matrix, bone_transforms, skin_vertices
+    from palm.hand.lbs import bone_transforms, skin_vertices
 
     hand = load_hand("open")
     with torch.no_grad():
@@ -149,8 +146,7 @@ def test_registered_keeps_the_avatar_on_the_hand_about_its_own_root_joint():
         return v + np.asarray(transl, np.float64)
 
     first, other = _hand_sample(rng, 0), _hand_sample(rng, 1)
-    rot0 = torch.as_tensor(first.hand.pose[0], dtype=torch.float64)
-    r1 = axis_angle_to_matrix(rot0[None])[0].numpy()
+    r1 = root_rotation(first.hand.pose)
     delta = own[0] - joints[0]
     avatar = _avatar_of_pose(first.hand.pose, first.hand.transl - delta + r1 @ delta)  # on the hand in frame 0
     avatar.extra["mesh"] = types.SimpleNamespace(joints=own.astype(np.float32))
@@ -159,7 +155,7 @@ def test_registered_keeps_the_avatar_on_the_hand_about_its_own_root_joint():
         true = posed(s.hand.pose, s.hand.transl, joints)
         assert np.abs(posed(reg.pose, reg.transl, own) - true).max() < 1e-5, s.frame
     # turning the translation correction as if both roots were one point misses by millimetres
-    rf = axis_angle_to_matrix(torch.as_tensor(other.hand.pose[0], dtype=torch.float64)[None])[0].numpy()
+    rf = root_rotation(other.hand.pose)
     dt = np.asarray(avatar.transl, np.float64) - first.hand.transl
     old = dataclasses.replace(other.hand, transl=other.hand.transl + rf @ r1.T @ dt)
     assert np.abs(posed(old.pose, old.transl, own) - posed(other.hand.pose, other.hand.transl, joints)).max() > 1e-3
