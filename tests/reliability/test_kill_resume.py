@@ -14,6 +14,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,26 @@ def _final_params(run: Path) -> dict[str, torch.Tensor]:
     return model
 
 
+def _kill_moment_within_the_run(proc: subprocess.Popen, dataset: Path, run: Path,
+                                rng: random.Random) -> subprocess.Popen:
+    """Wait a random moment of the first run; returns the process, still running, ready for the kill.
+
+    The whole tiny run lasts a few seconds, less on a fast machine: when it ends before the moment
+    drawn, the run is wiped and started again with the window halved, so the kill always lands.
+    """
+    window = 6.0
+    for _ in range(6):
+        time.sleep(rng.uniform(0.25, 1.0) * window)
+        if proc.poll() is None:
+            return proc
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err
+        shutil.rmtree(run)
+        window /= 2
+        proc = _start(dataset, run, resume=False)
+    raise AssertionError("the tiny run always ended before the kill, even a fraction of a second in")
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_exact_resume(dataset, tmp_path):
     rng = random.Random(20240611)
@@ -99,8 +120,8 @@ def test_sigkill_at_random_moments_then_exact_resume(dataset, tmp_path):
     for attempt in range(3):
         before = _complete_steps(run)
         proc = _start(dataset, run, resume=bool(before))
-        if attempt == 0:
-            time.sleep(rng.uniform(2.0, 8.0))  # anywhere: start-up, stage 0, or the first checkpoints
+        if attempt == 0:  # anywhere: start-up, stage 0, or the first checkpoints
+            proc = _kill_moment_within_the_run(proc, dataset, run, rng)
         else:  # soon after a new checkpoint appears: inside the next step or the next checkpoint write
             deadline = time.monotonic() + 240
             while _complete_steps(run) == before and proc.poll() is None and time.monotonic() < deadline:
