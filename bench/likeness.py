@@ -51,9 +51,9 @@ def _panel(rgb: np.ndarray, side: int = PANEL) -> np.ndarray:
 
 def albedo_image(mesh, bones, transl, camera) -> np.ndarray:
     """(H, W, 3) sRGB over white: the mesh's albedo, unlit, in ``camera``."""
-    from palm.detail import PosedMesh
     from palm.render.color import linear_to_srgb
     from palm.render.raster import interpolate, rasterize
+    from palm.silhouette import PosedMesh
 
     posed = PosedMesh(mesh, bones, transl, camera.K.cpu(), camera.Rt.cpu())
     frags = rasterize(posed.screen(posed.world())[None], posed.faces, int(camera.height), int(camera.width))

@@ -14,17 +14,14 @@ shows (viewport, ``palm render``, glTF):
    with a rest-space shift: the registered root joint need not be the rig's), else the photo's 2D
    landmarks, under a log-normal prior; the mesh and its joints move with them and every consumer
    poses the mesh about its own joints (``bone_transforms(..., joints=mesh.joints)``).
-3. **Thickness, then outline** (:func:`fit_thickness`, :func:`fit_outline`): first one offset
-   along the normals for the whole hand (optionally one per bone, blended by the skinning
-   weights), so a hand too thin or too thick all round grows or thins symmetrically, then per-vertex offsets in canonical space (carried into
-   the pose by the vertices' own skinning) move the silhouette onto the photo's mask. With ``s(p)`` the mask's signed
-   distance in pixels (positive outside), every projected vertex pays ``relu(s)^2`` (nothing
-   of a hand lies outside its silhouette) and every visible rim vertex (normal within
-   ``rim_cos`` of perpendicular to the view) within ``band_px`` of the outline pays ``s^2``
-   (the outline lies on the mask's edge; farther rims, e.g. the wrist cut against a forearm,
-   are left alone); a uniform Laplacian keeps the offsets smooth and a weak L2 keeps them
-   small. Visibility is re-rasterised every step (no soft rasteriser is needed: the losses are
-   point losses on the projected vertices).
+3. **Pose, thickness, then outline** (:mod:`palm.silhouette`): when the pose comes from the
+   photo's 2D landmarks, first a small correction of the fingers' joints and the translation
+   (:func:`palm.silhouette.fit_pose`; a dataset's 3D registration is kept as it is); then one
+   offset along the normals for the whole hand (optionally per bone), so a hand too thin or too
+   thick all round grows or thins symmetrically; then per-vertex offsets in canonical space
+   (carried into the pose by the vertices' own skinning) move the silhouette onto the photo's
+   mask: every projected vertex pays for lying outside the mask, every visible rim vertex near
+   the outline for lying off it; a uniform Laplacian keeps the offsets smooth, a weak L2 small.
 4. **Albedo** under the fitted light, first put in the data's gauge (``neutral_light``): one
    photo fixes only albedo x light per channel, and the paper stage often settles on a tinted,
    dim light with pale albedo, which relights wrongly; the light is made grey on average at the
@@ -53,7 +50,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from palm.albedo_model import mesh_uv
@@ -67,6 +63,7 @@ from palm.render.environment import DISPLAY_EXPOSURE
 from palm.render.raster import project_screen, rasterize
 from palm.render.sg import neutral_light
 from palm.render.shadow import mesh_group_visibility, shade_groups
+from palm.silhouette import PosedMesh, fit_outline, fit_pose, fit_thickness, laplacian, uniform_laplacian
 
 # ---------------------------------------------------------------------------------------------
 # Mesh helpers
@@ -99,102 +96,9 @@ def subdivide(mesh: BakedAvatar) -> BakedAvatar:
                        joints=mesh.joints, parents=mesh.parents, closed=mesh.closed)  # same surface, same winding
 
 
-def uniform_laplacian(faces: Tensor, n_vertices: int) -> tuple[Tensor, Tensor]:
-    """Edges and degrees for ``L x = x_i - mean_{j in N(i)} x_j``.
-
-    Returns:
-        ``(edges (E, 2) long, both directions, unique; degree (V,) float)``.
-    """
-    f = faces.long()
-    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    e = torch.unique(torch.cat([e, e.flip(1)]), dim=0)
-    degree = torch.bincount(e[:, 0], minlength=n_vertices).float().clamp(min=1)
-    return e, degree
-
-
-def laplacian(x: Tensor, edges: Tensor, degree: Tensor) -> Tensor:
-    """``(V, C) -> (V, C)``: ``x_i - mean of its neighbours``."""
-    acc = torch.zeros_like(x).index_add_(0, edges[:, 0], x[edges[:, 1]])
-    return x - acc / degree[:, None]
-
-
-def signed_mask_distance(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool -> (H, W) float32 signed distance to the mask's edge in pixels (> 0 outside)."""
-    from scipy.ndimage import distance_transform_edt
-
-    mask = np.asarray(mask, bool)
-    return (distance_transform_edt(~mask) - distance_transform_edt(mask)).astype(np.float32)
-
-
-def sample_image(image: Tensor, xy: Tensor) -> Tensor:
-    """Bilinear samples of an (H, W) image at continuous pixel coordinates (centre of pixel u at u + 0.5).
-
-    Args:
-        image: (H, W). xy: (N, 2) ``(x, y)``.
-
-    Returns:
-        (N,); border values outside the image.
-    """
-    h, w = image.shape
-    grid = torch.stack([xy[:, 0] / w * 2 - 1, xy[:, 1] / h * 2 - 1], -1)[None, None]
-    return F.grid_sample(image[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0, 0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Posing and shading (torch, differentiable in the offsets / albedo)
-# ---------------------------------------------------------------------------------------------
-
-
-class PosedMesh:
-    """A baked canonical mesh in one pose and camera: ``world(offsets)`` is differentiable.
-
-    Args:
-        mesh: the canonical mesh. bones: (16, 4, 4) (:func:`palm.hand.lbs.bone_transforms`).
-        transl: (3,) world translation. K: (3, 3), Rt: (4, 4) the camera.
-    """
-
-    def __init__(self, mesh: BakedAvatar, bones: np.ndarray, transl: Any, K: Tensor, Rt: Tensor):
-        w = torch.as_tensor(mesh.skin_weights, dtype=torch.float32)
-        blend = torch.einsum("vj,jab->vab", w, torch.as_tensor(bones, dtype=torch.float32))
-        self.rot, self.shift = blend[:, :3, :3], blend[:, :3, 3] + torch.as_tensor(transl, dtype=torch.float32)
-        self.canonical = torch.as_tensor(mesh.vertices, dtype=torch.float32)
-        self.faces = torch.as_tensor(mesh.faces, dtype=torch.long)
-        self.K, self.Rt = K.float(), Rt.float()
-
-    def world(self, offsets: Tensor | None = None) -> Tensor:
-        """(V, 3) posed vertices of ``canonical + offsets``."""
-        v = self.canonical if offsets is None else self.canonical + offsets
-        return torch.einsum("vab,vb->va", self.rot, v) + self.shift
-
-    def normals(self, world: Tensor) -> Tensor:
-        """(V, 3) unit normals (area-weighted) of the posed positions ``world`` (from :meth:`world`)."""
-        from palm.render.raster import vertex_normals as torch_normals
-
-        return torch_normals(world, self.faces)
-
-    def screen(self, world: Tensor) -> Tensor:
-        """(V, 3) continuous pixel ``x, y`` and camera depth."""
-        return project_screen(world, self.K, self.Rt)[0]
-
-    def eye(self) -> Tensor:
-        return -self.Rt[:3, :3].T @ self.Rt[:3, 3]
-
-
 def interp_pixels(values: Tensor, vid: Tensor, bary: Tensor) -> Tensor:
     """Per-vertex ``values (V, C)`` at covered pixels given by their face's ``vid (N, 3)`` and ``bary (N, 3)``."""
     return (values[vid] * bary[..., None]).sum(1)
-
-
-def visible_vertices(screen: Tensor, faces: Tensor, height: int, width: int, tol: float = 2e-3,
-                     frags=None) -> Tensor:
-    """(V,) bool: the vertex is in the image and not behind the rasterised depth (``tol`` metres)."""
-    frags = rasterize(screen[None], faces, height, width) if frags is None else frags
-    x = screen[:, 0].floor().long()
-    y = screen[:, 1].floor().long()
-    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-    depth = frags.depth[0][y.clamp(0, height - 1), x.clamp(0, width - 1)]
-    covered = frags.face_id[0][y.clamp(0, height - 1), x.clamp(0, width - 1)] >= 0
-    return inside & covered & (screen[:, 2] <= depth + tol)
 
 
 def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedAvatar, lobes: Tensor,
@@ -237,143 +141,6 @@ def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedA
     S = shade_groups(n, view, zero, rough, metal, lobes, groups, vis)
     D = shade_groups(n, view, torch.ones_like(n), rough, metal, lobes, groups, vis) - S
     return {"mask": mask, "vid": vid, "bary": bary, "D": D, "S": S}
-
-
-# ---------------------------------------------------------------------------------------------
-# The two fits
-# ---------------------------------------------------------------------------------------------
-
-
-def fit_thickness(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarray, skin_weights: np.ndarray,
-                  cfg: DetailConfig, emit: Emit = null_emit, cancel=None, step0: int = 0,
-                  total: int = 1) -> tuple[Tensor, Tensor]:
-    """The hand's thickness, fitted to the silhouette before the per-vertex offsets (module notes, step 3).
-
-    Offsets ``t n_v`` along the canonical normals, within ``cfg.thickness_limit``; with
-    ``cfg.thickness_per_bone`` one ``t_j`` per bone, blended by the skinning weights
-    (``n_v sum_j w_vj t_j``). A hand that is too thin or too thick all round is corrected
-    symmetrically, so the per-vertex offsets only fit what is left (offsets free per vertex,
-    fitted from one view, swell the hand unevenly in depth, which other views show as lumps).
-
-    Returns:
-        ``(offsets (V, 3) metres, thickness (1,) or (J,) metres)``.
-    """
-    along = torch.as_tensor(normals_canonical, dtype=torch.float32)
-    weights = torch.as_tensor(skin_weights, dtype=torch.float32)
-    thickness = torch.zeros(weights.shape[1] if cfg.thickness_per_bone else 1, requires_grad=True)
-
-    def bounded() -> Tensor:
-        return cfg.thickness_limit * torch.tanh(thickness / cfg.thickness_limit)
-
-    def offsets() -> Tensor:
-        t = bounded()
-        return ((weights @ t) if cfg.thickness_per_bone else t.expand(len(along)))[:, None] * along
-
-    px_per_m = _px_per_m(posed)
-    out = _fit_silhouette(posed, mask, [thickness], offsets,
-                          lambda off: cfg.offset_l2 * (off * px_per_m * along).sum(1).pow(2).mean(),
-                          cfg.thickness_steps, cfg, emit, cancel, step0, total, "detail: thickness", pull_uncovered=False)
-    with torch.no_grad():
-        return out, bounded()
-
-
-def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarray, cfg: DetailConfig,
-                emit: Emit = null_emit, cancel=None, step0: int = 0, total: int = 1,
-                base: Tensor | None = None) -> Tensor:
-    """Canonical per-vertex offsets that put the silhouette on ``mask`` (module notes, step 3): along
-    ``normals_canonical`` only when ``cfg.tangential`` is 0, else also along the surface (dearer).
-
-    Args:
-        base: (V, 3) offsets already applied (:func:`fit_thickness`); only what is added to them is
-            regularised.
-
-    Returns:
-        (V, 3) offsets in metres, ``base`` included.
-    """
-    along = torch.as_tensor(normals_canonical, dtype=torch.float32)
-    fixed = torch.zeros(len(along), 3) if base is None else base.detach()
-    free = torch.zeros(len(along), 3, requires_grad=True)
-
-    def offsets() -> Tensor:
-        return fixed + (free if cfg.tangential > 0 else (free * along).sum(1, keepdim=True) * along)
-
-    edges, degree = uniform_laplacian(posed.faces, len(posed.canonical))
-    px_per_m = _px_per_m(posed)
-    with torch.no_grad():
-        ray = posed.world() - posed.eye()[None]
-        ray = ray / ray.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-    def regulariser(total: Tensor) -> Tensor:
-        # offsets along the normals (a finger grows or thins all round) and, dearer by 1 / tangential,
-        # along the surface; their component along the view ray (depth, which the photo cannot see) pays too
-        off_px = (total - fixed) * px_per_m  # only what this stage adds
-        normal_px = (off_px * along).sum(1)
-        depth_px = (torch.einsum("vab,vb->va", posed.rot, off_px) * ray).sum(1)
-        loss = cfg.offset_smooth * laplacian(off_px, edges, degree).pow(2).sum(1).mean() \
-            + cfg.offset_l2 * normal_px.pow(2).mean() + cfg.depth_weight * depth_px.pow(2).mean()
-        if cfg.tangential > 0:
-            tangent_px = off_px - normal_px[:, None] * along
-            loss = loss + cfg.offset_l2 / cfg.tangential * tangent_px.pow(2).sum(1).mean()
-        return loss
-
-    return _fit_silhouette(posed, mask, [free], offsets, regulariser, cfg.outline_steps, cfg, emit, cancel,
-                           step0, total, "detail: outline")
-
-
-def _px_per_m(posed: PosedMesh) -> float:
-    """Pixels per metre at the mean depth of the unmoved mesh."""
-    with torch.no_grad():
-        return float(posed.K[0, 0]) / float(posed.screen(posed.world())[:, 2].mean())
-
-
-def _fit_silhouette(posed: PosedMesh, mask: np.ndarray, params: list[Tensor], offsets_of, regulariser, steps: int,
-                    cfg: DetailConfig, emit: Emit, cancel, step0: int, total: int, stage: str,
-                    pull_uncovered: bool = True) -> Tensor:
-    """Adam on ``params`` so that ``offsets_of() (V, 3)`` puts the silhouette on the mask (step 3's
-    losses; ``pull_uncovered``: uncovered hand pixels pull their nearest rim vertex) plus
-    ``regulariser(offsets)``. Returns the final offsets (detached)."""
-    h, w = mask.shape
-    sdf = torch.from_numpy(signed_mask_distance(mask))
-    mask_t = torch.from_numpy(np.asarray(mask, bool))
-    optim = torch.optim.Adam(params, lr=cfg.outline_lr)
-    for step in range(steps):
-        check_cancel(cancel)
-        offsets = offsets_of()
-        world = posed.world(offsets)
-        screen = posed.screen(world)
-        if step % cfg.visibility_every == 0:  # rim vertices change slowly: re-rasterise every few steps
-            with torch.no_grad():
-                normals = posed.normals(world.detach())
-                view = posed.eye()[None] - world
-                cos = ((normals * view).sum(1) / view.norm(dim=1).clamp_min(1e-12)).abs()
-                frags = rasterize(screen.detach()[None], posed.faces, h, w)
-                candidates = visible_vertices(screen.detach(), posed.faces, h, w, frags=frags) & (cos < cfg.rim_cos)
-                uncovered = _uncovered_pixels(mask_t & ~frags.mask[0], frags.mask[0], cfg.cover_px)
-        s = sample_image(sdf, screen[:, :2])
-        rim = candidates & (s.detach().abs() < cfg.band_px)
-        loss_in = F.relu(s).pow(2).mean()
-        loss_rim = s[rim].pow(2).mean() if bool(rim.any()) else s.sum() * 0
-        if pull_uncovered and len(uncovered) and bool(candidates.any()):
-            # every uncovered hand pixel near the render pulls its nearest rim vertex (fingertips, touching fingers)
-            loss_rim = loss_rim + torch.cdist(uncovered, screen[candidates, :2]).min(dim=1).values.pow(2).mean()
-        loss = loss_in + loss_rim + regulariser(offsets)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        emit(Progress(step0 + step + 1, total, stage, losses={"outline": float((loss_in + loss_rim).detach())}))
-    with torch.no_grad():
-        return offsets_of().detach()
-
-
-def _uncovered_pixels(uncovered: Tensor, rendered: Tensor, within_px: float, limit: int = 4096) -> Tensor:
-    """Centres ``(x, y)`` of the uncovered hand pixels within ``within_px`` of the rendered silhouette
-    (farther ones, e.g. a forearm in the photo, are not the hand's to cover), at most ``limit`` (strided)."""
-    from scipy.ndimage import distance_transform_edt
-
-    near = torch.from_numpy(distance_transform_edt(~rendered.numpy()) <= within_px)
-    ys, xs = torch.nonzero(uncovered & near, as_tuple=True)
-    pts = torch.stack([xs, ys], 1).float() + 0.5
-    return pts[:: max(1, len(pts) // limit)]
 
 
 def hand_pixels(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray) -> dict[str, Tensor]:
@@ -520,7 +287,8 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
         ``paper_light_scale``: the paper stage's light is ``light`` with amplitudes times it.
     """
     t0 = time.monotonic()
-    total = cfg.thickness_steps + cfg.outline_steps + cfg.albedo_steps
+    pose_steps = cfg.pose_steps if keypoints is not None and keypoints_3d is None else 0  # a pose from 2D landmarks
+    total = pose_steps + cfg.thickness_steps + cfg.outline_steps + cfg.albedo_steps
     emit(Progress(0, total, "detail: baking"))
     mesh = bake_from_prior(prior, resolution=cfg.mesh_res, betas=avatar.betas, shape_code=avatar.shape_code,
                            appearance_code=avatar.appearance_code, pose=avatar.pose, rig_fill=cfg.rig_fill)
@@ -546,17 +314,23 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
                                     "palm": [round(x, 4) for x in props.palm],
                                     "shift_mm": [round(float(x) * 1000, 2) for x in shift]},
                     "keypoint_rms" + ("_mm" if keypoints_3d is not None else "_px"): [round(before, 2), round(after, 2)]}
-    bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas, joints=mesh.joints)
-    posed0 = PosedMesh(mesh, bones, avatar.transl, K, Rt)
+    pose, transl = np.asarray(avatar.pose, np.float32), np.asarray(avatar.transl, np.float32)
+    if pose_steps > 0:
+        pose, transl = fit_pose(mesh, pose, transl, K, Rt, mask, cfg, emit, cancel, 0, total)
+        fit_info.update(pose=pose.round(5).tolist(), transl=transl.round(6).tolist())
+    bones = bone_transforms(prior.model.hand, pose, avatar.betas, joints=mesh.joints)
+    posed0 = PosedMesh(mesh, bones, transl, K, Rt)
     offsets = torch.zeros(len(mesh.vertices), 3)
     if cfg.thickness_steps > 0:
-        offsets, thickness = fit_thickness(posed0, mask, mesh.normals, mesh.skin_weights, cfg, emit, cancel, 0, total)
+        offsets, thickness = fit_thickness(posed0, mask, mesh.normals, mesh.skin_weights, cfg, emit, cancel,
+                                           pose_steps, total)
         fit_info["thickness_mm"] = [round(float(t) * 1000, 2) for t in thickness]
     if cfg.outline_steps > 0:
-        offsets = fit_outline(posed0, mask, mesh.normals, cfg, emit, cancel, cfg.thickness_steps, total, offsets)
+        offsets = fit_outline(posed0, mask, mesh.normals, cfg, emit, cancel, pose_steps + cfg.thickness_steps, total,
+                              offsets)
     moved = mesh.vertices + offsets.numpy().astype(np.float32)
     mesh = dataclasses.replace(mesh, vertices=moved, normals=vertex_normals(moved, mesh.faces))
-    posed = PosedMesh(mesh, bones, avatar.transl, K, Rt)
+    posed = PosedMesh(mesh, bones, transl, K, Rt)
     t_outline = time.monotonic()
     light = avatar.light.detach().float().cpu()
     light_scale = torch.ones(3)
@@ -575,7 +349,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
         albedo0 = predicted.numpy()
         model_info = {"albedo_model_coeffs": [round(float(c), 3) for c in coeffs]}
     albedo, ratio = fit_albedo(shading, photo, mask, albedo0, posed.faces, cfg, emit, cancel,
-                               cfg.thickness_steps + cfg.outline_steps, total)
+                               total - cfg.albedo_steps, total)
     refined = dataclasses.replace(mesh, albedo=albedo)
     info = {"vertices": len(moved), "faces": len(mesh.faces),
             "seconds_bake": round(t_bake - t0, 2), "seconds_outline": round(t_outline - t_bake, 2),

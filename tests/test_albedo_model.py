@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from palm import albedo_model as am
+from palm import silhouette
 from palm.errors import PalmError
 
 
@@ -137,7 +138,7 @@ def test_the_prior_carries_its_albedo_model_and_the_detail_stage_starts_from_it(
 
     mesh = bake_from_prior(prior, resolution=28)
     bones = bone_transforms(hand, np.zeros((16, 3), np.float32))
-    posed = detail.PosedMesh(mesh, bones, np.zeros(3), torch.eye(3), torch.eye(4))
+    posed = silhouette.PosedMesh(mesh, bones, np.zeros(3), torch.eye(3), torch.eye(4))
     cam = framing_camera(posed.world().numpy(), 48, 0.0, 10.0)
     lobes = sg_init(8, torch.Generator().manual_seed(0))
     true = np.full_like(mesh.albedo, 0.08)  # a dark subject, darker than the field's albedo
@@ -157,7 +158,7 @@ def test_the_prior_carries_its_albedo_model_and_the_detail_stage_starts_from_it(
         got[use] = refined.albedo
     # the model's one direction is the tone: fitted to the seen side it is dark everywhere, also
     # where the photo does not see the hand; the field's albedo, scaled to the seen side, is not
-    seen = detail.visible_vertices(posed.screen(posed.world()), posed.faces, cam.height, cam.width).numpy()
+    seen = silhouette.visible_vertices(posed.screen(posed.world()), posed.faces, cam.height, cam.width).numpy()
     unseen = np.setdiff1d(np.arange(len(mesh.vertices)), seen)
     err = {use: float(np.median(np.abs(np.log(got[use][unseen] / 0.08)))) for use in got}
     assert err[True] < 0.1 and err[False] > 2 * err[True]

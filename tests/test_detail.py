@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from palm import detail
+from palm import detail, silhouette
 from palm.bake import bake_from_prior, load_baked, save_baked
 from palm.config import DetailConfig
 from palm.errors import PalmError
@@ -30,9 +30,9 @@ def scene(prior, mesh):
     hand = prior.model.hand
     pose = np.zeros((16, 3), np.float32)
     bones = bone_transforms(hand, pose)
-    posed = detail.PosedMesh(mesh, bones, np.zeros(3), torch.eye(3), torch.eye(4))
+    posed = silhouette.PosedMesh(mesh, bones, np.zeros(3), torch.eye(3), torch.eye(4))
     cam = framing_camera(posed.world().numpy(), 64, 0.0, 10.0)
-    posed = detail.PosedMesh(mesh, bones, np.zeros(3), cam.K, cam.Rt)
+    posed = silhouette.PosedMesh(mesh, bones, np.zeros(3), cam.K, cam.Rt)
     light = sg_init(8, torch.Generator().manual_seed(0))
     return posed, cam, light
 
@@ -84,18 +84,18 @@ def test_subdivide_quadruples_faces_and_averages_attributes(mesh):
 
 def test_laplacian_vanishes_on_constant_fields_only(mesh):
     faces = torch.as_tensor(mesh.faces, dtype=torch.long)
-    edges, degree = detail.uniform_laplacian(faces, len(mesh.vertices))
+    edges, degree = silhouette.uniform_laplacian(faces, len(mesh.vertices))
     const = torch.ones(len(mesh.vertices), 3) * torch.tensor([1.0, -2.0, 0.5])
-    assert detail.laplacian(const, edges, degree).abs().max() < 1e-6
+    assert silhouette.laplacian(const, edges, degree).abs().max() < 1e-6
     bump = torch.zeros(len(mesh.vertices), 1)
     bump[0] = 1.0
-    assert float(detail.laplacian(bump, edges, degree)[0]) == pytest.approx(1.0)
+    assert float(silhouette.laplacian(bump, edges, degree)[0]) == pytest.approx(1.0)
 
 
 def test_signed_mask_distance_sign_and_scale():
     m = np.zeros((20, 20), bool)
     m[5:15, 5:15] = True
-    d = detail.signed_mask_distance(m)
+    d = silhouette.signed_mask_distance(m)
     assert d[10, 10] < 0 < d[0, 0]
     assert d[10, 17] == pytest.approx(3.0)
 
@@ -107,7 +107,7 @@ def test_outline_fit_moves_the_silhouette_onto_the_mask(scene):
     target = np.zeros_like(start)
     target[:, 4:] = start[:, :-4]
     cfg = DetailConfig(outline_steps=40, outline_lr=4e-4, visibility_every=2, offset_smooth=4.0)
-    offsets = detail.fit_outline(posed, target, posed_normals(posed), cfg)
+    offsets = silhouette.fit_outline(posed, target, posed_normals(posed), cfg)
     after = _silhouette(posed, cam, offsets)
     assert _iou(after, target) > _iou(start, target) + 0.05
     assert torch.isfinite(offsets).all()
@@ -119,16 +119,16 @@ def test_thickness_fit_grows_a_thin_hand_all_round(prior, mesh, per_bone):
     comes back positive, within its limit, and the silhouette moves onto the target; a target 3 mm
     thinner gives negative thickness. The offsets lie along the normals (no lumps)."""
     bones = bone_transforms(prior.model.hand, np.zeros((16, 3), np.float32))
-    posed = detail.PosedMesh(mesh, bones, np.zeros(3), torch.eye(3), torch.eye(4))
+    posed = silhouette.PosedMesh(mesh, bones, np.zeros(3), torch.eye(3), torch.eye(4))
     cam = framing_camera(posed.world().numpy(), 160, 0.0, 10.0)
-    posed = detail.PosedMesh(mesh, bones, np.zeros(3), cam.K, cam.Rt)
+    posed = silhouette.PosedMesh(mesh, bones, np.zeros(3), cam.K, cam.Rt)
     normals = posed_normals(posed)
     start = _silhouette(posed, cam)
     cfg = DetailConfig(thickness_steps=100, visibility_every=2, thickness_limit=0.005, thickness_per_bone=per_bone)
     used = torch.as_tensor(mesh.skin_weights).sum(0) > 1.0  # bones that carry vertices
     for sign in (1.0, -1.0):
         target = _silhouette(posed, cam, torch.as_tensor(normals * 0.003 * sign, dtype=torch.float32))
-        offsets, thickness = detail.fit_thickness(posed, target, normals, mesh.skin_weights, cfg)
+        offsets, thickness = silhouette.fit_thickness(posed, target, normals, mesh.skin_weights, cfg)
         assert thickness.shape == ((len(used),) if per_bone else (1,))
         assert _iou(_silhouette(posed, cam, offsets), target) > _iou(start, target) + 0.02
         t = thickness[used] if per_bone else thickness
@@ -270,7 +270,7 @@ def test_refine_gives_the_albedo_the_colour_a_tinted_fitted_light_took(prior, me
                     appearance_code=z_a, light=tinted, pose=np.zeros((16, 3), np.float32),
                     betas=np.zeros(prior.model.hand.n_betas, np.float32), transl=np.zeros(3, np.float32),
                     camera=cam.to_dict(), prior_hash=prior.content_hash)
-    seen = detail.visible_vertices(posed.screen(posed.world()), posed.faces, cam.height, cam.width).numpy()
+    seen = silhouette.visible_vertices(posed.screen(posed.world()), posed.faces, cam.height, cam.width).numpy()
     errors = {}
     for neutral in (True, False):
         cfg = DetailConfig(mesh_res=28, subdivide=0, rig_fill=None, thickness_steps=0, outline_steps=0, albedo_steps=200,

@@ -309,6 +309,8 @@ def _detail_stage(item, n_betas: int, prior, avatar: Avatar, cfg: PersonalizeCon
     mesh, light, info = refine_avatar(prior, avatar, view.image, view.mask, view.camera, cfg.detail, emit, cancel,
                                       keypoints=view.keypoints, keypoints_3d=view.keypoints_3d)
     avatar.light = light.to(avatar.light)
+    if "pose" in info:  # corrected to the photo's mask (palm.silhouette.fit_pose)
+        avatar.pose, avatar.transl = np.asarray(info["pose"], np.float32), np.asarray(info["transl"], np.float32)
     avatar.extra["mesh"] = mesh
     avatar.extra["albedo_gain"] = info["albedo_ratio"]  # the neural renderer's share of the colour correction
     avatar.extra["detail"] = {**info, "camera": view.camera.to("cpu").to_dict()}
