@@ -84,10 +84,12 @@ def one_photo(path: str, prior, steps: int | None, figure: bool) -> tuple[dict, 
     bones = bone_transforms(prior.model.hand, avatar.pose, avatar.betas, joints=mesh.joints)
     paper_light = avatar.light.clone()  # the paper stage's own light (the avatar keeps it in the data's gauge)
     paper_light[:, 4:7] *= torch.tensor(report["detail"]["paper_light_scale"], dtype=paper_light.dtype)
+    paper_pose = np.asarray(report["detail"].get("paper_pose", avatar.pose), np.float32)  # before the pose fit
+    paper_transl = np.asarray(report["detail"].get("paper_transl", avatar.transl), np.float32)
     plain = subdivide(bake_from_prior(prior, resolution=cfg.detail.mesh_res, betas=avatar.betas,
                                       shape_code=avatar.shape_code, appearance_code=avatar.appearance_code,
-                                      pose=avatar.pose))
-    rgba = render_mesh(plain, bone_transforms(prior.model.hand, avatar.pose, avatar.betas), avatar.transl,
+                                      pose=paper_pose))
+    rgba = render_mesh(plain, bone_transforms(prior.model.hand, paper_pose, avatar.betas), paper_transl,
                        view.camera, paper_light)
     before = image_metrics(on_white(rgba), view, opacity=rgba[..., 3])
     keys = ("psnr_masked", "ssim_masked", "lpips_masked", "iou")

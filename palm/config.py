@@ -322,7 +322,7 @@ class DetailConfig:
     proportion_sd: float = 0.07  # their prior: log-normal, this standard deviation
     pose_steps: int = 100  # first the fingers' joints and place, fitted to the mask when the pose is from 2D landmarks
     pose_lr: tuple[float, float] = (1e-2, 2e-4)  # its Adam steps: radians, metres
-    pose_prior: tuple[float, float] = (10.0, 0.1)  # its L2 weight per radian squared, per millimetre squared
+    pose_prior: tuple[float, float, float] = (100.0, 1.0, 1.0)  # L2 per rad^2, per mm^2, per px^2 of depth motion
     thickness_steps: int = 100  # first the hand's thickness (offsets along the normals), within +-limit (m)
     thickness_limit: float = 0.003
     thickness_per_bone: bool = False  # one thickness per bone (one photo misreads finger poses as thickness)

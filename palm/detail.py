@@ -316,6 +316,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
                     "keypoint_rms" + ("_mm" if keypoints_3d is not None else "_px"): [round(before, 2), round(after, 2)]}
     pose, transl = np.asarray(avatar.pose, np.float32), np.asarray(avatar.transl, np.float32)
     if pose_steps > 0:
+        fit_info.update(paper_pose=pose.round(5).tolist(), paper_transl=transl.round(6).tolist())
         pose, transl = fit_pose(mesh, pose, transl, K, Rt, mask, cfg, emit, cancel, 0, total)
         fit_info.update(pose=pose.round(5).tolist(), transl=transl.round(6).tolist())
     bones = bone_transforms(prior.model.hand, pose, avatar.betas, joints=mesh.joints)

@@ -309,11 +309,19 @@ def fit_pose(mesh: BakedAvatar, pose: Any, transl: Any, K: Tensor, Rt: Tensor, m
         ``(pose (16, 3), transl (3,))`` float32.
     """
     posed = ArticulatedMesh(mesh, pose, transl, K, Rt)
-    per_rad2, per_mm2 = cfg.pose_prior
+    per_rad2, per_mm2, per_px2 = cfg.pose_prior
     zero = torch.zeros(len(posed.canonical), 3)
+    with torch.no_grad():
+        start = posed.world()
+        ray = start - posed.eye()[None]
+        ray = ray / ray.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        px_per_m = float(posed.K[0, 0]) / float(posed.screen(start)[:, 2].mean())
 
     def prior(_: Tensor) -> Tensor:
-        return per_rad2 * posed.delta.pow(2).sum() + per_mm2 * (posed.shift_m * 1000).pow(2).sum()
+        # the photo cannot see a finger turn towards or away from it: motion along the view rays pays
+        depth_px = ((posed.world() - start) * ray).sum(1) * px_per_m
+        return per_rad2 * posed.delta.pow(2).sum() + per_mm2 * (posed.shift_m * 1000).pow(2).sum() \
+            + per_px2 * depth_px.pow(2).mean()
 
     groups = [{"params": [posed.delta], "lr": cfg.pose_lr[0]}, {"params": [posed.shift_m], "lr": cfg.pose_lr[1]}]
     _fit_silhouette(posed, mask, groups, lambda: zero, prior, cfg.pose_steps, cfg, emit, cancel, step0, total,

@@ -70,10 +70,12 @@ def test_fit_pose_turns_a_finger_back_towards_its_mask(shipped, framed):
     assert (mask ^ _silhouette(hand, mesh, fitted, fitted_t, camera)).sum() < 0.5 * (mask ^ start).sum()
     # the turn went to the index finger's joints, about the viewing axis; the other fingers stay
     index = fitted[1:4] @ axes[2]
-    assert 0.2 < index.sum() < 0.6 and np.abs(fitted[4:]).max() < 0.15
+    assert 0.2 < index.sum() < 0.6 and np.abs(fitted[4:]).max() < 0.05
+    # and not towards the camera: what the turns have besides the viewing axis is small (the depth guard)
+    assert (np.linalg.norm(fitted[1:4], axis=1) - np.abs(index)).max() < 0.03
     # started on the truth, the fit stays near it
     again, again_t = fit_pose(mesh, true, transl, camera.K, camera.Rt, mask, DetailConfig())
-    assert np.abs(again - true).max() < 0.1 and np.abs(again_t).max() < 2e-3
+    assert np.abs(again - true).max() < 0.05 and np.abs(again_t).max() < 2e-3
 
 
 def _avatar(prior, pose):
