@@ -5,7 +5,8 @@ Three fits move its silhouette onto the mask with the same point losses (:func:`
 
 * :func:`fit_pose`: a small correction of the fingers' joint rotations and of the translation,
   when the pose comes from the photo's 2D landmarks (they say little about how a finger sits
-  inside its outline); what it leaves, the later fits would take up as shape.
+  inside its outline); what it leaves, the later fits would take up as shape. The vertices'
+  motion along the view rays pays (a turn towards the camera barely changes the silhouette).
 * :func:`fit_thickness`: one offset along the normals for the whole hand (or per bone).
 * :func:`fit_outline`: per-vertex canonical offsets, smooth, dearer along the view rays.
 
@@ -297,9 +298,10 @@ def fit_pose(mesh: BakedAvatar, pose: Any, transl: Any, K: Tensor, Rt: Tensor, m
              emit: Emit = null_emit, cancel=None, step0: int = 0, total: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The fingers' joint rotations and the translation that put ``mesh``'s silhouette on ``mask``.
 
-    ``cfg.pose_steps`` Adam steps (``cfg.pose_lr``: radians, metres) on :class:`ArticulatedMesh`'s correction, with
-    an L2 prior on it: ``cfg.pose_prior[0]`` per radian squared, ``cfg.pose_prior[1]`` per
-    millimetre squared of translation.
+    ``cfg.pose_steps`` Adam steps (``cfg.pose_lr``: radians, metres; falling to a tenth) on
+    :class:`ArticulatedMesh`'s correction, with an L2 prior on it: ``cfg.pose_prior[0]`` per radian
+    squared, ``[1]`` per millimetre squared of translation, ``[2]`` per squared pixel of the
+    vertices' mean motion along their view rays (depth, which the photo does not see).
 
     Args:
         mesh: canonical mesh (with its own ``joints``). pose: (16, 3) axis-angle. transl: (3,) metres.
