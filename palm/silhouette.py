@@ -219,8 +219,11 @@ def _fit_silhouette(posed: PosedMesh, mask: np.ndarray, params: list[Tensor], of
     """Adam on ``params`` so that ``offsets_of() (V, 3)`` puts the silhouette on the mask (step 3's
     losses; ``pull_uncovered``: uncovered hand pixels pull their nearest rim vertex) plus
     ``regulariser(offsets)``, with step ``lr`` (default ``cfg.outline_lr``; ``decay``: falling linearly to a
-    tenth, so a fit whose rim set changes under it settles). Returns the final offsets (detached)."""
+    tenth, so a fit whose rim set changes under it settles). A step that leaves a projected vertex
+    non-finite is undone and ends the fit. Returns the final offsets (detached)."""
     h, w = mask.shape
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    last = [t.detach().clone() for t in tensors]
     sdf = torch.from_numpy(signed_mask_distance(mask))
     mask_t = torch.from_numpy(np.asarray(mask, bool))
     optim = torch.optim.Adam(params, lr=cfg.outline_lr if lr is None else lr)
@@ -230,6 +233,12 @@ def _fit_silhouette(posed: PosedMesh, mask: np.ndarray, params: list[Tensor], of
         offsets = offsets_of()
         world = posed.world(offsets)
         screen = posed.screen(world)
+        if not bool(torch.isfinite(screen).all()):  # (grid_sample's backward would also crash on it)
+            with torch.no_grad():
+                for t, v in zip(tensors, last, strict=True):
+                    t.copy_(v)
+            break
+        last = [t.detach().clone() for t in tensors]
         if step % cfg.visibility_every == 0:  # rim vertices change slowly: re-rasterise every few steps
             with torch.no_grad():
                 normals = posed.normals(world.detach())
@@ -308,7 +317,7 @@ def fit_pose(mesh: BakedAvatar, pose: Any, transl: Any, K: Tensor, Rt: Tensor, m
         K, Rt: the photo crop's camera. mask: (H, W) bool.
 
     Returns:
-        ``(pose (16, 3), transl (3,))`` float32.
+        ``(pose (16, 3), transl (3,))`` float32 (finite: :func:`_fit_silhouette` undoes a step that is not).
     """
     posed = ArticulatedMesh(mesh, pose, transl, K, Rt)
     per_rad2, per_mm2, per_px2 = cfg.pose_prior

@@ -78,6 +78,17 @@ def test_fit_pose_turns_a_finger_back_towards_its_mask(shipped, framed):
     assert np.abs(again - true).max() < 0.05 and np.abs(again_t).max() < 2e-3
 
 
+def test_a_step_gone_non_finite_is_undone_and_ends_the_fit(framed):
+    mesh, camera, _ = framed
+    pose = np.full((16, 3), 0.05, np.float32)
+    transl = np.array([0.0, 0.01, 0.0], np.float32)
+    mask = np.zeros((96, 96), bool)
+    mask[30:60, 20:70] = True
+    fitted, moved = fit_pose(mesh, pose, transl, camera.K, camera.Rt, mask,
+                             DetailConfig(pose_steps=3, pose_lr=(float("nan"), 2e-4)))
+    assert np.array_equal(fitted, pose) and np.array_equal(moved, transl)
+
+
 def _avatar(prior, pose):
     z_s, z_a = prior.codes_from_coeffs(torch.zeros(5), torch.zeros(5))
     return Avatar(shape_coeffs=torch.zeros(5), appearance_coeffs=torch.zeros(5), shape_code=z_s, appearance_code=z_a,
