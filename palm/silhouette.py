@@ -87,18 +87,26 @@ class PosedMesh:
         transl: (3,) world translation. K: (3, 3), Rt: (4, 4) the camera.
     """
 
-    def __init__(self, mesh: BakedAvatar, bones: np.ndarray, transl: Any, K: Tensor, Rt: Tensor):
-        w = torch.as_tensor(mesh.skin_weights, dtype=torch.float32)
-        blend = torch.einsum("vj,jab->vab", w, torch.as_tensor(bones, dtype=torch.float32))
-        self.rot, self.shift = blend[:, :3, :3], blend[:, :3, 3] + torch.as_tensor(transl, dtype=torch.float32)
+    def __init__(self, mesh: BakedAvatar, bones: Any, transl: Any, K: Tensor, Rt: Tensor):
+        self.weights = torch.as_tensor(mesh.skin_weights, dtype=torch.float32)
+        self.rot, self.shift = self._blend(torch.as_tensor(bones, dtype=torch.float32),
+                                           torch.as_tensor(transl, dtype=torch.float32))
         self.canonical = torch.as_tensor(mesh.vertices, dtype=torch.float32)
         self.faces = torch.as_tensor(mesh.faces, dtype=torch.long)
         self.K, self.Rt = K.float(), Rt.float()
 
+    def _blend(self, bones: Tensor, transl: Tensor) -> tuple[Tensor, Tensor]:
+        """Linear blend skinning of ``bones (16, 4, 4)``: per-vertex ``(rotation (V, 3, 3), shift (V, 3))``."""
+        blend = torch.einsum("vj,jab->vab", self.weights, bones)
+        return blend[:, :3, :3], blend[:, :3, 3] + transl
+
     def world(self, offsets: Tensor | None = None) -> Tensor:
         """(V, 3) posed vertices of ``canonical + offsets``."""
+        return self._skin(self.rot, self.shift, offsets)
+
+    def _skin(self, rot: Tensor, shift: Tensor, offsets: Tensor | None) -> Tensor:
         v = self.canonical if offsets is None else self.canonical + offsets
-        return torch.einsum("vab,vb->va", self.rot, v) + self.shift
+        return torch.einsum("vab,vb->va", rot, v) + shift
 
     def normals(self, world: Tensor) -> Tensor:
         """(V, 3) unit normals (area-weighted) of the posed positions ``world`` (from :meth:`world`)."""
@@ -112,6 +120,11 @@ class PosedMesh:
 
     def eye(self) -> Tensor:
         return -self.Rt[:3, :3].T @ self.Rt[:3, 3]
+
+    def view_rays(self, world: Tensor) -> Tensor:
+        """(V, 3) unit directions from the camera to the posed positions ``world``."""
+        ray = world - self.eye()[None]
+        return ray / ray.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def visible_vertices(screen: Tensor, faces: Tensor, height: int, width: int, tol: float = 2e-3,
@@ -187,8 +200,7 @@ def fit_outline(posed: PosedMesh, mask: np.ndarray, normals_canonical: np.ndarra
     edges, degree = uniform_laplacian(posed.faces, len(posed.canonical))
     px_per_m = _px_per_m(posed)
     with torch.no_grad():
-        ray = posed.world() - posed.eye()[None]
-        ray = ray / ray.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        ray = posed.view_rays(posed.world())
 
     def regulariser(total: Tensor) -> Tensor:
         # offsets along the normals (a finger grows or thins all round) and, dearer by 1 / tangential,
@@ -242,8 +254,7 @@ def _fit_silhouette(posed: PosedMesh, mask: np.ndarray, params: list[Tensor], of
         if step % cfg.visibility_every == 0:  # rim vertices change slowly: re-rasterise every few steps
             with torch.no_grad():
                 normals = posed.normals(world.detach())
-                view = posed.eye()[None] - world
-                cos = ((normals * view).sum(1) / view.norm(dim=1).clamp_min(1e-12)).abs()
+                cos = (normals * posed.view_rays(world.detach())).sum(1).abs()
                 frags = rasterize(screen.detach()[None], posed.faces, h, w)
                 candidates = visible_vertices(screen.detach(), posed.faces, h, w, frags=frags) & (cos < cfg.rim_cos)
                 uncovered = _uncovered_pixels(mask_t & ~frags.mask[0], frags.mask[0], cfg.cover_px)
@@ -281,26 +292,26 @@ class ArticulatedMesh(PosedMesh):
     differentiable in both. The mesh is skinned about its own ``joints``."""
 
     def __init__(self, mesh: BakedAvatar, pose: Any, transl: Any, K: Tensor, Rt: Tensor):
-        self.canonical = torch.as_tensor(mesh.vertices, dtype=torch.float32)
-        self.faces = torch.as_tensor(mesh.faces, dtype=torch.long)
-        self.K, self.Rt = K.float(), Rt.float()
-        self.weights = torch.as_tensor(mesh.skin_weights, dtype=torch.float32)
         self.joints = torch.as_tensor(np.asarray(mesh.joints, np.float32))
         self.parents = torch.as_tensor(np.asarray(mesh.parents)).long()
         self.pose = torch.as_tensor(np.asarray(pose, np.float32)).reshape(16, 3)
         self.transl = torch.as_tensor(np.asarray(transl, np.float32)).reshape(3)
         self.delta = torch.zeros(15, 3, requires_grad=True)
         self.shift_m = torch.zeros(3, requires_grad=True)
+        with torch.no_grad():  # rot and shift: the start pose's
+            super().__init__(mesh, self._bones(), self.transl, K, Rt)
 
     def fitted_pose(self) -> Tensor:
         """(16, 3) the corrected pose."""
         return self.pose + torch.cat([torch.zeros(1, 3), self.delta])
 
-    def world(self, offsets: Tensor | None = None) -> Tensor:
+    def _bones(self) -> Tensor:
+        """(16, 4, 4) the fitted pose's bones about the mesh's own joints."""
         frames = rigid_chain(axis_angle_to_matrix(self.fitted_pose())[None], self.joints[None], self.parents)
-        blend = torch.einsum("vj,jab->vab", self.weights, skinning_transforms(frames, self.joints[None])[0])
-        v = self.canonical if offsets is None else self.canonical + offsets
-        return torch.einsum("vab,vb->va", blend[:, :3, :3], v) + blend[:, :3, 3] + self.transl + self.shift_m
+        return skinning_transforms(frames, self.joints[None])[0]
+
+    def world(self, offsets: Tensor | None = None) -> Tensor:
+        return self._skin(*self._blend(self._bones(), self.transl + self.shift_m), offsets)
 
 
 def fit_pose(mesh: BakedAvatar, pose: Any, transl: Any, K: Tensor, Rt: Tensor, mask: np.ndarray, cfg: DetailConfig,
@@ -322,11 +333,10 @@ def fit_pose(mesh: BakedAvatar, pose: Any, transl: Any, K: Tensor, Rt: Tensor, m
     posed = ArticulatedMesh(mesh, pose, transl, K, Rt)
     per_rad2, per_mm2, per_px2 = cfg.pose_prior
     zero = torch.zeros(len(posed.canonical), 3)
+    px_per_m = _px_per_m(posed)
     with torch.no_grad():
         start = posed.world()
-        ray = start - posed.eye()[None]
-        ray = ray / ray.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        px_per_m = float(posed.K[0, 0]) / float(posed.screen(start)[:, 2].mean())
+        ray = posed.view_rays(start)
 
     def prior(_: Tensor) -> Tensor:
         # the photo cannot see a finger turn towards or away from it: motion along the view rays pays
