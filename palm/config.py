@@ -129,8 +129,7 @@ class LatentConfig:
     n_pca: int = 5
     init_std: float = 1e-8
     pca_add_mean: bool = True
-    """Decode ``z = mean + c @ B``. The release omits the mean (``False``); we add it so that zero
-    coefficients give the mean subject, which is what the studio's sliders show."""
+    """Decode ``z = mean + c @ B`` (the release omits the mean; zero coefficients then give the mean subject)."""
 
 
 @dataclass(frozen=True)
@@ -336,6 +335,9 @@ class DetailConfig:
     offset_l2: float = 0.01
     tangential: float = 1.0  # offsets may slide along the surface, L2 weight / this (0: along normals only)
     depth_weight: float = 1.0  # weight of the offsets' squared component along the view rays (px), unseen
+    relief_steps: int = 100  # offsets along the normals fitted to the photo's shading before the albedo (step 4)
+    relief_limit: float = 0.0015  # within +-this (m)
+    relief_smooth: float = 1.0  # weight of their uniform Laplacian (per mm^2)
     albedo_steps: int = 300
     albedo_lr: float = 0.02
     albedo_smooth: float = 0.01
@@ -367,8 +369,7 @@ class PersonalizeConfig:
     preview_every: int = 100
     seed: int = 0
     work_res: int | None = 256
-    """Side (pixels) of the square working crop around the hand that is fitted and scored; None:
-    the images as given. suggestion (the release fits the dataset's full images)."""
+    """Side (px) of the square crop around the hand fitted and scored (None: the images as given; suggestion)."""
     crop_scale: float = 1.25
     """The working crop's side is ``crop_scale`` x the longer side of the mask's bounding box."""
     preview_res: int = 48

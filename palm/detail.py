@@ -22,7 +22,9 @@ shows (viewport, ``palm render``, glTF):
    (carried into the pose by the vertices' own skinning) move the silhouette onto the photo's
    mask: every projected vertex pays for lying outside the mask, every visible rim vertex near
    the outline for lying off it; a uniform Laplacian keeps the offsets smooth, a weak L2 small.
-4. **Albedo** under the fitted light, first put in the data's gauge (``neutral_light``): one
+4. **Relief, then albedo** under the fitted light, first put in the data's gauge (``neutral_light``). The
+   relief (:func:`fit_relief`): smooth offsets along the normals of the seen side that let the shading
+   explain what the baked normals get wrong, with the albedo held at its start. Then the albedo: one
    photo fixes only albedo x light per channel, and the paper stage often settles on a tinted,
    dim light with pale albedo, which relights wrongly; the light is made grey on average at the
    display exposure (:func:`palm.render.sg.neutral_light`) and the albedo takes the colour. The
@@ -63,7 +65,15 @@ from palm.render.environment import DISPLAY_EXPOSURE
 from palm.render.raster import project_screen, rasterize
 from palm.render.sg import neutral_light
 from palm.render.shadow import mesh_group_visibility, shade_groups
-from palm.silhouette import PosedMesh, fit_outline, fit_pose, fit_thickness, laplacian, uniform_laplacian
+from palm.silhouette import (
+    PosedMesh,
+    fit_outline,
+    fit_pose,
+    fit_thickness,
+    laplacian,
+    uniform_laplacian,
+    visible_vertices,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Mesh helpers
@@ -112,35 +122,47 @@ def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedA
         ``mask (H, W) bool``, ``vid (N, 3) long`` and ``bary (N, 3)`` of the covered pixels (row
         major), and ``D (N, 3)``, ``S (N, 3)`` linear, or with ``albedo`` the linear ``rgb (N, 3)``.
     """
+    frags = pixel_fragments(posed, world, normals, mesh, lobes, height, width, shadows)
+    out = {k: frags[k] for k in ("mask", "vid", "bary")}
+    if albedo is not None:
+        return {**out, "rgb": shade_pixels(frags, normals, lobes, albedo)}
+    D, S = shade_pixels(frags, normals, lobes)
+    return {**out, "D": D, "S": S}
+
+
+def pixel_fragments(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedAvatar, lobes: Tensor,
+                    height: int, width: int, shadows: bool = True) -> dict[str, Any]:
+    """What shading the covered pixels needs besides the normals: ``mask (H, W)``, per pixel ``vid
+    (N, 3)``, ``bary (N, 3)``, ``view (N, 3)``, ``rough``, ``metal (N, 1)``, the lobe groups'
+    shadow visibility ``vis (N, G)`` and ``groups`` (:func:`palm.render.shadow.mesh_group_visibility`)."""
     frags = rasterize(posed.screen(world)[None], posed.faces, height, width)
     mask = frags.mask[0]
-    fid = frags.face_id[0][mask]
-    vid = posed.faces[fid]
+    vid = posed.faces[frags.face_id[0][mask]]
     bary = frags.bary[0][mask]
-    lobes = lobes.float()
     if shadows:
-        groups, vis_v = mesh_group_visibility(world, normals, posed.faces, lobes)
+        groups, vis_v = mesh_group_visibility(world, normals, posed.faces, lobes.float())
     else:
         groups, vis_v = [torch.arange(len(lobes))], torch.ones(len(world), 1)
+    view = posed.eye()[None] - interp_pixels(world, vid, bary)
+    return {"mask": mask, "vid": vid, "bary": bary, "groups": groups, "vis": interp_pixels(vis_v, vid, bary),
+            "view": view / view.norm(dim=1, keepdim=True).clamp_min(1e-12),
+            "rough": interp_pixels(torch.as_tensor(mesh.roughness, dtype=torch.float32)[:, None], vid, bary),
+            "metal": interp_pixels(torch.as_tensor(mesh.metallic, dtype=torch.float32)[:, None], vid, bary)}
 
-    def interp(x: Tensor) -> Tensor:
-        return interp_pixels(x, vid, bary)
 
-    n = interp(normals)
+def shade_pixels(frags: dict[str, Any], normals: Tensor, lobes: Tensor,
+                 albedo: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+    """Shade :func:`pixel_fragments` with the vertex ``normals (V, 3)`` (two-sided): the linear
+    ``rgb (N, 3)`` of ``albedo (V, 3)``, or without it ``(D, S)`` with ``rgb = a D + S``."""
+    vid, bary, view = frags["vid"], frags["bary"], frags["view"]
+    n = interp_pixels(normals, vid, bary)
     n = n / n.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    view = posed.eye()[None] - interp(world)
-    view = view / view.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    n = torch.where((n * view).sum(1, keepdim=True) >= 0, n, -n)  # two-sided
-    rough = interp(torch.as_tensor(mesh.roughness, dtype=torch.float32)[:, None])
-    metal = interp(torch.as_tensor(mesh.metallic, dtype=torch.float32)[:, None])
-    vis = interp(vis_v)
+    n = torch.where((n * view).sum(1, keepdim=True) >= 0, n, -n)
+    args = (frags["rough"], frags["metal"], lobes.float(), frags["groups"], frags["vis"])
     if albedo is not None:
-        rgb = shade_groups(n, view, interp(albedo), rough, metal, lobes, groups, vis)
-        return {"mask": mask, "vid": vid, "bary": bary, "rgb": rgb}
-    zero = torch.zeros_like(n)
-    S = shade_groups(n, view, zero, rough, metal, lobes, groups, vis)
-    D = shade_groups(n, view, torch.ones_like(n), rough, metal, lobes, groups, vis) - S
-    return {"mask": mask, "vid": vid, "bary": bary, "D": D, "S": S}
+        return shade_groups(n, view, interp_pixels(albedo, vid, bary), *args)
+    S = shade_groups(n, view, torch.zeros_like(n), *args)
+    return shade_groups(n, view, torch.ones_like(n), *args) - S, S
 
 
 def hand_pixels(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray) -> dict[str, Tensor]:
@@ -150,6 +172,80 @@ def hand_pixels(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray)
     use = torch.from_numpy(np.asarray(mask, bool))[pix]
     target = torch.from_numpy(np.asarray(photo, np.float32)).reshape(-1, 3)[pix.reshape(-1)][use]
     return {"target": target, **{k: shading[k][use] for k in ("vid", "bary", "D", "S")}}
+
+
+def albedo_start(px: dict[str, Tensor], albedo0: np.ndarray) -> tuple[Tensor, Tensor]:
+    """``albedo0 (V, 3)`` times the per-channel ratio that best explains the seen side (the median
+    of the per-pixel ratios of :func:`hand_pixels` ``px``): ``(start (V, 3), ratio (3,))``."""
+    a_prior = torch.as_tensor(albedo0, dtype=torch.float32)
+    prior_px = interp_pixels(a_prior, px["vid"], px["bary"])
+    D, S = px["D"], px["S"]
+    lit = D.min(1).values > 1e-3
+    ratio = ((srgb_to_linear(px["target"]) - S) / D.clamp_min(1e-3) / prior_px.clamp_min(1e-3))[lit].median(0).values \
+        if bool(lit.any()) else torch.ones(3)
+    ratio = ratio.clamp(0.25, 4.0)
+    return (a_prior * ratio).clamp(0.01, 1.0), ratio
+
+
+RELIEF_LR_MM = 0.02  # the relief fit's Adam step, millimetres
+
+
+def fit_relief(posed: PosedMesh, mesh: BakedAvatar, lobes: Tensor, albedo: Tensor, photo: np.ndarray,
+               mask: np.ndarray, cfg: DetailConfig, emit: Emit = null_emit, cancel=None, step0: int = 0,
+               total: int = 1) -> Tensor:
+    """Offsets along the normals that let the shading, not the albedo, explain the photo's relief.
+
+    The baked surface's normals are 10-17 degrees off the hand's in the photo's view (synthetic
+    held-out subjects), and an albedo fitted under them takes the difference as painted-on light
+    and shadow, which other lights and poses show as blotches. Each vertex the photo sees moves
+    along its canonical normal by ``h`` (faded to zero towards the rim, so the outline stays, and
+    on the unseen side) so that ``srgb(a D(n) + S(n))`` with ``a`` held at ``albedo`` (the
+    colour-corrected prior's, no detail) matches the photo; a uniform Laplacian keeps ``h`` smooth,
+    a weak L2 small, and it stays within ``cfg.relief_limit``. Shadow visibility is held at the start's.
+
+    Args:
+        posed: the refined mesh in the photo's camera. lobes: (K, 7) the light. albedo: (V, 3) linear.
+        photo: (H, W, 3) sRGB; mask: (H, W) bool.
+
+    Returns:
+        (V, 3) canonical offsets.
+    """
+    height, width = photo.shape[:2]
+    normals_c = torch.as_tensor(mesh.normals, dtype=torch.float32)
+    with torch.no_grad():
+        world0 = posed.world()
+        n0 = posed.normals(world0)
+        frags = pixel_fragments(posed, world0, n0, mesh, lobes, height, width)
+        seen = visible_vertices(posed.screen(world0), posed.faces, height, width, frags=None)
+        facing = (-(n0 * posed.view_rays(world0)).sum(1) / cfg.rim_cos).clamp(0, 1) * seen.float()
+    use = torch.from_numpy(np.asarray(mask, bool))[frags["mask"]]
+    target = torch.from_numpy(np.asarray(photo, np.float32)).reshape(-1, 3)[frags["mask"].reshape(-1)][use]
+    frags = {**frags, **{k: frags[k][use] for k in ("vid", "bary", "view", "rough", "metal", "vis")}}
+    edges, degree = uniform_laplacian(posed.faces, len(normals_c))
+    h = torch.zeros(len(normals_c), requires_grad=True)  # millimetres
+    optim = torch.optim.Adam([h], lr=RELIEF_LR_MM)
+    limit = cfg.relief_limit * 1000
+
+    def offsets(h_mm: Tensor) -> Tensor:
+        return (h_mm * facing * 1e-3)[:, None] * normals_c
+
+    for step in range(cfg.relief_steps):
+        check_cancel(cancel)
+        world = posed.world(offsets(h))
+        D, S = shade_pixels(frags, posed.normals(world), lobes)
+        pred = linear_to_srgb((interp_pixels(albedo, frags["vid"], frags["bary"]) * D + S).clamp(0, 1))
+        loss_data = (pred - target).pow(2).mean()
+        hf = (h * facing)[:, None]
+        loss = loss_data + cfg.relief_smooth * laplacian(hf, edges, degree).pow(2).mean() + 1e-4 * hf.pow(2).mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        with torch.no_grad():
+            h.clamp_(-limit, limit)
+        data = float(loss_data.detach())
+        emit(Progress(step0 + step + 1, total, "detail: relief",
+                      losses={"relief": data, "psnr": -10 * math.log10(max(data, 1e-10))}))
+    return offsets(h.detach())
 
 
 def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, albedo0: np.ndarray,
@@ -166,15 +262,8 @@ def fit_albedo(shading: dict[str, Tensor], photo: np.ndarray, mask: np.ndarray, 
     """
     px = hand_pixels(shading, photo, mask)
     target, vid, bary, D, S = px["target"], px["vid"], px["bary"], px["D"], px["S"]
-    a_prior = torch.as_tensor(albedo0, dtype=torch.float32)
-    # the per-channel ratio that best explains the seen side (median of per-pixel ratios)
-    prior_px = interp_pixels(a_prior, vid, bary)
-    lit = D.min(1).values > 1e-3
-    ratio = ((srgb_to_linear(target) - S) / D.clamp_min(1e-3) / prior_px.clamp_min(1e-3))[lit].median(0).values \
-        if bool(lit.any()) else torch.ones(3)
-    ratio = ratio.clamp(0.25, 4.0)
-    start = (a_prior * ratio).clamp(0.01, 1.0)
-    edges, degree = uniform_laplacian(faces, len(a_prior))
+    start, ratio = albedo_start(px, albedo0)
+    edges, degree = uniform_laplacian(faces, len(start))
     albedo = start.clone().requires_grad_(True)
     optim = torch.optim.Adam([albedo], lr=cfg.albedo_lr)
     for step in range(cfg.albedo_steps):
@@ -288,7 +377,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
     """
     t0 = time.monotonic()
     pose_steps = cfg.pose_steps if keypoints is not None and keypoints_3d is None else 0  # a pose from 2D landmarks
-    total = pose_steps + cfg.thickness_steps + cfg.outline_steps + cfg.albedo_steps
+    total = pose_steps + cfg.thickness_steps + cfg.outline_steps + cfg.relief_steps + cfg.albedo_steps
     emit(Progress(0, total, "detail: baking"))
     mesh = bake_from_prior(prior, resolution=cfg.mesh_res, betas=avatar.betas, shape_code=avatar.shape_code,
                            appearance_code=avatar.appearance_code, pose=avatar.pose, rig_fill=cfg.rig_fill)
@@ -341,6 +430,19 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
         world = posed.world()
         normals = posed.normals(world)
         shading = pixel_shading(posed, world, normals, mesh, light, int(camera.height), int(camera.width))
+    if cfg.relief_steps > 0:  # the shading, not the albedo, takes the relief the photo shows
+        start, _ = albedo_start(hand_pixels(shading, photo, mask), mesh.albedo)
+        relief = fit_relief(posed, mesh, light, start, photo, mask, cfg, emit, cancel,
+                            total - cfg.albedo_steps - cfg.relief_steps, total)
+        offsets = offsets + relief
+        moved = mesh.vertices + relief.numpy().astype(np.float32)
+        mesh = dataclasses.replace(mesh, vertices=moved, normals=vertex_normals(moved, mesh.faces))
+        posed = PosedMesh(mesh, bones, transl, K, Rt)
+        fit_info["relief_mm"] = round(float(relief.norm(dim=1).max()) * 1000, 3)
+        with torch.no_grad():
+            world = posed.world()
+            normals = posed.normals(world)
+            shading = pixel_shading(posed, world, normals, mesh, light, int(camera.height), int(camera.width))
     albedo0, model_info = mesh.albedo, {}
     if uv is not None:  # the unseen side from the prior's albedo model, fitted to the seen side
         from palm.albedo_model import fit_to_mesh, observed_albedo

@@ -3,40 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from palm import detail
 from palm.avatar import Avatar
-from palm.bake import bake_from_prior
 from palm.config import DetailConfig
 from palm.hand.lbs import bone_transforms
-from palm.render.rays import Camera
 from palm.silhouette import ArticulatedMesh, PosedMesh, fit_pose
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    """The shipped prior: its baked surface is a hand (the tiny test prior's is a random blob)."""
-    from palm.assets import DEFAULT_PRIOR
-    from palm.prior import load_prior
-
-    return load_prior(DEFAULT_PRIOR)
-
-
-@pytest.fixture(scope="module")
-def framed(shipped):
-    """The shipped prior's flat hand, baked and seen from across its palm plane, 96 px:
-    ``(mesh, camera, axes)``, where ``axes[2]`` is the camera's viewing axis (the hand's normal)."""
-    mesh = bake_from_prior(shipped, resolution=40, rig_fill=0.001)
-    centre = mesh.vertices.mean(0)
-    axes = np.linalg.svd(mesh.vertices - centre, full_matrices=False)[2]
-    rot = np.stack([axes[0], np.cross(axes[2], axes[0]), axes[2]])
-    Rt = np.eye(4, dtype=np.float32)
-    Rt[:3, :3] = rot
-    Rt[:3, 3] = -rot @ centre + [0.0, 0.0, 0.45]
-    K = np.array([[250.0, 0, 48], [0, 250.0, 48], [0, 0, 1]], np.float32)
-    return mesh, Camera(torch.as_tensor(K), torch.as_tensor(Rt), 96, 96), axes
 
 
 def _silhouette(hand, mesh, pose, transl, camera) -> np.ndarray:
