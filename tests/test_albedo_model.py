@@ -152,7 +152,7 @@ def test_the_prior_carries_its_albedo_model_and_the_detail_stage_starts_from_it(
     got = {}
     for use in (True, False):
         cfg = DetailConfig(mesh_res=28, subdivide=0, thickness_steps=0, outline_steps=0, proportion_steps=0,
-                           albedo_steps=1, albedo_model=use, neutral_light=False)
+                           relief_steps=0, albedo_steps=1, albedo_model=use, neutral_light=False)
         refined, _, info = detail.refine_avatar(prior, avatar, photo, mask, cam, cfg)
         assert ("albedo_model_coeffs" in info) == use
         got[use] = refined.albedo

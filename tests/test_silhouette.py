@@ -77,7 +77,7 @@ def test_the_detail_stage_fits_the_pose_only_when_it_came_from_2d_landmarks(prio
     mask = _silhouette(hand, mesh, true, np.zeros(3, np.float32), camera)
     photo = np.repeat(np.where(mask[..., None], 0.6, 1.0), 3, axis=2).astype(np.float32)
     cfg = DetailConfig(res=96, mesh_res=40, subdivide=0, proportion_steps=0, pose_steps=20, thickness_steps=2,
-                       outline_steps=2, albedo_steps=2)
+                       outline_steps=2, relief_steps=2, albedo_steps=2)
     keypoints = np.zeros((21, 2), np.float32)
     stages = {}
     for source in ("2d", "3d"):
