@@ -120,21 +120,22 @@ def pixel_shading(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedA
 
     Returns:
         ``mask (H, W) bool``, ``vid (N, 3) long`` and ``bary (N, 3)`` of the covered pixels (row
-        major), and ``D (N, 3)``, ``S (N, 3)`` linear, or with ``albedo`` the linear ``rgb (N, 3)``.
+        major), and ``D (N, 3)``, ``S (N, 3)`` linear, or with ``albedo`` the linear ``rgb (N, 3)``;
+        also the other keys of :func:`pixel_fragments`, so the result can be shaded again.
     """
     frags = pixel_fragments(posed, world, normals, mesh, lobes, height, width, shadows)
-    out = {k: frags[k] for k in ("mask", "vid", "bary")}
     if albedo is not None:
-        return {**out, "rgb": shade_pixels(frags, normals, lobes, albedo)}
+        return {**frags, "rgb": shade_pixels(frags, normals, lobes, albedo)}
     D, S = shade_pixels(frags, normals, lobes)
-    return {**out, "D": D, "S": S}
+    return {**frags, "D": D, "S": S}
 
 
 def pixel_fragments(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: BakedAvatar, lobes: Tensor,
                     height: int, width: int, shadows: bool = True) -> dict[str, Any]:
     """What shading the covered pixels needs besides the normals: ``mask (H, W)``, per pixel ``vid
     (N, 3)``, ``bary (N, 3)``, ``view (N, 3)``, ``rough``, ``metal (N, 1)``, the lobe groups'
-    shadow visibility ``vis (N, G)`` and ``groups`` (:func:`palm.render.shadow.mesh_group_visibility`)."""
+    shadow visibility ``vis (N, G)`` and ``groups`` (:func:`palm.render.shadow.mesh_group_visibility`),
+    and the rasteriser's ``raster`` :class:`palm.render.raster.Fragments`."""
     frags = rasterize(posed.screen(world)[None], posed.faces, height, width)
     mask = frags.mask[0]
     vid = posed.faces[frags.face_id[0][mask]]
@@ -144,7 +145,8 @@ def pixel_fragments(posed: PosedMesh, world: Tensor, normals: Tensor, mesh: Bake
     else:
         groups, vis_v = [torch.arange(len(lobes))], torch.ones(len(world), 1)
     view = posed.eye()[None] - interp_pixels(world, vid, bary)
-    return {"mask": mask, "vid": vid, "bary": bary, "groups": groups, "vis": interp_pixels(vis_v, vid, bary),
+    return {"raster": frags, "mask": mask, "vid": vid, "bary": bary, "groups": groups,
+            "vis": interp_pixels(vis_v, vid, bary),
             "view": view / view.norm(dim=1, keepdim=True).clamp_min(1e-12),
             "rough": interp_pixels(torch.as_tensor(mesh.roughness, dtype=torch.float32)[:, None], vid, bary),
             "metal": interp_pixels(torch.as_tensor(mesh.metallic, dtype=torch.float32)[:, None], vid, bary)}
@@ -190,9 +192,9 @@ def albedo_start(px: dict[str, Tensor], albedo0: np.ndarray) -> tuple[Tensor, Te
 RELIEF_LR_MM = 0.02  # the relief fit's Adam step, millimetres
 
 
-def fit_relief(posed: PosedMesh, mesh: BakedAvatar, lobes: Tensor, albedo: Tensor, photo: np.ndarray,
-               mask: np.ndarray, cfg: DetailConfig, emit: Emit = null_emit, cancel=None, step0: int = 0,
-               total: int = 1) -> Tensor:
+def fit_relief(posed: PosedMesh, mesh: BakedAvatar, frags: dict[str, Any], lobes: Tensor, albedo: Tensor,
+               photo: np.ndarray, mask: np.ndarray, cfg: DetailConfig, emit: Emit = null_emit, cancel=None,
+               step0: int = 0, total: int = 1) -> Tensor:
     """Offsets along the normals that let the shading, not the albedo, explain the photo's relief.
 
     The baked surface's normals are 10-17 degrees off the hand's in the photo's view (synthetic
@@ -204,7 +206,9 @@ def fit_relief(posed: PosedMesh, mesh: BakedAvatar, lobes: Tensor, albedo: Tenso
     a weak L2 small, and it stays within ``cfg.relief_limit``. Shadow visibility is held at the start's.
 
     Args:
-        posed: the refined mesh in the photo's camera. lobes: (K, 7) the light. albedo: (V, 3) linear.
+        posed: the refined mesh in the photo's camera; mesh: its canonical mesh. lobes: (K, 7) the light.
+        frags: :func:`pixel_fragments` (or :func:`pixel_shading`) of ``posed`` under ``lobes``.
+        albedo: (V, 3) linear.
         photo: (H, W, 3) sRGB; mask: (H, W) bool.
 
     Returns:
@@ -215,8 +219,7 @@ def fit_relief(posed: PosedMesh, mesh: BakedAvatar, lobes: Tensor, albedo: Tenso
     with torch.no_grad():
         world0 = posed.world()
         n0 = posed.normals(world0)
-        frags = pixel_fragments(posed, world0, n0, mesh, lobes, height, width)
-        seen = visible_vertices(posed.screen(world0), posed.faces, height, width, frags=None)
+        seen = visible_vertices(posed.screen(world0), posed.faces, height, width, frags=frags["raster"])
         facing = (-(n0 * posed.view_rays(world0)).sum(1) / cfg.rim_cos).clamp(0, 1) * seen.float()
     use = torch.from_numpy(np.asarray(mask, bool))[frags["mask"]]
     target = torch.from_numpy(np.asarray(photo, np.float32)).reshape(-1, 3)[frags["mask"].reshape(-1)][use]
@@ -432,7 +435,7 @@ def refine_avatar(prior, avatar, photo: np.ndarray, mask: np.ndarray, camera, cf
     if cfg.relief_steps > 0:  # the shading, not the albedo, takes the relief the photo shows
         t_relief = time.monotonic()
         start, _ = albedo_start(hand_pixels(shading, photo, mask), mesh.albedo)
-        relief = fit_relief(posed, mesh, light, start, photo, mask, cfg, emit, cancel,
+        relief = fit_relief(posed, mesh, shading, light, start, photo, mask, cfg, emit, cancel,
                             total - cfg.albedo_steps - cfg.relief_steps, total)
         offsets = offsets + relief
         moved = mesh.vertices + relief.numpy().astype(np.float32)

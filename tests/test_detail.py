@@ -337,7 +337,10 @@ def test_relief_fit_raises_a_bump_the_photo_shades(shipped, framed):
     posed = silhouette.PosedMesh(flat, bones, np.zeros(3), camera.K, camera.Rt)
     # a bump's uniform Laplacian grows with the vertex spacing squared, and this mesh's is ~5-6x an avatar's
     cfg = DetailConfig(relief_steps=150, relief_smooth=1.0 / 36)
-    offsets = detail.fit_relief(posed, flat, lobes, torch.as_tensor(grey), photo, mask, cfg).numpy()
+    with torch.no_grad():
+        world = posed.world()
+        frags = detail.pixel_fragments(posed, world, posed.normals(world), flat, lobes, *mask.shape)
+    offsets = detail.fit_relief(posed, flat, frags, lobes, torch.as_tensor(grey), photo, mask, cfg).numpy()
 
     height = (offsets * mesh.normals).sum(1)
     assert np.abs(offsets - height[:, None] * mesh.normals).max() < 1e-9  # along the normals only
