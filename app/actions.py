@@ -275,7 +275,8 @@ def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
 
     Returns:
         ``{"shape", "appearance"}`` (K,) coefficients, ``{"shape_code", "appearance_code"}`` (32,),
-        ``"lobes"`` (L, 7), ``"pose"`` (16, 3), ``"betas"`` (n_betas,), ``"left"``, ``"camera"`` dict,
+        ``"lobes"`` (L, 7), ``"pose"`` (16, 3) in the studio's convention (a left hand's mirrored, :func:`_studio_pose`),
+        ``"betas"`` (n_betas,), ``"left"``, ``"camera"`` dict,
         ``"mesh"``: the refined mesh of the photo-detail stage or None.
 
     Raises:
@@ -292,7 +293,7 @@ def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
         "shape_code": to_numpy(a.shape_code).astype(np.float32).reshape(-1),
         "appearance_code": to_numpy(a.appearance_code).astype(np.float32).reshape(-1),
         "lobes": to_numpy(a.light).astype(np.float32).reshape(-1, 7),
-        "pose": np.asarray(a.pose, np.float32).reshape(16, 3),
+        "pose": _studio_pose(np.asarray(a.pose, np.float32).reshape(16, 3), bool(a.left)),
         "betas": np.asarray(a.betas, np.float32).reshape(-1),
         "left": bool(a.left),
         "camera": dict(a.camera),
@@ -304,6 +305,19 @@ def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # Environments
 # ------------------------------------------------------------------------------------------------
+
+
+def _studio_pose(pose: np.ndarray, left: bool) -> np.ndarray:
+    """An avatar's pose (16, 3) in the studio's convention. A left hand is fitted as the right hand
+    of the mirrored photo, pose ``p``; the studio poses a left hand ``q`` as ``M X_right(mirror(q))``,
+    so ``q = mirror(p)`` draws the fitted hand mirrored, ``M X_right(p)``: the photo's left hand."""
+    if not left:
+        return pose
+    import torch
+
+    from palm.hand.lbs import mirror_pose
+
+    return mirror_pose(torch.as_tensor(pose)).numpy().astype(np.float32)
 
 
 def env_presets() -> list[str]:

@@ -143,15 +143,28 @@ class PhotoCamera:
         return -r.T @ t
 
     @classmethod
-    def from_avatar(cls, camera: dict, transl=None) -> PhotoCamera:
+    def from_avatar(cls, camera: dict, transl=None, left: bool = False) -> PhotoCamera:
         """From an avatar's ``camera`` dict (``K``, ``Rt``, ``width``, ``height``) and its ``transl`` (3,):
-        the fitted hand is ``LBS(pose) + transl``; the studio draws ``LBS(pose)``, so ``Rt @ T(transl)``."""
+        the fitted hand is ``LBS(pose) + transl``; the studio draws ``LBS(pose)``, so ``Rt @ T(transl)``.
+
+        A left hand was fitted as the right hand of the mirrored photo, and the studio draws it as
+        that right hand mirrored through the world's x = 0 plane, ``M X`` (``M = diag(-1, 1, 1)``,
+        :func:`app.actions.load_avatar_file`). Its camera is ``F Rt M`` with ``F`` the same mirror in
+        camera space (a proper rotation again) and the principal point mirrored, ``cx -> width - cx``:
+        it sees ``M X`` as the photo shows the hand, the fitted right hand's image flipped left to right.
+        """
         rt = np.asarray(camera["Rt"], np.float64).reshape(4, 4).copy()
         if transl is not None:
             shift = np.eye(4)
             shift[:3, 3] = np.asarray(transl, np.float64).reshape(3)
             rt = rt @ shift
-        return cls(np.asarray(camera["K"], np.float64).reshape(3, 3), rt, int(camera["width"]), int(camera["height"]))
+        K = np.asarray(camera["K"], np.float64).reshape(3, 3).copy()
+        width = int(camera["width"])
+        if left:
+            mirror = np.diag([-1.0, 1.0, 1.0, 1.0])
+            rt = mirror @ rt @ mirror
+            K[0, 1], K[0, 2] = -K[0, 1], width - K[0, 2]
+        return cls(K, rt, width, int(camera["height"]))
 
 
 def fit_intrinsics(K: np.ndarray, photo_w: int, photo_h: int, width: int, height: int) -> np.ndarray:

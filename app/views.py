@@ -76,7 +76,7 @@ class CameraViews:
             return
         try:
             meta = json.loads((Path(folder) / "avatar.json").read_text())
-            self.photo_camera = PhotoCamera.from_avatar(meta["camera"], meta.get("transl"))
+            self.photo_camera = PhotoCamera.from_avatar(meta["camera"], meta.get("transl"), bool(meta.get("left", False)))
             self._photo_file = _photo_file(folder, meta.get("photo", ""), self.controller.state.photo.path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self.controller.log(f"{folder}: no photo camera ({exc})")

@@ -271,9 +271,10 @@ def test_golden_preset_pose(studio):
     _match_golden(np.ascontiguousarray(image), "fist_320x240.png")
 
 
-def _refined_avatar(prior, folder: Path) -> Path:
+def _refined_avatar(prior, folder: Path, left: bool = False) -> Path:
     """An avatar folder as personalisation writes it: the prior's mean subject in the relaxed pose,
-    seen by a 200 px photo camera, lit by a two-lobe fitted light, with a baked ``mesh.safetensors``."""
+    seen by a 200 px photo camera, lit by a two-lobe fitted light, with a baked ``mesh.safetensors``
+    (``left``: the photo's hand is a left one, fitted as the right hand of the mirrored photo)."""
     import torch
 
     from palm.avatar import Avatar, save_avatar
@@ -290,7 +291,7 @@ def _refined_avatar(prior, folder: Path) -> Path:
     z_s, z_a = prior.codes_from_coeffs(zeros, zeros)
     light = torch.tensor([[0.3, 1.0, 0.6, 2.0, 2.5, 2.2, 2.0], [0.0, -1.0, 0.0, 1.0, 0.4, 0.4, 0.4]])
     save_avatar(folder, Avatar(zeros, zeros, z_s, z_a, light, pose, np.zeros(hand.n_betas), np.zeros(3),
-                               cam.to("cpu").to_dict(), prior.content_hash))
+                               cam.to("cpu").to_dict(), prior.content_hash, left=left))
     save_baked(folder / "mesh.safetensors", bake_from_prior(prior, resolution=48))
     return folder
 
@@ -360,17 +361,19 @@ def test_golden_avatar_photo_view_and_relit(studio, tmp_path):
     _match_golden(night, "avatar_night_200.png")
 
 
-def test_photo_view_of_a_refined_avatar_matches_palm_render(studio, tmp_path):
+@pytest.mark.parametrize("left", [False, True], ids=["right", "left"])
+def test_photo_view_of_a_refined_avatar_matches_palm_render(studio, tmp_path, left):
     """Opening an avatar with a refined mesh shows that mesh in its photo's view with the photo's
     framing: the viewport's silhouette is the one ``palm render --avatar`` (the engine's raster
     renderer, same mesh, camera and light) draws, and their colours agree roughly (the viewport
-    pre-integrates the light and casts no shadows)."""
+    pre-integrates the light and casts no shadows). A left hand too: the studio draws the mirrored
+    hand and the engine flips its render of the fitted right hand; both show the photo's hand."""
     from palm.scene import load_scene, render_scene
 
     c = studio.controller
     if c.prior is None:
         pytest.skip("the default prior is not installed")
-    folder = _refined_avatar(c.prior.prior, tmp_path / "avatar")
+    folder = _refined_avatar(c.prior.prior, tmp_path / "avatar", left)
     engine = render_scene(load_scene(prior=c.prior.path, avatar=str(folder))).numpy()
     (view,) = _avatar_views(studio, folder, [None])
     ours, theirs = view[..., 3] > 127, engine[..., 3] > 0.5
