@@ -51,6 +51,7 @@ def framed(shipped):
     mesh = bake_from_prior(shipped, resolution=40, rig_fill=0.001)
     centre = mesh.vertices.mean(0)
     axes = np.linalg.svd(mesh.vertices - centre, full_matrices=False)[2]
+    axes *= np.sign(axes[np.arange(3), np.abs(axes).argmax(1)])[:, None]  # SVD's signs are arbitrary: fix them
     rot = np.stack([axes[0], np.cross(axes[2], axes[0]), axes[2]])
     Rt = np.eye(4, dtype=np.float32)
     Rt[:3, :3] = rot
