@@ -91,3 +91,23 @@ def test_a_bad_albedo_gain_is_refused_with_the_file_named(tmp_path, gain):
     with pytest.raises(PalmError, match="albedo_gain") as err:
         load_avatar(tmp_path / "av")
     assert "avatar.json" in str(err.value)
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_preview_shows_the_photo_orientation(tmp_path, left):
+    """A left hand is fitted on the mirrored photo: its preview is flipped back, as the photo."""
+    import dataclasses
+
+    import imageio.v3 as iio
+
+    from palm.train.personalize import write_avatar_folder
+
+    photo = np.zeros((8, 10, 3), np.float32)
+    photo[:, :3] = 1.0  # the (fitted, possibly mirrored) crop is white on its left
+    write_avatar_folder(tmp_path / "av", dataclasses.replace(_avatar(), left=left), {}, photo, photo * 0.5)
+    preview = iio.imread(tmp_path / "av" / "preview.png").astype(float)
+    assert preview.shape[:2] == (8, 20)
+    white = preview[:, :10, 0].mean(0) > 127
+    assert white[7:].all() and not white[:7].any() if left else white[:3].all() and not white[3:].any()
+    half = preview[:, 10:, 0].mean(0) > 60  # the render beside it, flipped the same way
+    assert half[7:].all() and not half[:7].any() if left else half[:3].all() and not half[3:].any()

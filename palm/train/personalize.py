@@ -397,7 +397,8 @@ def _emit_state(emit: Emit, step: int, state: PersonalState, model, view: Person
 def write_avatar_folder(out_dir: str | Path, avatar: Avatar, report: dict[str, Any], photo: np.ndarray,
                         render: np.ndarray | None, write_extra: Callable[[Path], None] | None = None) -> None:
     """Write the avatar folder ``out_dir`` in one atomic swap: avatar files, ``report.json``,
-    ``preview.png`` (photo crop | render) and what ``write_extra(folder)`` adds. On any error the
+    ``preview.png`` (photo crop | render; a left hand's flipped back to the photo's orientation, as
+    ``palm render --avatar`` shows it) and what ``write_extra(folder)`` adds. On any error the
     temporary folder is removed and an existing ``out_dir`` is left as it was; an OS error (disk
     full, read-only, ...) names ``out_dir``, never a temporary."""
     from palm.io import atomic_dir
@@ -406,7 +407,8 @@ def write_avatar_folder(out_dir: str | Path, avatar: Avatar, report: dict[str, A
         with atomic_dir(out_dir) as tmp:
             save_avatar(tmp, avatar, report=report)
             if render is not None:
-                write_side_by_side(tmp / "preview.png", photo, render)
+                flip = (lambda x: x[:, ::-1]) if avatar.left else (lambda x: x)
+                write_side_by_side(tmp / "preview.png", flip(photo), flip(render))
             if write_extra is not None:
                 write_extra(tmp)
     except OSError as exc:
