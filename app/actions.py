@@ -560,20 +560,29 @@ def composite_neural(rgba: np.ndarray, view: NeuralView) -> np.ndarray:
 
 
 def job_neural_render(emit, cancel, prior: PriorInfo, subject: Subject, pose: np.ndarray, lobes: np.ndarray,
-                      view: NeuralView, sizes=NEURAL_SIZES):
+                      view: NeuralView, sizes=NEURAL_SIZES, left: bool = False):
     """Render the true volume PBR image progressively (``palm.scene.render_scene``).
 
     Each size in ``sizes`` (longest side, capped at the viewport's) is rendered with the viewport's
     camera scaled to it and published as a Preview of the whole viewport (sRGB, hand composited on
-    the background); the cancel token stops it between ray chunks.
+    the background); the cancel token stops it between ray chunks. A left hand (``left``) is the
+    right hand in the mirrored pose, mirrored through x = 0 (``palm.hand.lbs.bone_transforms``):
+    the fields render that right hand through the mirrored camera and the image is flipped back.
     """
     import torch
 
+    from app.camera import mirrored_camera
     from palm.render.rays import Camera
     from palm.scene import Scene, render_scene
 
+    K, Rt = np.asarray(view.K, np.float64), np.asarray(view.Rt, np.float64)
+    if left:
+        from palm.hand.lbs import mirror_pose
+
+        pose = mirror_pose(torch.as_tensor(np.asarray(pose, np.float32))).numpy()
+        K, Rt = mirrored_camera(K, Rt, int(view.width))
     frame = neural_frame(prior, subject, pose)
-    camera = Camera(torch.as_tensor(view.K, dtype=torch.float32), torch.as_tensor(view.Rt, dtype=torch.float32),
+    camera = Camera(torch.as_tensor(K, dtype=torch.float32), torch.as_tensor(Rt, dtype=torch.float32),
                     int(view.height), int(view.width))
     light = torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7)
     longest = max(view.width, view.height)
@@ -589,9 +598,9 @@ def job_neural_render(emit, cancel, prior: PriorInfo, subject: Subject, pose: np
             if isinstance(ev, Progress) and ev.total > 0:
                 emit(Progress(done + w * min(ev.step, ev.total) // ev.total, total, label))
 
-        rgba = render_scene(scene, "pbr", emit=chunk, cancel=cancel)
+        rgba = to_numpy(render_scene(scene, "pbr", emit=chunk, cancel=cancel))
         done += weights[i]
-        image = composite_neural(to_numpy(rgba), view)
+        image = composite_neural(rgba[:, ::-1] if left else rgba, view)
         emit(Progress(done, total, f"neural {cam.width}x{cam.height}"))
         emit(Preview(i, image))
     return image

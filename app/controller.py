@@ -389,7 +389,8 @@ class Controller:
     def start_neural(self, view: actions.NeuralView) -> None:
         """Render the current subject, pose and light progressively in ``view`` (a job)."""
         self.neural_job = self.start_job("neural render", actions.job_neural_render, self.prior, self.current_subject(),
-                                         self.state.pose.pose.copy(), self.shown_lobes(), view, kind="neural")
+                                         self.state.pose.pose.copy(), self.shown_lobes(), view, actions.NEURAL_SIZES,
+                                         self.state.pose.left, kind="neural")
 
     def discard_neural(self) -> None:
         """The view changed: drop the neural image, and the render of the old view still on its way."""

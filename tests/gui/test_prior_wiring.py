@@ -201,3 +201,44 @@ def test_avatar_with_a_refined_mesh_shows_that_mesh(xvfb, standin_prior, standin
         assert not np.allclose(c.avatar.albedo, (0.9, 0.1, 0.1))
     finally:
         c.shutdown()
+
+
+def test_neural_view_of_a_left_hand_is_the_mirrored_hand_the_viewport_draws(shipped):
+    """With "left hand" on, the viewport draws the rig's mirrored hand; the neural job must show the
+    same hand (the fields know right hands only), not the right hand in the left hand's pose."""
+    from app import actions
+    from app.camera import OrbitCamera
+    from palm.bake import bake_from_prior
+    from palm.hand import load_pose
+    from palm.hand.lbs import bone_transforms, skin_vertices
+    from palm.render.views import present_upright
+
+    prior, _ = actions.load_prior(None)  # the shipped one, as ``shipped``
+    w, h = 48, 40
+    pose = present_upright(load_pose("point"))
+    mesh = bake_from_prior(shipped, resolution=40)
+    posed, _ = skin_vertices(mesh.vertices, mesh.normals, mesh.skin_weights,
+                             bone_transforms(shipped.model.hand, pose, None, True, joints=mesh.joints))
+    camera = OrbitCamera(azimuth=0.6, elevation=0.3)
+    camera.frame(posed, w / h)
+    K, rt = camera.intrinsics(w, h), camera.world_to_camera()
+    background = np.zeros((h, w, 4), np.uint8)
+    background[..., 2] = 200  # blue
+    view = actions.NeuralView(K, rt, w, h, background)
+    lobes = np.array([[0.0, 1.0, 0.0, 2.0, 2.0, 2.0, 2.0]], np.float32)
+    subject = actions.Subject(np.zeros(5, np.float32), np.zeros(5, np.float32))
+    image = actions.job_neural_render(lambda e: None, None, prior, subject, pose, lobes, view, (w,), True)
+    neural = np.abs(image[..., 2] - 200 / 255) > 0.1  # the hand over the blue background
+    cam = posed @ rt[:3, :3].T + rt[:3, 3]
+    uv = cam @ K.T
+    u, v = (uv[:, 0] / uv[:, 2]).astype(int), (uv[:, 1] / uv[:, 2]).astype(int)
+    keep = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    drawn = np.zeros((h, w), bool)
+    drawn[v[keep], u[keep]] = True  # the posed left mesh's vertices: dense at this size
+
+    def iou(a, b):
+        return (a & b).sum() / max((a | b).sum(), 1)
+
+    assert drawn.sum() > 150
+    assert iou(neural, drawn) > 0.7 and iou(neural, drawn) > iou(neural, drawn[:, ::-1]) + 0.15, \
+        (iou(neural, drawn), iou(neural, drawn[:, ::-1]))
