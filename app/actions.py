@@ -275,8 +275,8 @@ def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
 
     Returns:
         ``{"shape", "appearance"}`` (K,) coefficients, ``{"shape_code", "appearance_code"}`` (32,),
-        ``"lobes"`` (L, 7), ``"pose"`` (16, 3) in the studio's convention (a left hand's mirrored, :func:`_studio_pose`),
-        ``"betas"`` (n_betas,), ``"left"``, ``"camera"`` dict,
+        ``"lobes"`` (L, 7), ``"pose"`` (16, 3) (a left hand's is the posture
+        fitted to the mirrored photo: the studio shows its mirror image), ``"betas"`` (n_betas,), ``"left"``, ``"camera"`` dict,
         ``"mesh"``: the refined mesh of the photo-detail stage or None.
 
     Raises:
@@ -293,7 +293,7 @@ def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
         "shape_code": to_numpy(a.shape_code).astype(np.float32).reshape(-1),
         "appearance_code": to_numpy(a.appearance_code).astype(np.float32).reshape(-1),
         "lobes": to_numpy(a.light).astype(np.float32).reshape(-1, 7),
-        "pose": _studio_pose(np.asarray(a.pose, np.float32).reshape(16, 3), bool(a.left)),
+        "pose": np.asarray(a.pose, np.float32).reshape(16, 3),
         "betas": np.asarray(a.betas, np.float32).reshape(-1),
         "left": bool(a.left),
         "camera": dict(a.camera),
@@ -305,19 +305,6 @@ def load_avatar_file(folder: str, prior: PriorInfo | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # Environments
 # ------------------------------------------------------------------------------------------------
-
-
-def _studio_pose(pose: np.ndarray, left: bool) -> np.ndarray:
-    """An avatar's pose (16, 3) in the studio's convention. A left hand is fitted as the right hand
-    of the mirrored photo, pose ``p``; the studio poses a left hand ``q`` as ``M X_right(mirror(q))``,
-    so ``q = mirror(p)`` draws the fitted hand mirrored, ``M X_right(p)``: the photo's left hand."""
-    if not left:
-        return pose
-    import torch
-
-    from palm.hand.lbs import mirror_pose
-
-    return mirror_pose(torch.as_tensor(pose)).numpy().astype(np.float32)
 
 
 def env_presets() -> list[str]:
@@ -566,8 +553,8 @@ def job_neural_render(emit, cancel, prior: PriorInfo, subject: Subject, pose: np
     Each size in ``sizes`` (longest side, capped at the viewport's) is rendered with the viewport's
     camera scaled to it and published as a Preview of the whole viewport (sRGB, hand composited on
     the background); the cancel token stops it between ray chunks. A left hand (``left``) is the
-    right hand in the mirrored pose, mirrored through x = 0 (``palm.hand.lbs.bone_transforms``):
-    the fields render that right hand through the mirrored camera and the image is flipped back.
+    mirror image through x = 0 of the right hand in ``pose``, as the viewport draws it: the fields
+    render that right hand through the mirrored camera and the image is flipped back.
     """
     import torch
 
@@ -577,9 +564,6 @@ def job_neural_render(emit, cancel, prior: PriorInfo, subject: Subject, pose: np
 
     K, Rt = np.asarray(view.K, np.float64), np.asarray(view.Rt, np.float64)
     if left:
-        from palm.hand.lbs import mirror_pose
-
-        pose = mirror_pose(torch.as_tensor(np.asarray(pose, np.float32))).numpy()
         K, Rt = mirrored_camera(K, Rt, int(view.width))
     frame = neural_frame(prior, subject, pose)
     camera = Camera(torch.as_tensor(K, dtype=torch.float32), torch.as_tensor(Rt, dtype=torch.float32),

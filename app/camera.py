@@ -149,7 +149,7 @@ class PhotoCamera:
 
         A left hand was fitted as the right hand of the mirrored photo, and the studio draws it as
         that right hand mirrored through the world's x = 0 plane, ``M X`` (``M = diag(-1, 1, 1)``,
-        :func:`app.actions.load_avatar_file`). Its camera is ``F Rt M`` with ``F`` the same mirror in
+        ``Controller.current_bones``). Its camera is ``F Rt M`` with ``F`` the same mirror in
         camera space (a proper rotation again) and the principal point mirrored, ``cx -> width - cx``:
         it sees ``M X`` as the photo shows the hand, the fitted right hand's image flipped left to right.
         """

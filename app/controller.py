@@ -21,7 +21,7 @@ from app.jobs import Cancelled, Failed, Finished, JobMessage, JobRunner, log_tex
 from app.state import AppState
 from palm.errors import PalmError
 from palm.hand import load_hand
-from palm.hand.lbs import bone_transforms
+from palm.hand.lbs import bone_transforms, mirror_pose
 from palm.jobs import Progress
 
 PERSONAL_ENV = actions.AVATAR_ENV
@@ -205,10 +205,15 @@ class Controller:
     def current_bones(self) -> np.ndarray:
         """Bone matrices (16, 4, 4) of the shown pose (``bone_transforms``), recomputed when it changed."""
         if self._bones_revision != self.revision["pose"]:
+            import torch
+
             pose = self.state.pose
             s = self.state.subject  # a refined mesh is posed about its own (fitted) skeleton
             joints = s.personal_mesh.joints if s.compare and s.personal_mesh is not None else None
-            self.bones = bone_transforms(self.hand, pose.pose, self.rig_betas(), pose.left, joints=joints)
+            # the pose is a posture in the rig's (right-hand) parameters; a left hand shows its mirror
+            # image, the rig's left hand in the mirrored parameters (palm.hand.model)
+            shown = mirror_pose(torch.as_tensor(pose.pose)).numpy() if pose.left else pose.pose
+            self.bones = bone_transforms(self.hand, shown, self.rig_betas(), pose.left, joints=joints)
             self._bones_revision = self.revision["pose"]
         return self.bones
 

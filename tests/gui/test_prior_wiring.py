@@ -204,8 +204,8 @@ def test_avatar_with_a_refined_mesh_shows_that_mesh(xvfb, standin_prior, standin
 
 
 def test_neural_view_of_a_left_hand_is_the_mirrored_hand_the_viewport_draws(shipped):
-    """With "left hand" on, the viewport draws the rig's mirrored hand; the neural job must show the
-    same hand (the fields know right hands only), not the right hand in the left hand's pose."""
+    """With "left hand" on, the viewport draws the mirror image of the right hand in the pose; the
+    neural job must show the same hand (the fields know right hands only), not the right hand."""
     from app import actions
     from app.camera import OrbitCamera
     from palm.bake import bake_from_prior
@@ -218,7 +218,8 @@ def test_neural_view_of_a_left_hand_is_the_mirrored_hand_the_viewport_draws(ship
     pose = present_upright(load_pose("point"))
     mesh = bake_from_prior(shipped, resolution=40)
     posed, _ = skin_vertices(mesh.vertices, mesh.normals, mesh.skin_weights,
-                             bone_transforms(shipped.model.hand, pose, None, True, joints=mesh.joints))
+                             bone_transforms(shipped.model.hand, pose, None, joints=mesh.joints))
+    posed = posed * [-1.0, 1.0, 1.0]  # the right hand's mirror image
     camera = OrbitCamera(azimuth=0.6, elevation=0.3)
     camera.frame(posed, w / h)
     K, rt = camera.intrinsics(w, h), camera.world_to_camera()
@@ -242,3 +243,23 @@ def test_neural_view_of_a_left_hand_is_the_mirrored_hand_the_viewport_draws(ship
     assert drawn.sum() > 150
     assert iou(neural, drawn) > 0.7 and iou(neural, drawn) > iou(neural, drawn[:, ::-1]) + 0.15, \
         (iou(neural, drawn), iou(neural, drawn[:, ::-1]))
+
+
+def test_a_left_hand_is_the_mirror_image_of_the_right_hand_in_the_same_pose(standin_prior):
+    """The studio's "left hand" shows the pose's posture mirrored (a left fist is a fist): the
+    controller's bones for a left hand pose the mesh into the right hand's mirror image."""
+    from app.controller import Controller
+    from palm.bake import bake_from_hand
+    from palm.hand.lbs import skin_vertices
+
+    c = Controller(standin_prior, bake_resolutions=RES)
+    try:
+        mesh = bake_from_hand(c.hand)
+        c.apply_preset("fist")
+        right, _ = skin_vertices(mesh.vertices, mesh.normals, mesh.skin_weights, c.current_bones())
+        c.set_left(True)
+        left, _ = skin_vertices(mesh.vertices, mesh.normals, mesh.skin_weights, c.current_bones())
+        assert np.allclose(left, right * [-1.0, 1.0, 1.0], atol=1e-5)
+        assert np.abs(left - right).max() > 0.05  # and it is not the right hand
+    finally:
+        c.shutdown()
