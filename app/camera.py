@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from palm.render.views import mirrored_camera
+
 ELEVATION_LIMIT = math.radians(89.0)
 
 
@@ -163,17 +165,6 @@ class PhotoCamera:
         if left:
             K, rt = mirrored_camera(K, rt, width)
         return cls(K, rt, width, int(camera["height"]))
-
-
-def mirrored_camera(K: np.ndarray, rt: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The camera that sees the world mirrored through x = 0 as ``(K, rt)`` sees it, flipped left to
-    right: ``(K', F rt M)`` with ``M = F = diag(-1, 1, 1, 1)`` (a proper rotation again) and the
-    principal point mirrored, ``cx' = width - cx`` (pixel centres at +0.5). A point ``M X`` lands
-    at ``(width - u, v)`` where ``X`` lands at ``(u, v)``. Returns float64 copies (3, 3), (4, 4)."""
-    mirror = np.diag([-1.0, 1.0, 1.0, 1.0])
-    K = np.asarray(K, np.float64).reshape(3, 3).copy()
-    K[0, 1], K[0, 2] = -K[0, 1], width - K[0, 2]
-    return K, mirror @ np.asarray(rt, np.float64).reshape(4, 4) @ mirror
 
 
 def fit_intrinsics(K: np.ndarray, photo_w: int, photo_h: int, width: int, height: int) -> np.ndarray:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from app import actions, tasks
+from app import actions, neural, tasks
 from app.jobs import Cancelled, Failed, Finished, JobMessage, JobRunner, log_text
 from app.state import AppState
 from palm.errors import PalmError
@@ -78,7 +79,7 @@ class Controller:
         self._followed_at = -FOLLOW_EVERY_S
         self.bump("avatar", "pose", "light", "codes", "names")
         st = self.state
-        st.neural_note = actions.neural_available(self.prior)
+        st.neural_note = neural.neural_available(self.prior)
         st.neural_available = not st.neural_note
         self.apply_preset(actions.default_preset(self.presets))
         self.set_environment(DEFAULT_ENV if DEFAULT_ENV in self.env_names else self.env_names[0])
@@ -205,13 +206,10 @@ class Controller:
     def current_bones(self) -> np.ndarray:
         """Bone matrices (16, 4, 4) of the shown pose (``bone_transforms``), recomputed when it changed."""
         if self._bones_revision != self.revision["pose"]:
-            import torch
-
             pose = self.state.pose
             s = self.state.subject  # a refined mesh is posed about its own (fitted) skeleton
             joints = s.personal_mesh.joints if s.compare and s.personal_mesh is not None else None
-            # the pose is a posture in the rig's (right-hand) parameters; a left hand shows its mirror
-            # image, the rig's left hand in the mirrored parameters (palm.hand.model)
+            # a left hand: the posture's mirror image, the rig's left hand in mirrored parameters
             shown = mirror_pose(torch.as_tensor(pose.pose)).numpy() if pose.left else pose.pose
             self.bones = bone_transforms(self.hand, shown, self.rig_betas(), pose.left, joints=joints)
             self._bones_revision = self.revision["pose"]
@@ -391,10 +389,10 @@ class Controller:
         self.state.neural_mode = bool(on)
         self.discard_neural()
 
-    def start_neural(self, view: actions.NeuralView) -> None:
+    def start_neural(self, view: neural.NeuralView) -> None:
         """Render the current subject, pose and light progressively in ``view`` (a job)."""
-        self.neural_job = self.start_job("neural render", actions.job_neural_render, self.prior, self.current_subject(),
-                                         self.state.pose.pose.copy(), self.shown_lobes(), view, actions.NEURAL_SIZES,
+        self.neural_job = self.start_job("neural render", neural.job_neural_render, self.prior, self.current_subject(),
+                                         self.state.pose.pose.copy(), self.shown_lobes(), view, neural.NEURAL_SIZES,
                                          self.state.pose.left, kind="neural")
 
     def discard_neural(self) -> None:
@@ -458,16 +456,16 @@ class Controller:
             res = 0  # the refined viewport mesh is that resolution already
         self.start_job("export mesh", tasks.job_export_mesh, path, self.avatar, self.hand,
                        self.state.pose.pose.copy(), self.rig_betas(), self.prior if res else None,
-                       self.current_subject(), res)
+                       self.current_subject(), res, self.state.pose.left)
 
-    def export_neural(self, path: str, view: actions.NeuralView, transparent: bool = False) -> None:
+    def export_neural(self, path: str, view: neural.NeuralView, transparent: bool = False) -> None:
         """The neural (volume PBR) render of ``view`` written to ``path`` (a job; minutes on a CPU)."""
-        why = actions.neural_available(self.prior)
+        why = neural.neural_available(self.prior)
         if why:
             raise PalmError(path, why)
         path = str(tasks.check_export(path, tasks.IMAGE_EXTENSIONS, self.input_paths()))
         self.start_job("export render", tasks.job_export_neural, path, self.prior, self.current_subject(),
-                       self.state.pose.pose.copy(), self.shown_lobes(), view, bool(transparent))
+                       self.state.pose.pose.copy(), self.shown_lobes(), view, bool(transparent), self.state.pose.left)
 
     def describe_components(self) -> None:
         """Name the prior's PCA components by what they do (a background job; the labels follow)."""
@@ -495,7 +493,7 @@ class Controller:
         s.personal_betas = s.personal_mesh = s.personal_albedo_gain = None
         s.compare, self._described = False, False
         self.bump("codes", "names")
-        self.state.neural_note = actions.neural_available(prior)
+        self.state.neural_note = neural.neural_available(prior)
         self.state.neural_available = not self.state.neural_note
         self.request_bake()
 
@@ -586,8 +584,8 @@ class Controller:
             s.personal_shape, s.personal_appearance = np.zeros_like(s.shape), np.zeros_like(s.appearance)
         if (lobes := data.get("light")) is not None:
             self.add_environment(PERSONAL_ENV, lobes, show=False)
-        if s.personal_shape is not None and self.prior is not None and now() - self._followed_at >= FOLLOW_EVERY_S:
-            self._followed_at, s.compare = now(), True
+        if s.personal_shape is not None and self.prior is not None and time.monotonic() - self._followed_at >= FOLLOW_EVERY_S:
+            self._followed_at, s.compare = time.monotonic(), True
             self.request_bake(self.bake_resolutions[:1])
 
     def _finished(self, ev: Finished) -> None:
@@ -633,10 +631,6 @@ class Controller:
 
     def shutdown(self) -> None:
         self.runner.shutdown()
-
-
-def now() -> float:
-    return time.monotonic()
 
 
 #: The wrist's slider range (global orientation as x-y-z Euler angles, degrees): twist (pronation /

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app import actions, tags
+from app import actions, neural, tags
 from app.camera import OrbitCamera, PhotoCamera, photo_rect
 from app.controller import Controller
 from app.views import DEFAULT_AZIMUTH, DEFAULT_ELEVATION, CameraViews, _fit, _over_photo
@@ -266,7 +266,7 @@ class Studio(CameraViews):
 
     def export_mesh(self, path: str) -> None:
         c = self.controller
-        actions.export_mesh(path, c.avatar, c.hand, c.state.pose.pose, c.rig_betas())
+        actions.export_mesh(path, c.avatar, c.hand, c.state.pose.pose, c.rig_betas(), c.state.pose.left)
         c.log(f"mesh exported to {path}")
 
     def export_turntable(self, path: str) -> None:
@@ -409,7 +409,7 @@ class Studio(CameraViews):
             finally:
                 r.draw_avatar = True
                 self.ctx.screen.use()
-            c.start_neural(actions.NeuralView(self.camera.intrinsics(w, h), self.camera.world_to_camera(), w, h,
+            c.start_neural(neural.NeuralView(self.camera.intrinsics(w, h), self.camera.world_to_camera(), w, h,
                                               background.copy(), float(2.0**c.state.light.exposure)))
 
     def _draw_viewport(self, full: bool = False) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from app.actions import PriorInfo, Subject, bake_prior, composite_neural, export_mesh, neural_frame
+from app.actions import PriorInfo, Subject, bake_prior, export_mesh
+from app.neural import composite_neural, neural_scene
 from palm.errors import PalmError
 from palm.jobs import Progress, check_cancel
 
@@ -122,21 +123,15 @@ def write_render(path: str | os.PathLike, image: np.ndarray, transparent: bool =
 
 
 def job_export_neural(emit, cancel, path: str, prior: PriorInfo, subject: Subject, pose: np.ndarray,
-                      lobes: np.ndarray, view: Any, transparent: bool = False):
-    """The true volume PBR image (``palm.scene.render_scene``) of ``view`` (an ``actions.NeuralView``
-    at the export's size) written to ``path``: over the viewport's background, or with alpha."""
-    import torch
-
+                      lobes: np.ndarray, view: Any, transparent: bool = False, left: bool = False):
+    """The true volume PBR image (``palm.scene.render_scene``) of ``view`` (an ``app.neural.NeuralView``
+    at the export's size) written to ``path``: over the viewport's background, or with alpha
+    (``left``: the left hand, :func:`app.neural.neural_scene`)."""
     from palm.bake import to_numpy
     from palm.render.color import srgb_to_linear
-    from palm.render.rays import Camera
-    from palm.scene import Scene, render_scene
+    from palm.scene import render_scene
 
-    frame = neural_frame(prior, subject, pose)
-    camera = Camera(torch.as_tensor(view.K, dtype=torch.float32), torch.as_tensor(view.Rt, dtype=torch.float32),
-                    int(view.height), int(view.width))
-    light = torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7)
-    scene = Scene(model=prior.prior.model, frame=frame, camera=camera, light=light, background=torch.zeros(3))
+    scene = neural_scene(prior, subject, pose, lobes, view, left)
     rgba = np.asarray(to_numpy(render_scene(scene, "pbr", emit=emit, cancel=cancel)), np.float32)
     check_cancel(cancel)
     emit(Progress(1, 1, "writing"))
@@ -150,13 +145,14 @@ def job_export_neural(emit, cancel, path: str, prior: PriorInfo, subject: Subjec
 
 
 def job_export_mesh(emit, cancel, path: str, avatar: Any, hand: Any, pose: np.ndarray, betas, prior=None,
-                    subject: Subject | None = None, resolution: int = 0):
-    """The posed mesh (``palm.export.mesh``); with ``prior`` and ``resolution``, re-baked exactly at
-    that grid first (the viewport's resolution or finer). Returns ``(path, vertex count)``."""
+                    subject: Subject | None = None, resolution: int = 0, left: bool = False):
+    """The posed mesh (``palm.export.mesh``; ``left``: the left hand, as the viewport shows it); with
+    ``prior`` and ``resolution``, re-baked exactly at that grid first (the viewport's resolution or
+    finer). Returns ``(path, vertex count)``."""
     if prior is not None and subject is not None and resolution > 0:
         emit(Progress(0, 2, f"baking the mesh at {resolution}^3"))
         avatar = bake_prior(prior, subject, int(resolution), exact=True, cancel=cancel)
         check_cancel(cancel)
     emit(Progress(1, 2, "writing"))
-    export_mesh(path, avatar, hand, pose, betas)
+    export_mesh(path, avatar, hand, pose, betas, left)
     return str(path), len(avatar.vertices)

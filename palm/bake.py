@@ -178,6 +178,17 @@ def apply_bones(avatar: BakedAvatar, bones: np.ndarray, left: bool = False) -> B
     return replace(avatar, vertices=verts, normals=normals, joints=joints.astype(np.float32), faces=faces)
 
 
+def mirror_baked(avatar: BakedAvatar) -> BakedAvatar:
+    """The left hand of a (right-hand) canonical avatar: its mirror image through x = 0 (vertices,
+    normals, joints), faces wound outward again. Posed about its own joints with the mirrored
+    pose, ``bone_transforms(hand, mirror_pose(q), joints=mirrored.joints)``, it is the mirror image
+    of the right hand posed with ``q`` (a left fist is a fist); its own skeleton and rotations are
+    what a rigged export (glTF) of the left hand carries. Applied twice it is the identity."""
+    m = np.array([-1.0, 1.0, 1.0], np.float32)
+    return replace(avatar, vertices=avatar.vertices * m, normals=avatar.normals * m,
+                   joints=avatar.joints * m, faces=np.ascontiguousarray(avatar.faces[:, [0, 2, 1]]))
+
+
 def posed_avatar(
     avatar: BakedAvatar, pose: Any, hand: Any, betas: Any = None, left: bool = False
 ) -> BakedAvatar:

@@ -28,7 +28,8 @@ class Scene:
     background: torch.Tensor  # (3,) linear
     prior_hash: str = ""
     mirror: bool = False
-    """Flip the image left-right (a left-hand avatar seen in its own photo's view)."""
+    """Flip the image left-right: a left-hand avatar (the fitted right hand, seen by the camera of the
+    mirrored photo, or of the mirrored view: :func:`load_scene`)."""
     renderer: str = "neural"
     """``neural``: PALM-Net's volume renderer; ``raster``: ``mesh`` (an avatar's refined mesh of the
     photo-detail stage, or a bake) through the z-buffer rasteriser with SG shading and shadows
@@ -89,8 +90,24 @@ def load_scene(
         transl = torch.zeros(3, device=device)
         with torch.no_grad():
             posed = model.hand(pose_t[None], betas[None], transl[None])
-        camera = framing_camera(posed.vertices[0], res or 256, azimuth or 0.0, elevation,
-                                joints=posed.joints[0]).to(device)
+        if av is not None and av.left:
+            # a left hand is the mirror image M X of the fitted right hand X (M: x -> -x). Frame M X
+            # as any hand; the fields and the mesh know X only, so render X through the mirrored
+            # camera under the mirrored light and flip the image: exactly M X under ``light``.
+            from palm.render.rays import Camera
+            from palm.render.sg import sg_mirror
+            from palm.render.views import mirrored_camera
+
+            m = torch.tensor([-1.0, 1.0, 1.0], device=device)
+            seen = framing_camera(posed.vertices[0] * m, res or 256, azimuth or 0.0, elevation,
+                                  joints=posed.joints[0] * m, left=True)
+            K, Rt = mirrored_camera(seen.K.cpu().numpy(), seen.Rt.cpu().numpy(), seen.width)
+            camera = Camera(torch.as_tensor(K, dtype=torch.float32), torch.as_tensor(Rt, dtype=torch.float32),
+                            seen.height, seen.width).to(device)
+            light = sg_mirror(light)
+        else:
+            camera = framing_camera(posed.vertices[0], res or 256, azimuth or 0.0, elevation,
+                                    joints=posed.joints[0]).to(device)
     gain = av.extra.get("albedo_gain") if av is not None else None
     frame = Frame(shape_code=z_s, appearance_code=z_a, pose=pose_t, betas=betas, transl=transl,
                   albedo_gain=None if gain is None else torch.tensor(gain, dtype=torch.float32, device=device))
@@ -104,7 +121,7 @@ def load_scene(
                                    rig_fill=RIG_FILL)
     return Scene(model=model, frame=frame, camera=camera, light=light,
                  background=torch.ones(3, device=device), prior_hash=p.content_hash,
-                 mirror=bool(own_view and av.left), renderer=renderer, mesh=mesh)
+                 mirror=bool(av is not None and av.left), renderer=renderer, mesh=mesh)
 
 
 def render_scene(scene: Scene, image: str = "pbr", emit: Emit = null_emit, cancel=None) -> torch.Tensor:

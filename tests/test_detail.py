@@ -359,3 +359,30 @@ def test_relief_fit_raises_a_bump_the_photo_shades(shipped, framed):
     after, sil_after = error(dataclasses.replace(flat, vertices=moved, normals=vertex_normals(moved, mesh.faces)))
     assert after < 0.6 * before
     assert _iou(sil_after, mask) >= _iou(sil_before, mask) - 0.005  # the outline stays
+
+
+def test_a_left_avatar_in_a_new_pose_is_the_mirror_image_of_the_right_one(shipped, tmp_path):
+    """``palm render --avatar --pose``: a left-hand avatar shows the left hand, the fitted right
+    hand's mirror image, palm to the camera as a right hand is; the same avatar marked right shows
+    the right hand. Same mesh, so the silhouettes are mirror images of each other."""
+    from palm.avatar import Avatar, save_avatar
+    from palm.bake import bake_from_prior, save_baked
+    from palm.scene import load_scene, render_scene
+
+    z_s, z_a = shipped.codes_from_coeffs()
+    mesh = bake_from_prior(shipped, resolution=40)
+    alphas, lights = {}, {}
+    for left in (False, True):
+        folder = tmp_path / f"av{int(left)}"
+        cam = {"K": [[300.0, 0, 64], [0, 300.0, 64], [0, 0, 1]], "Rt": np.eye(4).tolist(), "height": 128, "width": 128}
+        save_avatar(folder, Avatar(torch.zeros(5), torch.zeros(5), z_s, z_a, torch.tensor([[0.3, 1.0, 0.6, 2.0, 2.5, 2.2, 2.0]]),
+                                   np.zeros((16, 3), np.float32), np.zeros(shipped.model.hand.n_betas, np.float32),
+                                   np.array([0, 0, 0.5], np.float32), cam, shipped.content_hash, left=left))
+        save_baked(folder / "mesh.safetensors", mesh)
+        scene = load_scene(prior=shipped.path, avatar=folder, pose="point", res=64, azimuth=30.0)
+        alphas[left] = render_scene(scene).numpy()[..., 3] > 0.5
+        lights[left] = scene.light.cpu()
+    right, left = alphas[False], alphas[True]
+    assert right.sum() > 400
+    assert _iou(left, right[:, ::-1]) > 0.97 and _iou(left, right) < 0.9
+    assert torch.allclose(lights[True][:, 0], -lights[False][:, 0]) and torch.equal(lights[True][:, 1:], lights[False][:, 1:])

@@ -13,7 +13,7 @@ import math
 import dearpygui.dearpygui as dpg
 import numpy as np
 
-from app import actions, tasks
+from app import actions, neural, tasks
 from app.camera import OrbitCamera
 
 WIDTH = "palm/export/width"
@@ -97,7 +97,7 @@ def render_raster(studio, size: tuple[int, int], camera=None, transparent: bool 
         studio.render_dirty = True
 
 
-def neural_view(studio, size: tuple[int, int]) -> actions.NeuralView:
+def neural_view(studio, size: tuple[int, int]) -> neural.NeuralView:
     """The viewport's camera at ``size`` with its background (what a neural render is composited on)."""
     w, h = size
     r, cam = studio.renderer, studio.camera
@@ -110,7 +110,7 @@ def neural_view(studio, size: tuple[int, int]) -> actions.NeuralView:
 
     bg = (np.clip(linear_to_srgb(background[..., :3]), 0, 1) * 255 + 0.5).astype(np.uint8)
     bg = np.concatenate([bg, np.full((h, w, 1), 255, np.uint8)], -1)
-    return actions.NeuralView(cam.intrinsics(w, h), cam.world_to_camera(), w, h, bg,
+    return neural.NeuralView(cam.intrinsics(w, h), cam.world_to_camera(), w, h, bg,
                               float(2.0 ** studio.controller.state.light.exposure))
 
 

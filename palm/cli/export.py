@@ -129,7 +129,7 @@ def _require_dir(path: str, what: str) -> None:
         raise PalmError(p, f"expected a {what} folder, found a file")
 
 
-def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[Any, Any]:
+def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[Any, Any, bool]:
     """The baked avatar and its rig shape for ``--avatar``/``--prior``.
 
     ``--avatar`` gives its refined mesh (``mesh.safetensors`` of the photo-detail stage, at the
@@ -138,7 +138,8 @@ def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[An
     prior) bakes the prior's mean subject. Without any prior installed, the hand rig itself is used.
 
     Returns:
-        ``(BakedAvatar, betas or None)``.
+        ``(BakedAvatar, betas or None, left)``: ``left`` when the avatar's photo showed a left hand
+        (its mesh is the fitted right hand; the exports show its mirror image).
     """
     from palm.assets import DEFAULT_PRIOR
     from palm.bake import RIG_FILL, bake_from_hand, bake_from_prior
@@ -149,20 +150,20 @@ def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[An
     if prior_dir is not None:
         _require_dir(prior_dir, "prior")
     if avatar_dir is None and prior_dir is None and not (DEFAULT_PRIOR / "prior.json").is_file():
-        return bake_from_hand(hand), None
+        return bake_from_hand(hand), None, False
     from palm.prior import load_prior
 
     prior = load_prior(prior_dir)
     if avatar_dir is None:
-        return bake_from_prior(prior, resolution=res, rig_fill=RIG_FILL), None
+        return bake_from_prior(prior, resolution=res, rig_fill=RIG_FILL), None, False
     from palm.avatar import load_avatar
 
     av = load_avatar(avatar_dir, prior_hash=prior.content_hash)
     if "mesh" in av.extra:  # refined from the photo (palm.detail): what the studio and palm render show
-        return av.extra["mesh"], av.betas
+        return av.extra["mesh"], av.betas, bool(av.left)
     baked = bake_from_prior(prior, resolution=res, betas=av.betas, shape_code=av.shape_code, rig_fill=RIG_FILL,
                             appearance_code=av.appearance_code)
-    return baked, av.betas
+    return baked, av.betas, bool(av.left)
 
 
 def load_lobes(args: argparse.Namespace) -> Any:
@@ -204,9 +205,9 @@ def run_mesh(args: argparse.Namespace) -> int:
 
     hand = _load_hand(args)
     pose = _load_pose(args)
-    avatar, betas = load_source(args, hand, args.res)
+    avatar, betas, left = load_source(args, hand, args.res)
     summary = export_mesh(
-        out, avatar, pose, hand, betas, texture_res=args.texture_res, vertex_colors=args.vertex_colors
+        out, avatar, pose, hand, betas, texture_res=args.texture_res, vertex_colors=args.vertex_colors, left=left
     )
     print(f"wrote {out} ({summary['vertices']} vertices, {summary['faces']} faces)")
     return 0
@@ -227,9 +228,9 @@ def run_render(args: argparse.Namespace) -> int:
 
     hand = _load_hand(args)
     pose = _load_pose(args)
-    avatar, betas = load_source(args, hand)
+    avatar, betas, left = load_source(args, hand)
     lobes = load_lobes(args)
-    image = raster_view(avatar, pose, hand, lobes, args.res, azimuth_deg=args.azimuth, betas=betas)
+    image = raster_view(avatar, pose, hand, lobes, args.res, azimuth_deg=args.azimuth, betas=betas, left=left)
     write_image(out, image, exposure=args.exposure)
     print(f"wrote {out} ({args.res}x{args.res})")
     return 0
@@ -244,11 +245,11 @@ def run_turntable(args: argparse.Namespace) -> int:
 
     hand = _load_hand(args)
     pose = _load_pose(args)
-    avatar, betas = load_source(args, hand)
+    avatar, betas, left = load_source(args, hand)
     lobes = load_lobes(args)
 
     def render(azimuth: float):
-        return raster_view(avatar, pose, hand, lobes, args.res, azimuth_deg=azimuth, betas=betas)
+        return raster_view(avatar, pose, hand, lobes, args.res, azimuth_deg=azimuth, betas=betas, left=left)
 
     export_turntable(out, render, args.frames, fps=args.fps, emit=ConsoleProgress("turntable"))
     print(f"wrote {out} ({args.frames} frames)")

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from palm.bake import BakedAvatar, apply_bones
+from palm.bake import BakedAvatar, apply_bones, mirror_baked
 from palm.errors import PalmError
 from palm.export.gltf import write_glb
 from palm.export.textures import BakedTextures, UVAtlas, bake_textures, build_atlas, vertex_tangents
-from palm.hand.lbs import bone_transforms
+from palm.hand.lbs import bone_transforms, mirror_pose
 from palm.imageio import to_srgb8, write_png
 from palm.io import atomic_write, check_output_path
 
@@ -33,6 +34,7 @@ def export_mesh(
     texture_res: int = 1024,
     vertex_colors: bool = False,
     detail_normals: Callable[[np.ndarray], np.ndarray] | None = None,
+    left: bool = False,
 ) -> dict[str, Any]:
     """Write the avatar as ``.obj`` (+ ``.mtl`` + PNG textures), ``.ply`` or ``.glb``.
 
@@ -50,6 +52,9 @@ def export_mesh(
             GLB ``COLOR_0``).
         detail_normals: optional finer normals for the normal texture (see
             :func:`palm.export.textures.bake_textures`).
+        left: write the left hand: the mirror image of ``avatar`` in ``pose`` (a left avatar's
+            photo, or the studio's "left hand"), rigged about its own mirrored skeleton
+            (:func:`palm.bake.mirror_baked`).
 
     Returns:
         A summary: ``path``, ``format``, ``vertices`` (in the file), ``faces``, and for textured
@@ -59,6 +64,9 @@ def export_mesh(
     fmt = path.suffix.lower()[1:]
     if pose is not None and hand is None:
         raise PalmError("--pose", "posing the mesh needs the hand rig")
+    if left:
+        avatar = mirror_baked(avatar)
+        pose = None if pose is None else mirror_pose(torch.as_tensor(np.asarray(pose, np.float32))).numpy()
     bones = None if pose is None else bone_transforms(hand, pose, betas, joints=avatar.joints)
     summary: dict[str, Any] = {"path": str(path), "format": fmt, "faces": len(avatar.faces)}
     if fmt == "ply":

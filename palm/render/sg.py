@@ -162,6 +162,13 @@ def sg_rotate(P: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     return torch.cat([P[:, 0:3] @ R.to(P.dtype).T, P[:, 3:7]], dim=-1)
 
 
+def sg_mirror(P: torch.Tensor) -> torch.Tensor:
+    """The environment mirrored through x = 0: every lobe axis ``(x, y, z) -> (-x, y, z)``. A hand
+    lit by ``P`` is the mirror image of its mirrored hand lit by ``sg_mirror(P)`` (left hands are
+    rendered as mirrored right hands). ``(K, 7)`` raw lobes in and out."""
+    return torch.cat([-P[:, 0:1], P[:, 1:7]], dim=-1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Irradiance (cosine-convolved environment, for diffuse shading)
 # ---------------------------------------------------------------------------------------------

@@ -124,3 +124,14 @@ def framing_camera(
     az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
     direction = math.cos(el) * (math.cos(az) * palm + math.sin(az) * side) + math.sin(el) * up
     return Camera.look_at(centre + dist * direction, centre, up=up, fov_deg=fov_deg, height=height, width=width)
+
+
+def mirrored_camera(K: np.ndarray, rt: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The camera that sees the world mirrored through x = 0 as ``(K, rt)`` sees it, flipped left to
+    right: ``(K', F rt M)`` with ``M = F = diag(-1, 1, 1, 1)`` (a proper rotation again) and the
+    principal point mirrored, ``cx' = width - cx`` (pixel centres at +0.5). A point ``M X`` lands
+    at ``(width - u, v)`` where ``X`` lands at ``(u, v)``. Returns float64 copies (3, 3), (4, 4)."""
+    mirror = np.diag([-1.0, 1.0, 1.0, 1.0])
+    K = np.asarray(K, np.float64).reshape(3, 3).copy()
+    K[0, 1], K[0, 2] = -K[0, 1], width - K[0, 2]
+    return K, mirror @ np.asarray(rt, np.float64).reshape(4, 4) @ mirror

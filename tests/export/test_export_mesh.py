@@ -309,12 +309,13 @@ def _validator():
     return ROOT / "tools" / "gltf_validate.mjs"
 
 
-@pytest.mark.parametrize("posed", [False, True])
-def test_glb_passes_the_khronos_validator(tmp_path, toy_avatar, toy_hand, bent_pose, posed):
+@pytest.mark.parametrize("posed,left", [(False, False), (True, False), (True, True)], ids=["rest", "posed", "left"])
+def test_glb_passes_the_khronos_validator(tmp_path, toy_avatar, toy_hand, bent_pose, posed, left):
     script = _validator()
     path = tmp_path / "hand.glb"
     export_mesh(
-        path, _coloured(toy_avatar), bent_pose if posed else None, toy_hand, texture_res=TEX, vertex_colors=posed
+        path, _coloured(toy_avatar), bent_pose if posed else None, toy_hand, texture_res=TEX, vertex_colors=posed,
+        left=left,
     )
     run = subprocess.run(["node", str(script), str(path)], check=False, capture_output=True, text=True, timeout=120)
     report = json.loads(run.stdout)
@@ -402,3 +403,27 @@ def test_encloses_tells_a_box_that_cuts_the_surface():
     for radius in (0.6, 1.2):
         v, f, _, _ = marching_cubes(sdf - radius, level=0.0, spacing=(0.5, 0.5, 0.5), gradient_direction="descent")
         assert encloses(v, sdf.shape, 0.5) == (radius < 1.0) == closed_outward(v, f)
+
+
+@pytest.mark.parametrize("ext", ["ply", "glb"])
+def test_a_left_hand_exports_as_the_mirror_image_of_the_right_one(tmp_path, toy_avatar, toy_hand, bent_pose, ext):
+    """``left``: the file holds the left hand, the right hand in the pose mirrored through x = 0,
+    wound outward; the GLB's skin shows it from its own mirrored skeleton."""
+    export_mesh(tmp_path / f"left.{ext}", toy_avatar, bent_pose, toy_hand, texture_res=TEX, left=True)
+    right = toy_hand(bent_pose).vertices[0].numpy()
+    mirrored = right * [-1.0, 1.0, 1.0]
+    if ext == "ply":
+        mesh = trimesh.load(tmp_path / "left.ply", process=False, force="mesh")
+        assert mesh.is_winding_consistent and mesh.volume > 0  # outward: a positive enclosed volume
+        d = np.linalg.norm(np.asarray(mesh.vertices)[:, None] - mirrored[None], axis=-1)
+        assert d.min(1).max() < 2e-5 and d.min(0).max() < 2e-5
+    else:  # the skin's top-4 influences, as the right hand's GLB test
+        doc, blob = read_glb(tmp_path / "left.glb")
+        rest = glb_accessor(doc, blob, doc["meshes"][0]["primitives"][0]["attributes"]["POSITION"]).astype(np.float64)
+        rest_right = rest * [-1.0, 1.0, 1.0]  # bound to the mirrored rest mesh
+        vm = np.array([np.argmin(np.linalg.norm(toy_avatar.vertices - p, axis=1)) for p in rest_right])
+        assert np.abs(toy_avatar.vertices[vm] - rest_right).max() < 1e-6
+        expected, _ = skin_vertices(rest_right, np.zeros_like(rest), _dense_top4(toy_avatar.skin_weights[vm]),
+                                    bone_transforms(toy_hand, bent_pose))
+        np.testing.assert_allclose(_skinned_positions(doc, blob), expected * [-1.0, 1.0, 1.0], atol=1e-5)
+    assert np.abs(right - mirrored).max() > 0.01  # not the right hand

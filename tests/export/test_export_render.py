@@ -9,7 +9,7 @@ import pytest
 
 from palm.bake import posed_avatar
 from palm.errors import PalmError
-from palm.export.preview import export_turntable, raster_render
+from palm.export.preview import export_turntable, raster_render, raster_view
 from palm.imageio import write_image
 from palm.jobs import Progress
 from palm.render.environment import display_light
@@ -137,3 +137,14 @@ def test_posed_avatar_keeps_normals_outward(toy_avatar, toy_hand, bent_pose, lef
     recomputed = vertex_normals(shown.vertices, shown.faces)
     assert ((recomputed * shown.normals).sum(1) > 0.99).mean() > 0.99
     assert (shown.vertices[:, 0].mean() < 0) == left  # the toy's fingers point +x; mirrored: -x
+
+
+def test_raster_view_of_a_left_hand_is_the_mirror_image(toy_avatar, toy_hand, bent_pose, three_lobes):
+    """``palm export render --avatar`` of a left-hand avatar: the right hand's mirror image, framed
+    palm to the camera the same way (so its silhouette is the right one's, flipped)."""
+    right = raster_view(toy_avatar, bent_pose, toy_hand, three_lobes, 64)[..., 3] > 0.5
+    left = raster_view(toy_avatar, bent_pose, toy_hand, three_lobes, 64, left=True)[..., 3] > 0.5
+    assert right.sum() > 200
+    flipped = right[:, ::-1]
+    assert (left & flipped).sum() / (left | flipped).sum() > 0.97
+    assert (left & right).sum() / (left | right).sum() < 0.9

@@ -89,7 +89,7 @@ def test_avatar_opens_with_its_codes_light_and_pose(xvfb, standin_prior, standin
 
 def test_neural_render_job_produces_an_image(standin_prior):
     """The progressive neural job renders the prior with the viewport's camera over its background."""
-    from app import actions
+    from app import actions, neural
     from app.camera import OrbitCamera
     from palm.hand import load_pose
     from palm.jobs import Preview, Progress
@@ -101,11 +101,11 @@ def test_neural_render_job_produces_an_image(standin_prior):
     camera.frame(bake.vertices)
     background = np.zeros((h, w, 4), np.uint8)
     background[..., 2] = 200  # blue: the hand must cover part of it
-    view = actions.NeuralView(camera.intrinsics(w, h), camera.world_to_camera(), w, h, background)
+    view = neural.NeuralView(camera.intrinsics(w, h), camera.world_to_camera(), w, h, background)
     lobes = np.array([[0.0, 1.0, 0.0, 2.0, 2.0, 2.0, 2.0]], np.float32)
     events = []
     subject = actions.Subject(np.zeros(5, np.float32), np.zeros(5, np.float32))
-    image = actions.job_neural_render(events.append, None, prior, subject, load_pose("flat"), lobes, view,
+    image = neural.job_neural_render(events.append, None, prior, subject, load_pose("flat"), lobes, view,
                                       sizes=(12, 24))
     previews = [e for e in events if isinstance(e, Preview)]
     assert len(previews) == 2 and any(isinstance(e, Progress) for e in events)
@@ -206,7 +206,7 @@ def test_avatar_with_a_refined_mesh_shows_that_mesh(xvfb, standin_prior, standin
 def test_neural_view_of_a_left_hand_is_the_mirrored_hand_the_viewport_draws(shipped):
     """With "left hand" on, the viewport draws the mirror image of the right hand in the pose; the
     neural job must show the same hand (the fields know right hands only), not the right hand."""
-    from app import actions
+    from app import actions, neural
     from app.camera import OrbitCamera
     from palm.bake import bake_from_prior
     from palm.hand import load_pose
@@ -225,10 +225,10 @@ def test_neural_view_of_a_left_hand_is_the_mirrored_hand_the_viewport_draws(ship
     K, rt = camera.intrinsics(w, h), camera.world_to_camera()
     background = np.zeros((h, w, 4), np.uint8)
     background[..., 2] = 200  # blue
-    view = actions.NeuralView(K, rt, w, h, background)
+    view = neural.NeuralView(K, rt, w, h, background)
     lobes = np.array([[0.0, 1.0, 0.0, 2.0, 2.0, 2.0, 2.0]], np.float32)
     subject = actions.Subject(np.zeros(5, np.float32), np.zeros(5, np.float32))
-    image = actions.job_neural_render(lambda e: None, None, prior, subject, pose, lobes, view, (w,), True)
+    image = neural.job_neural_render(lambda e: None, None, prior, subject, pose, lobes, view, (w,), True)
     neural = np.abs(image[..., 2] - 200 / 255) > 0.1  # the hand over the blue background
     cam = posed @ rt[:3, :3].T + rt[:3, 3]
     uv = cam @ K.T
