@@ -102,8 +102,6 @@ def one_photo(path: str, prior, steps: int | None, figure: bool) -> tuple[dict, 
              albedo_image(mesh, bones, avatar.transl, view.camera)]
     for env in ("city", "sunset"):
         shown.append(on_white(render_mesh(mesh, bones, avatar.transl, view.camera, display_light(env)[0])))
-    if avatar.left:  # the crop is mirrored for fitting: show it as the user took it
-        shown = [s[:, ::-1] for s in shown]
     from palm.bake import posed_avatar
     from palm.hand import load_pose
     from palm.render.views import framing_camera, present_upright
@@ -118,6 +116,8 @@ def one_photo(path: str, prior, steps: int | None, figure: bool) -> tuple[dict, 
     own = posed_avatar(mesh, avatar.pose, prior.model.hand, avatar.betas)
     back = framing_camera(own.vertices, 256, 180.0, 10.0, joints=own.joints)
     shown.append(on_white(render_mesh(mesh, bones, np.zeros(3), back, display_light("studio")[0])))
+    if avatar.left:  # fitted as the right hand of the mirrored crop: show the left hand the user took
+        shown = [s[:, ::-1] for s in shown]
     return row, np.concatenate([_panel(s) for s in shown], axis=1)
 
 
