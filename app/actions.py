@@ -43,6 +43,18 @@ def load_pose(name_or_file: str) -> np.ndarray:
     return np.asarray(_load_pose(name_or_file), np.float32).reshape(16, 3)
 
 
+def pose_side(path: str) -> bool | None:
+    """The hand side a pose file was saved for (:func:`save_pose`'s ``"left"``), or None when it
+    does not say (a preset, a ``.npy`` file, a pose written elsewhere)."""
+    from palm.io import read_json
+
+    if Path(path).suffix.lower() != ".json" or not Path(path).is_file():
+        return None
+    data = read_json(path)
+    left = data.get("left") if isinstance(data, dict) else None
+    return left if isinstance(left, bool) else None
+
+
 def default_preset(presets: list[str]) -> str:
     for name in RELAXED_PRESETS:
         if name in presets:

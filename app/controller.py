@@ -194,7 +194,7 @@ class Controller:
         self.bump("pose")
 
     def load_pose_file(self, path: str) -> None:
-        self.set_pose(actions.load_pose(path), preset=Path(path).stem)
+        self.set_pose(actions.load_pose(path), left=actions.pose_side(path), preset=Path(path).stem)
         self.input_files.add(str(path))
         self.log(f"pose loaded from {path}")
 

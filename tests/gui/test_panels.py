@@ -262,8 +262,12 @@ def test_export_render_at_the_chosen_resolution_confirms_the_path(studio, tmp_pa
     assert c.notice["path"] == str(out) and str(out) in dpg.get_value(export.NOTICE)
     dpg.set_value(export.TRANSPARENT, False)
     pose_file = tmp_path / "pose.json"  # an opened file is an input: no export may replace it
+    c.set_left(True)
     c.save_pose_file(str(pose_file))
+    c.set_left(False)
     c.load_pose_file(str(pose_file))
+    assert c.state.pose.left  # the file keeps the hand's side
+    c.set_left(False)
     with pytest.raises(PalmError, match="input"):
         c.save_pose_file(str(pose_file))
     with pytest.raises(PalmError, match="unsupported"):
