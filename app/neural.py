@@ -87,16 +87,13 @@ def neural_scene(prior: PriorInfo, subject: Subject, pose: np.ndarray, lobes: np
     import torch
 
     from palm.render.rays import Camera
-    from palm.render.sg import sg_mirror
-    from palm.render.views import mirrored_camera
-    from palm.scene import Scene
+    from palm.scene import Scene, left_hand_view
 
-    K, Rt = np.asarray(view.K, np.float64), np.asarray(view.Rt, np.float64)
+    camera = Camera(torch.as_tensor(view.K, dtype=torch.float32), torch.as_tensor(view.Rt, dtype=torch.float32),
+                    int(view.height), int(view.width))
     light = torch.as_tensor(np.asarray(lobes, np.float32)).reshape(-1, 7)
     if left:
-        (K, Rt), light = mirrored_camera(K, Rt, int(view.width)), sg_mirror(light)
-    camera = Camera(torch.as_tensor(K, dtype=torch.float32), torch.as_tensor(Rt, dtype=torch.float32),
-                    int(view.height), int(view.width))
+        camera, light = left_hand_view(camera, light)
     return Scene(model=prior.prior.model, frame=neural_frame(prior, subject, pose), camera=camera, light=light,
                  background=torch.zeros(3), mirror=bool(left))
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from palm.config import DetailConfig
-from palm.hand.lbs import bone_transforms, skin_vertices
+from palm.hand.lbs import bone_transforms, mirror_pose, skin_vertices
 
 #: The rig fill (``bake_from_prior``) of the bakes users see: avatars (the detail stage's
 #: ``DetailConfig.rig_fill``) and the prior's subjects in the studio, ``palm render`` and ``palm export``.
@@ -187,6 +187,16 @@ def mirror_baked(avatar: BakedAvatar) -> BakedAvatar:
     m = np.array([-1.0, 1.0, 1.0], np.float32)
     return replace(avatar, vertices=avatar.vertices * m, normals=avatar.normals * m,
                    joints=avatar.joints * m, faces=np.ascontiguousarray(avatar.faces[:, [0, 2, 1]]))
+
+
+def left_hand(avatar: BakedAvatar, pose: Any) -> tuple[BakedAvatar, np.ndarray | None]:
+    """The left hand of ``avatar`` in ``pose`` (16, 3) or None: :func:`mirror_baked` and the
+    mirrored pose it is posed with about its own joints, as a rigged export carries them."""
+    import torch
+
+    if pose is None:
+        return mirror_baked(avatar), None
+    return mirror_baked(avatar), mirror_pose(torch.as_tensor(np.asarray(to_numpy(pose), np.float32))).numpy()
 
 
 def posed_avatar(

@@ -90,21 +90,11 @@ def load_scene(
         transl = torch.zeros(3, device=device)
         with torch.no_grad():
             posed = model.hand(pose_t[None], betas[None], transl[None])
-        if av is not None and av.left:
-            # a left hand is the mirror image M X of the fitted right hand X (M: x -> -x). Frame M X
-            # as any hand; the fields and the mesh know X only, so render X through the mirrored
-            # camera under the mirrored light and flip the image: exactly M X under ``light``.
-            from palm.render.rays import Camera
-            from palm.render.sg import sg_mirror
-            from palm.render.views import mirrored_camera
-
+        if av is not None and av.left:  # frame the left hand M X (M: x -> -x) as any hand
             m = torch.tensor([-1.0, 1.0, 1.0], device=device)
             seen = framing_camera(posed.vertices[0] * m, res or 256, azimuth or 0.0, elevation,
                                   joints=posed.joints[0] * m, left=True)
-            K, Rt = mirrored_camera(seen.K.cpu().numpy(), seen.Rt.cpu().numpy(), seen.width)
-            camera = Camera(torch.as_tensor(K, dtype=torch.float32), torch.as_tensor(Rt, dtype=torch.float32),
-                            seen.height, seen.width).to(device)
-            light = sg_mirror(light)
+            camera, light = left_hand_view(seen.to(device), light)
         else:
             camera = framing_camera(posed.vertices[0], res or 256, azimuth or 0.0, elevation,
                                     joints=posed.joints[0]).to(device)
@@ -122,6 +112,22 @@ def load_scene(
     return Scene(model=model, frame=frame, camera=camera, light=light,
                  background=torch.ones(3, device=device), prior_hash=p.content_hash,
                  mirror=bool(av is not None and av.left), renderer=renderer, mesh=mesh)
+
+
+def left_hand_view(camera, light: torch.Tensor):
+    """What shows the left hand ``M X`` (``M``: x -> -x), the mirror image of the right hand ``X``
+    that the fields and the baked meshes hold, to ``camera`` under ``light``: ``X`` seen by the
+    mirrored camera (:func:`palm.render.views.mirrored_camera`) under the mirrored light
+    (:func:`palm.render.sg.sg_mirror`), its image then flipped left to right (``Scene.mirror``).
+    Exact for both renderers. Returns ``(Camera, (K, 7) lobes)``."""
+    from palm.render.rays import Camera
+    from palm.render.sg import sg_mirror
+    from palm.render.views import mirrored_camera
+
+    K, Rt = mirrored_camera(camera.K.cpu().numpy(), camera.Rt.cpu().numpy(), camera.width)
+    mirrored = Camera(torch.as_tensor(K, dtype=torch.float32), torch.as_tensor(Rt, dtype=torch.float32),
+                      camera.height, camera.width).to(camera.K.device)
+    return mirrored, sg_mirror(light)
 
 
 def render_scene(scene: Scene, image: str = "pbr", emit: Emit = null_emit, cancel=None) -> torch.Tensor:

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from palm.bake import BakedAvatar, apply_bones, mirror_baked
+from palm.bake import BakedAvatar, apply_bones, left_hand
 from palm.errors import PalmError
 from palm.export.gltf import write_glb
 from palm.export.textures import BakedTextures, UVAtlas, bake_textures, build_atlas, vertex_tangents
-from palm.hand.lbs import bone_transforms, mirror_pose
+from palm.hand.lbs import bone_transforms
 from palm.imageio import to_srgb8, write_png
 from palm.io import atomic_write, check_output_path
 
@@ -54,7 +53,7 @@ def export_mesh(
             :func:`palm.export.textures.bake_textures`).
         left: write the left hand: the mirror image of ``avatar`` in ``pose`` (a left avatar's
             photo, or the studio's "left hand"), rigged about its own mirrored skeleton
-            (:func:`palm.bake.mirror_baked`).
+            (:func:`palm.bake.left_hand`).
 
     Returns:
         A summary: ``path``, ``format``, ``vertices`` (in the file), ``faces``, and for textured
@@ -65,8 +64,7 @@ def export_mesh(
     if pose is not None and hand is None:
         raise PalmError("--pose", "posing the mesh needs the hand rig")
     if left:
-        avatar = mirror_baked(avatar)
-        pose = None if pose is None else mirror_pose(torch.as_tensor(np.asarray(pose, np.float32))).numpy()
+        avatar, pose = left_hand(avatar, pose)
     bones = None if pose is None else bone_transforms(hand, pose, betas, joints=avatar.joints)
     summary: dict[str, Any] = {"path": str(path), "format": fmt, "faces": len(avatar.faces)}
     if fmt == "ply":

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from palm.bake import BakedAvatar, mirror_baked, posed_avatar, to_numpy
+from palm.bake import BakedAvatar, left_hand, posed_avatar, to_numpy
 from palm.errors import PalmError
-from palm.hand.lbs import bone_transforms, mirror_pose
+from palm.hand.lbs import bone_transforms
 from palm.imageio import to_srgb8, write_exr
 from palm.io import atomic_write, check_output_path
 from palm.jobs import Emit, Progress, check_cancel, null_emit
@@ -99,14 +99,14 @@ def raster_view(
         azimuth_deg, elevation_deg: camera orbit (degrees) about the hand's up axis.
         betas: the rig's shape coefficients.
         left: show the left hand, the mirror image of the right one in ``pose``
-            (:func:`palm.bake.mirror_baked`), framed palm to the camera as the right one is.
+            (:func:`palm.bake.left_hand`), framed palm to the camera as the right one is.
 
     Returns:
         (H, W, 4) float32 linear straight-alpha RGBA.
     """
     upright = present_upright(np.zeros((16, 3), np.float32) if pose is None else to_numpy(pose).reshape(16, 3))
     if left:
-        avatar, upright = mirror_baked(avatar), mirror_pose(torch.as_tensor(upright)).numpy()
+        avatar, upright = left_hand(avatar, upright)
     shown = posed_avatar(avatar, upright, hand, betas)
     camera = framing_camera(shown.vertices, res, azimuth_deg, elevation_deg, joints=shown.joints, left=left)
     return raster_render(avatar, upright, hand, camera, sg_lobes, betas=betas)
