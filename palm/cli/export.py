@@ -126,7 +126,7 @@ def _require_dir(path: str, what: str) -> None:
     if not p.exists():
         raise PalmError(p, f"{what} folder not found")
     if not p.is_dir():
-        raise PalmError(p, f"expected a {what} folder, found a file")
+        raise PalmError(p, f"expected the {what} folder, found a file")
 
 
 def load_source(args: argparse.Namespace, hand: Any, res: int = 128) -> tuple[Any, Any, bool]:
